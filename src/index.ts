@@ -1,0 +1,24 @@
+/**
+ * The public API of pull-unpack. Everything the CLI does goes through these functions.
+ */
+import { inspectImage, type InspectResult } from './inspect.js';
+import { openSource, wantedPlatform, type SourceOptions } from './options.js';
+import { parseReference } from './reference.js';
+
+export { PullUnpackError, RegistryError, isPullUnpackError, type ErrorCode } from './errors.js';
+export { parseReference, familiarName, type Reference } from './reference.js';
+export { parsePlatform, formatPlatform, hostPlatform, normalizePlatform, selectPlatform, type PlatformChoice } from './platform.js';
+export { parseDigest, digestOf, VerifyingStream } from './digest.js';
+export { MediaType, parseManifest, parseImageConfig, type Descriptor, type ImageConfig, type ImageIndex, type ImageManifest, type Platform } from './oci.js';
+export { RegistryClient, type RegistryClientOptions } from './registry.js';
+export type { InspectResult, InspectedPlatform } from './inspect.js';
+export type { SourceOptions } from './options.js';
+
+export type InspectOptions = SourceOptions;
+
+/** Inspects an image reference: index or manifest, its platforms, and the entry this platform gets. */
+export async function inspect(image: string, options: InspectOptions = {}): Promise<InspectResult> {
+  const reference = parseReference(image);
+  const wanted = wantedPlatform(options);
+  return inspectImage(openSource(reference, options), reference, wanted, options.signal);
+}

@@ -1,0 +1,379 @@
+/**
+ * The Docker Registry HTTP API v2 / OCI distribution-spec client, on undici.
+ * One client talks to one registry; it owns scheme selection, authentication and error mapping.
+ */
+import type { Readable } from 'node:stream';
+import { Agent, request, type Dispatcher } from 'undici';
+import { basicAuthorization, parseChallenges, parseTokenResponse, pullScope, TokenCache, type Credentials } from './auth.js';
+import { digestOf, parseDigest } from './digest.js';
+import { PullUnpackError, RegistryError, abortError, redactSecrets } from './errors.js';
+import { MANIFEST_ACCEPT, MediaType, type Descriptor } from './oci.js';
+import { registryEndpoint } from './reference.js';
+
+/** Manifests and indexes larger than this are refused (containerd and the distribution registry use 4 MiB). */
+export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
+/** Error bodies are read up to this many bytes; the rest is discarded. */
+const MAX_ERROR_BODY_BYTES = 64 * 1024;
+const MAX_REDIRECTS = 5;
+const USER_AGENT = 'pull-unpack/0.1';
+
+export interface RegistryClientOptions {
+  /** The registry as named in the reference: 'docker.io', 'ghcr.io', '127.0.0.1:5000'. */
+  registry: string;
+  /** Hosts (host or host:port) that may be reached over plain HTTP or with an unverified certificate. */
+  insecureRegistries?: readonly string[] | undefined;
+  /** Credentials for this registry, or a function that finds them when the registry first asks. */
+  credentials?: Credentials | (() => Promise<Credentials | undefined>) | undefined;
+  /** Overrides the HTTP dispatcher (TLS and proxy settings live there). */
+  dispatcher?: Dispatcher | undefined;
+  maxManifestBytes?: number | undefined;
+}
+
+/** Manifest bytes exactly as served, with the digest computed locally. */
+export interface FetchedManifest {
+  bytes: Buffer;
+  /** The Content-Type header, without parameters; may be empty. */
+  contentType: string;
+  /** sha256 (or the requested algorithm) of `bytes`: the digest to report. */
+  digest: string;
+}
+
+interface SendOptions {
+  method?: 'GET' | 'HEAD';
+  headers?: Record<string, string>;
+  signal?: AbortSignal | undefined;
+  repository: string;
+  /** For messages: what is being fetched. */
+  what: string;
+}
+
+let sharedAgent: Agent | undefined;
+let insecureAgent: Agent | undefined;
+
+function defaultAgent(): Agent {
+  sharedAgent ??= new Agent({ connections: 16, connect: { timeout: 30_000 }, headersTimeout: 60_000, bodyTimeout: 120_000 });
+  return sharedAgent;
+}
+
+function unverifiedAgent(): Agent {
+  insecureAgent ??= new Agent({ connections: 16, connect: { timeout: 30_000, rejectUnauthorized: false } });
+  return insecureAgent;
+}
+
+/** True for hosts docker reaches without TLS by default: localhost, 127.0.0.0/8, ::1. */
+export function isLoopbackRegistry(registry: string): boolean {
+  const host = hostOnly(registry);
+  return host === 'localhost' || host === '::1' || /^127(\.\d{1,3}){3}$/.test(host);
+}
+
+function hostOnly(registry: string): string {
+  if (registry.startsWith('[')) return registry.slice(1, registry.indexOf(']'));
+  const colon = registry.lastIndexOf(':');
+  return colon === -1 ? registry : registry.slice(0, colon);
+}
+
+/** A client for one registry. Safe for concurrent use; tokens are shared across requests. */
+export class RegistryClient {
+  readonly registry: string;
+  private readonly endpoint: string;
+  private readonly insecure: boolean;
+  private readonly mayUseHttp: boolean;
+  private readonly dispatcher: Dispatcher | undefined;
+  private readonly maxManifestBytes: number;
+  private readonly tokens = new TokenCache();
+  private readonly credentialSource: RegistryClientOptions['credentials'];
+  private credentials: Promise<Credentials | undefined> | undefined;
+  private origin: Promise<string> | undefined;
+
+  constructor(options: RegistryClientOptions) {
+    this.registry = options.registry;
+    this.endpoint = registryEndpoint(options.registry);
+    const listed = (options.insecureRegistries ?? []).some((h) => h === options.registry || h === this.endpoint || h === hostOnly(this.endpoint));
+    this.insecure = listed;
+    this.mayUseHttp = listed || isLoopbackRegistry(this.endpoint);
+    this.dispatcher = options.dispatcher;
+    this.maxManifestBytes = options.maxManifestBytes ?? MAX_MANIFEST_BYTES;
+    this.credentialSource = options.credentials;
+  }
+
+  /** The scheme and host requests go to, e.g. 'https://registry-1.docker.io'; probed once. */
+  baseUrl(signal?: AbortSignal): Promise<string> {
+    this.origin ??= this.probeOrigin(signal);
+    return this.origin;
+  }
+
+  /** GET /v2/: checks that the registry answers the v2 API (a 401 counts as an answer). */
+  async ping(signal?: AbortSignal): Promise<void> {
+    const base = await this.baseUrl(signal);
+    const res = await this.raw('GET', `${base}/v2/`, {}, signal, 'the registry API');
+    await res.body.dump();
+    if (res.statusCode !== 200 && res.statusCode !== 401) {
+      throw new RegistryError('REGISTRY_ERROR', `${this.registry} does not answer the registry v2 API (HTTP ${res.statusCode})`, {
+        status: res.statusCode,
+      });
+    }
+  }
+
+  /**
+   * Fetches a manifest or index by tag or digest. When `reference` is a digest the bytes must
+   * hash to it; otherwise the locally computed sha256 is returned as the digest.
+   */
+  async getManifest(repository: string, reference: string, signal?: AbortSignal): Promise<FetchedManifest> {
+    const byDigest = reference.includes(':');
+    const expected = byDigest ? parseDigest(reference) : undefined;
+    const what = `${this.registry}/${repository}${byDigest ? '@' : ':'}${reference}`;
+    const res = await this.send(`/v2/${repository}/manifests/${reference}`, {
+      repository,
+      what,
+      signal,
+      headers: { accept: [...MANIFEST_ACCEPT, MediaType.DockerSchema1Signed + ';q=0.1'].join(', ') },
+    });
+    const bytes = await readCapped(res.body, this.maxManifestBytes, res.headers['content-length'], `the manifest of ${what}`, 'TOO_LARGE');
+    const contentType = headerValue(res.headers['content-type']).split(';')[0]!.trim();
+    const digest = digestOf(bytes, expected?.algorithm ?? 'sha256');
+    if (expected && digest !== reference) {
+      throw new PullUnpackError('DIGEST_MISMATCH', `the manifest served for ${what} hashes to ${digest}`, {
+        hint: 'the registry or something between it and you altered the manifest; nothing was used',
+      });
+    }
+    return { bytes, contentType, digest };
+  }
+
+  /**
+   * Opens a blob for reading, following redirects (without Authorization to other hosts).
+   * Returns the unverified body; the caller verifies and must consume or destroy it.
+   */
+  async fetchBlob(repository: string, descriptor: Descriptor, signal?: AbortSignal, what = `blob ${descriptor.digest}`): Promise<Readable> {
+    parseDigest(descriptor.digest);
+    const res = await this.send(`/v2/${repository}/blobs/${descriptor.digest}`, { repository, what, signal });
+    return res.body as unknown as Readable;
+  }
+
+  private async probeOrigin(signal: AbortSignal | undefined): Promise<string> {
+    const https = `https://${this.endpoint}`;
+    if (!this.mayUseHttp) return https;
+    // As docker does for insecure and loopback registries: try TLS first, fall back to plain HTTP
+    // only when the server does not speak TLS. A certificate that fails verification is an error.
+    try {
+      const res = await request(`${https}/v2/`, { method: 'GET', dispatcher: this.tlsDispatcher(), signal, headers: { 'user-agent': USER_AGENT } });
+      await res.body.dump();
+      return https;
+    } catch (err) {
+      if (signal?.aborted) throw abortError(signal);
+      if (!isNotTls(err)) throw networkError(err, this.registry, 'the registry API');
+      return `http://${this.endpoint}`;
+    }
+  }
+
+  private tlsDispatcher(): Dispatcher {
+    return this.dispatcher ?? (this.insecure ? unverifiedAgent() : defaultAgent());
+  }
+
+  /** A registry request with authentication, redirects and error mapping. */
+  private async send(path: string, options: SendOptions): Promise<Dispatcher.ResponseData> {
+    const base = await this.baseUrl(options.signal);
+    const scope = pullScope(options.repository);
+    let url = `${base}${path}`;
+    let authorization = await this.authorizationFor(scope);
+    let retriedAuth = false;
+    for (let redirects = 0; ; ) {
+      const sameHost = new URL(url).host === new URL(base).host;
+      const headers: Record<string, string> = { ...options.headers };
+      // Never forward credentials to another host (a blob CDN behind a redirect).
+      if (authorization && sameHost) headers['authorization'] = authorization;
+      const res = await this.raw(options.method ?? 'GET', url, headers, options.signal, options.what);
+      if (res.statusCode === 401 && sameHost && !retriedAuth) {
+        retriedAuth = true;
+        const challenge = headerValue(res.headers['www-authenticate']);
+        await res.body.dump();
+        if (authorization) this.tokens.delete(scope);
+        authorization = await this.authenticate(challenge, scope, options);
+        continue;
+      }
+      if (res.statusCode >= 300 && res.statusCode < 400 && res.headers['location']) {
+        await res.body.dump();
+        if (++redirects > MAX_REDIRECTS) {
+          throw new RegistryError('REGISTRY_ERROR', `${options.what}: too many redirects`, { status: res.statusCode });
+        }
+        url = new URL(headerValue(res.headers['location']), url).toString();
+        continue;
+      }
+      if (res.statusCode >= 200 && res.statusCode < 300) return res;
+      throw await this.responseError(res, options.what);
+    }
+  }
+
+  private async raw(
+    method: 'GET' | 'HEAD',
+    url: string,
+    headers: Record<string, string>,
+    signal: AbortSignal | undefined,
+    what: string,
+  ): Promise<Dispatcher.ResponseData> {
+    const dispatcher = url.startsWith('https:') ? this.tlsDispatcher() : this.dispatcher ?? defaultAgent();
+    try {
+      return await request(url, { method, headers: { 'user-agent': USER_AGENT, ...headers }, signal, dispatcher });
+    } catch (err) {
+      if (signal?.aborted) throw abortError(signal);
+      throw networkError(err, new URL(url).host, what);
+    }
+  }
+
+  private async authorizationFor(scope: string): Promise<string | undefined> {
+    const token = this.tokens.get(scope);
+    return token ? `Bearer ${token}` : undefined;
+  }
+
+  private getCredentials(): Promise<Credentials | undefined> {
+    const source = this.credentialSource;
+    this.credentials ??= typeof source === 'function' ? source() : Promise.resolve(source);
+    return this.credentials;
+  }
+
+  /** Answers a 401 challenge: Basic with credentials, or a bearer token from the realm. */
+  private async authenticate(header: string, scope: string, options: SendOptions): Promise<string> {
+    const challenges = parseChallenges(header);
+    const bearer = challenges.find((c) => c.scheme === 'bearer');
+    const credentials = await this.getCredentials();
+    if (bearer?.params['realm']) {
+      const token = await this.fetchToken(bearer.params, scope, credentials, options.signal);
+      return `Bearer ${token}`;
+    }
+    const basic = challenges.find((c) => c.scheme === 'basic');
+    const basicValue = credentials && basicAuthorization(credentials);
+    if (basic && basicValue) return basicValue;
+    throw unauthorized(this.registry, options.what, credentials !== undefined);
+  }
+
+  private async fetchToken(
+    params: Record<string, string>,
+    scope: string,
+    credentials: Credentials | undefined,
+    signal: AbortSignal | undefined,
+  ): Promise<string> {
+    const realm = new URL(params['realm']!);
+    const base = new URL(await this.baseUrl(signal));
+    const mayCarrySecrets = realm.protocol === 'https:' || (realm.host === base.host) || (base.protocol === 'http:' && isLoopbackRegistry(base.host));
+    const url = new URL(realm);
+    if (params['service']) url.searchParams.set('service', params['service']);
+    url.searchParams.set('scope', scope);
+    const headers: Record<string, string> = { 'user-agent': USER_AGENT, accept: 'application/json' };
+    const basicValue = credentials && mayCarrySecrets ? basicAuthorization(credentials) : undefined;
+    if (basicValue) headers['authorization'] = basicValue;
+    const dispatcher = url.protocol === 'https:' ? this.tlsDispatcher() : this.dispatcher ?? defaultAgent();
+    let res: Dispatcher.ResponseData;
+    try {
+      res = await request(url, { method: 'GET', headers, signal, dispatcher });
+    } catch (err) {
+      if (signal?.aborted) throw abortError(signal);
+      throw networkError(err, url.host, 'the token server');
+    }
+    if (res.statusCode !== 200) throw await this.responseError(res, `a token for ${scope}`);
+    const body = await readCapped(res.body, MAX_ERROR_BODY_BYTES * 16, res.headers['content-length'], 'the token response', 'TOO_LARGE');
+    let doc: unknown;
+    try {
+      doc = JSON.parse(body.toString('utf8'));
+    } catch (cause) {
+      throw new PullUnpackError('UNAUTHORIZED', `the token server ${url.host} did not answer JSON`, { cause });
+    }
+    const { token, expiresIn, issuedAt } = parseTokenResponse(doc, url.toString());
+    this.tokens.set(scope, token, expiresIn, issuedAt);
+    return token;
+  }
+
+  private async responseError(res: Dispatcher.ResponseData, what: string): Promise<RegistryError> {
+    let body: Buffer;
+    try {
+      body = await readCapped(res.body, MAX_ERROR_BODY_BYTES, undefined, 'error body', 'TOO_LARGE', true);
+    } catch {
+      body = Buffer.alloc(0);
+    }
+    return registryErrorFrom(res.statusCode, body, headerValue(res.headers['content-type']), what, this.registry);
+  }
+}
+
+/** Maps an HTTP error response to a typed error, using the registry's JSON error body when it has one. */
+export function registryErrorFrom(status: number, body: Buffer, contentType: string, what: string, registry: string): RegistryError {
+  let first: { code?: string; message?: string; detail?: unknown } | undefined;
+  try {
+    const doc = JSON.parse(body.toString('utf8')) as { errors?: Array<{ code?: string; message?: string; detail?: unknown }> };
+    first = Array.isArray(doc.errors) ? doc.errors[0] : undefined;
+  } catch {
+    first = undefined;
+  }
+  const registryCode = typeof first?.code === 'string' ? first.code : undefined;
+  const said = first?.message ? `: ${first.message}` : contentType.includes('html') ? ' (the server answered an HTML page)' : '';
+  const info = { status, registryCode, detail: first?.detail };
+  const label = registryCode ? ` ${registryCode}` : '';
+  if (status === 404) {
+    return new RegistryError('NOT_FOUND', `${what} not found (HTTP 404${label}${said})`, info, {
+      hint: 'check the repository name and tag; private images also answer 404 without credentials',
+    });
+  }
+  if (status === 401 || status === 403) {
+    return new RegistryError('UNAUTHORIZED', `${registry} refused access to ${what} (HTTP ${status}${label}${said})`, info, {
+      hint: 'log in (docker login) or check that the repository exists and you may pull it',
+    });
+  }
+  return new RegistryError('REGISTRY_ERROR', `${registry} failed to serve ${what}: HTTP ${status}${label}${said}`, info);
+}
+
+function unauthorized(registry: string, what: string, hadCredentials: boolean): RegistryError {
+  return new RegistryError('UNAUTHORIZED', `${registry} requires authentication for ${what}`, { status: 401 }, {
+    hint: hadCredentials ? 'the credentials were refused' : 'log in with docker login, or pass --username and --password-stdin',
+  });
+}
+
+function networkError(err: unknown, host: string, what: string): PullUnpackError {
+  const e = err as { code?: string; message?: string };
+  const code = e.code ? ` (${e.code})` : '';
+  const certificate = /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ALTNAME/.test(e.code ?? '');
+  return new PullUnpackError('NETWORK', `cannot reach ${host} for ${what}: ${redactSecrets(e.message ?? String(err))}${code}`, {
+    cause: err,
+    hint: certificate
+      ? 'the server certificate is not trusted: add its CA with --cacert, or use --insecure-registry for a test registry'
+      : 'check the registry address and your network or proxy settings',
+  });
+}
+
+/** True when a TLS handshake failed because the server speaks plain HTTP. */
+function isNotTls(err: unknown): boolean {
+  const e = err as { code?: string; message?: string };
+  return (
+    e.code === 'ERR_SSL_WRONG_VERSION_NUMBER' ||
+    e.code === 'EPROTO' ||
+    /wrong version number|packet length too long|unknown protocol/i.test(e.message ?? '')
+  );
+}
+
+function headerValue(value: string | string[] | undefined): string {
+  return Array.isArray(value) ? value.join(', ') : value ?? '';
+}
+
+/** Reads a whole body into memory, refusing more than `cap` bytes (checked before and while reading). */
+export async function readCapped(
+  body: Dispatcher.ResponseData['body'],
+  cap: number,
+  contentLength: string | string[] | undefined,
+  what: string,
+  code: 'TOO_LARGE',
+  truncate = false,
+): Promise<Buffer> {
+  const declared = Number(headerValue(contentLength));
+  if (!truncate && Number.isFinite(declared) && declared > cap) {
+    body.destroy();
+    throw new PullUnpackError(code, `${what} is ${declared} bytes, over the ${cap}-byte limit`);
+  }
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for await (const chunk of body) {
+    total += (chunk as Buffer).length;
+    if (total > cap) {
+      body.destroy();
+      if (truncate) break;
+      throw new PullUnpackError(code, `${what} is over the ${cap}-byte limit`);
+    }
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks);
+}
