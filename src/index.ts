@@ -2,8 +2,7 @@
  * The public API of pull-unpack. Everything the CLI does goes through these functions.
  */
 import { inspectImage, type InspectResult } from './inspect.js';
-import { openSource, wantedPlatform, type SourceOptions } from './options.js';
-import { parseReference } from './reference.js';
+import { openImage, wantedPlatform, type SourceOptions } from './options.js';
 
 export { PullUnpackError, RegistryError, isPullUnpackError, type ErrorCode } from './errors.js';
 export { parseReference, familiarName, type Reference } from './reference.js';
@@ -13,12 +12,20 @@ export { MediaType, parseManifest, parseImageConfig, type Descriptor, type Image
 export { RegistryClient, type RegistryClientOptions } from './registry.js';
 export type { InspectResult, InspectedPlatform } from './inspect.js';
 export type { SourceOptions } from './options.js';
+export { parseLocalReference, type LocalReference } from './layout-source.js';
+export { pullBundle, type BundleOptions, type BundleResult } from './bundle.js';
+export { toRuntimeConfig, applyOverrides, type ConfigOverrides, type RuntimeConfigOptions, type RuntimeSpec } from './runtime-config.js';
+export { pull, type PullOptions, type PullResult, type PullEvent, type PulledLayer } from './pull.js';
 
 export type InspectOptions = SourceOptions;
 
 /** Inspects an image reference: index or manifest, its platforms, and the entry this platform gets. */
 export async function inspect(image: string, options: InspectOptions = {}): Promise<InspectResult> {
-  const reference = parseReference(image);
   const wanted = wantedPlatform(options);
-  return inspectImage(openSource(reference, options), reference, wanted, options.signal);
+  const opened = await openImage(image, options);
+  try {
+    return await inspectImage(opened.source, opened.reference, opened.display, wanted, options.signal);
+  } finally {
+    await opened.close();
+  }
 }

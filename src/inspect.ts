@@ -5,7 +5,6 @@
 import { isPullUnpackError } from './errors.js';
 import type { Platform } from './oci.js';
 import { formatPlatform, normalizePlatform } from './platform.js';
-import { manifestReference, type Reference } from './reference.js';
 import { chooseManifest, fetchConfig, fetchTopLevel } from './resolve.js';
 import type { ImageSource } from './source.js';
 
@@ -39,11 +38,17 @@ export interface InspectResult {
 }
 
 /** Inspects `reference` through `source`; a platform with no match is reported, not thrown. */
-export async function inspectImage(source: ImageSource, reference: Reference, wanted: Platform, signal?: AbortSignal): Promise<InspectResult> {
-  const top = await fetchTopLevel(source, manifestReference(reference), signal);
+export async function inspectImage(
+  source: ImageSource,
+  reference: string,
+  display: string,
+  wanted: Platform,
+  signal?: AbortSignal,
+): Promise<InspectResult> {
+  const top = await fetchTopLevel(source, reference, signal);
   const normalized = normalizePlatform(wanted);
   const base = {
-    reference: reference.toString(),
+    reference: display,
     kind: top.parsed.kind,
     mediaType: top.descriptor.mediaType,
     digest: top.descriptor.digest,

@@ -4,7 +4,8 @@
  */
 import type { Platform } from './oci.js';
 import { hostPlatform, normalizePlatform, parsePlatform } from './platform.js';
-import type { Reference } from './reference.js';
+import { openLocalSource, parseLocalReference } from './layout-source.js';
+import { manifestReference, parseReference } from './reference.js';
 import { RegistryClient } from './registry.js';
 import { registrySource, type ImageSource } from './source.js';
 
@@ -29,8 +30,33 @@ export function wantedPlatform(options: SourceOptions): Platform {
   return host.platform;
 }
 
-/** An ImageSource for a registry reference, with the options' TLS and HTTP settings. */
-export function openSource(reference: Reference, options: SourceOptions): ImageSource {
+/** An image to read: where from, what to ask it for first, and how to let go of it. */
+export interface OpenedImage {
+  source: ImageSource;
+  /** The tag or digest naming the top-level manifest or index in `source`. */
+  reference: string;
+  /** The image as the user should see it: 'docker.io/library/alpine:latest', 'oci:/tmp/l:v1'. */
+  display: string;
+  /** Releases files held open by local sources; a no-op for registries. */
+  close(): Promise<void>;
+}
+
+/**
+ * Opens `image`: a registry reference (`alpine`, `host:5000/a/b:t`, `name@sha256:…`) or a local
+ * source (`oci:DIR[:TAG|@DIGEST]`, `oci-archive:FILE[:TAG]`, `docker-archive:FILE[:REF]`).
+ */
+export async function openImage(image: string, options: SourceOptions): Promise<OpenedImage> {
+  const local = parseLocalReference(image);
+  if (local) {
+    const opened = await openLocalSource(local, { signal: options.signal });
+    return { source: opened.source, reference: opened.reference, display: local.toString(), close: () => opened.close() };
+  }
+  const reference = parseReference(image);
   const client = new RegistryClient({ registry: reference.registry, insecureRegistries: options.insecureRegistries });
-  return registrySource(client, reference.repository);
+  return {
+    source: registrySource(client, reference.repository),
+    reference: manifestReference(reference),
+    display: reference.toString(),
+    close: async () => undefined,
+  };
 }

@@ -255,15 +255,25 @@ export class RegistryClient {
     const base = new URL(await this.baseUrl(signal));
     const mayCarrySecrets = realm.protocol === 'https:' || (realm.host === base.host) || (base.protocol === 'http:' && isLoopbackRegistry(base.host));
     const url = new URL(realm);
-    if (params['service']) url.searchParams.set('service', params['service']);
-    url.searchParams.set('scope', scope);
     const headers: Record<string, string> = { 'user-agent': USER_AGENT, accept: 'application/json' };
-    const basicValue = credentials && mayCarrySecrets ? basicAuthorization(credentials) : undefined;
-    if (basicValue) headers['authorization'] = basicValue;
     const dispatcher = url.protocol === 'https:' ? this.tlsDispatcher() : this.dispatcher ?? defaultAgent();
+    const identityToken = mayCarrySecrets ? credentials?.identityToken : undefined;
+    let form: string | undefined;
+    if (identityToken) {
+      // An identity token is an OAuth2 refresh token: POST it as a form (distribution's oauth.md).
+      const body = new URLSearchParams({ grant_type: 'refresh_token', refresh_token: identityToken, client_id: 'pull-unpack', scope });
+      if (params['service']) body.set('service', params['service']);
+      form = body.toString();
+      headers['content-type'] = 'application/x-www-form-urlencoded';
+    } else {
+      if (params['service']) url.searchParams.set('service', params['service']);
+      url.searchParams.set('scope', scope);
+      const basicValue = credentials && mayCarrySecrets ? basicAuthorization(credentials) : undefined;
+      if (basicValue) headers['authorization'] = basicValue;
+    }
     let res: Dispatcher.ResponseData;
     try {
-      res = await request(url, { method: 'GET', headers, signal, dispatcher });
+      res = await request(url, { method: form ? 'POST' : 'GET', headers, signal, dispatcher, body: form });
     } catch (err) {
       if (signal?.aborted) throw abortError(signal);
       throw networkError(err, url.host, 'the token server');

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what the tests need, starts a distribution registry on a free
+# loopback port, runs vitest against it, and stops the registry again, also when tests fail.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+
+state=$(mktemp -d)
+cleanup() {
+  node testdata/registry.mjs stop --state-dir "$state" >/dev/null 2>&1 || true
+  rm -rf "$state"
+}
+trap cleanup EXIT
+PULL_UNPACK_TEST_REGISTRY=$(node testdata/registry.mjs start --state-dir "$state")
+export PULL_UNPACK_TEST_REGISTRY
+echo "test: registry on $PULL_UNPACK_TEST_REGISTRY" >&2
+npx vitest run "$@"
