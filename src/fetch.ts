@@ -1,0 +1,70 @@
+/**
+ * Bounded parallel downloads into a BlobStore, store first. Each blob is verified on its way in.
+ */
+import pLimit from 'p-limit';
+import type { BlobStore } from './cache.js';
+import { isPullUnpackError, PullUnpackError } from './errors.js';
+import type { Descriptor } from './oci.js';
+import type { ImageSource } from './source.js';
+
+export type BlobEvent =
+  | { type: 'blob-start'; digest: string; size: number; what: string }
+  | { type: 'blob-progress'; digest: string; bytes: number; size: number }
+  | { type: 'blob-verified'; digest: string; size: number; fromCache: boolean };
+
+export interface FetchOptions {
+  concurrency: number;
+  signal?: AbortSignal | undefined;
+  onEvent?: ((event: BlobEvent) => void) | undefined;
+}
+
+export interface BlobRequest {
+  descriptor: Descriptor;
+  /** Names the blob in messages and events, e.g. 'layer 2/5'. */
+  what: string;
+}
+
+/**
+ * Starts fetching every blob with at most `concurrency` downloads at once, in the order given.
+ * Returns one promise per blob, resolving to the verified blob's path in the store. Every
+ * promise has a rejection handler attached, so the caller may await them one by one.
+ */
+export function fetchBlobs(source: ImageSource, store: BlobStore, blobs: BlobRequest[], options: FetchOptions): Array<Promise<string>> {
+  const limit = pLimit(Math.max(1, options.concurrency));
+  return blobs.map(({ descriptor, what }) => {
+    const task = limit(() => fetchOne(source, store, descriptor, what, options));
+    task.catch(() => undefined);
+    return task;
+  });
+}
+
+async function fetchOne(source: ImageSource, store: BlobStore, descriptor: Descriptor, what: string, options: FetchOptions): Promise<string> {
+  const { onEvent, signal } = options;
+  if (await store.has(descriptor)) {
+    onEvent?.({ type: 'blob-verified', digest: descriptor.digest, size: descriptor.size, fromCache: true });
+    return store.path(descriptor.digest);
+  }
+  onEvent?.({ type: 'blob-start', digest: descriptor.digest, size: descriptor.size, what });
+  let body;
+  try {
+    body = await source.fetchBlob(descriptor, signal, what);
+  } catch (err) {
+    throw foreignLayerError(err, descriptor, what) ?? err;
+  }
+  const path = await store.ingest(descriptor, body, what, {
+    signal,
+    onBytes: onEvent && ((bytes) => onEvent({ type: 'blob-progress', digest: descriptor.digest, bytes, size: descriptor.size })),
+  });
+  onEvent?.({ type: 'blob-verified', digest: descriptor.digest, size: descriptor.size, fromCache: false });
+  return path;
+}
+
+/** A non-distributable (foreign) layer the registry does not have: name it and its URLs. */
+function foreignLayerError(err: unknown, descriptor: Descriptor, what: string): PullUnpackError | undefined {
+  if (!isPullUnpackError(err, 'NOT_FOUND') || !descriptor.urls?.length) return undefined;
+  return new PullUnpackError(
+    'NOT_FOUND',
+    `${what} (${descriptor.digest}) is a non-distributable layer the registry does not have; it lives at ${descriptor.urls.join(', ')}`,
+    { cause: err, hint: 'pull-unpack fetches layers only from the registry; copy the layer into the registry first (e.g. skopeo copy --dest-... with foreign layers allowed)' },
+  );
+}

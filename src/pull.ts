@@ -1,0 +1,244 @@
+/**
+ * Wires the stages: resolve -> fetch (bounded, verified) -> decompress -> DiffID check -> apply,
+ * into a staging directory that replaces DIR only when everything succeeded.
+ * One AbortSignal runs end to end; the first failure aborts every other download.
+ */
+import { createReadStream } from 'node:fs';
+import { pipeline, type Readable } from 'node:stream';
+import { applyLayer, createApplyContext, finishApply, type ApplyContext } from './apply-layer.js';
+import { BlobStore } from './cache.js';
+import { createDecompressor, layerCompression } from './decompress.js';
+import { checkDestination, commitStaging, createStaging, discardStaging, type Staging } from './destination.js';
+import { VerifyingStream } from './digest.js';
+import { abortError, isPullUnpackError, PullUnpackError } from './errors.js';
+import { fetchBlobs, type BlobEvent } from './fetch.js';
+import type { Descriptor, ImageConfig, Platform } from './oci.js';
+import { openImage, wantedPlatform, type OpenedImage, type SourceOptions } from './options.js';
+import { formatPlatform } from './platform.js';
+import { fetchConfig, resolveImage, type ResolvedImage } from './resolve.js';
+import type { ImageSource } from './source.js';
+
+export const DEFAULT_CONCURRENCY = 4;
+
+export interface PullOptions extends SourceOptions {
+  /** Parallel downloads (default 4). */
+  concurrency?: number | undefined;
+  /** Replace a non-empty destination (still atomically). */
+  force?: boolean | undefined;
+  /** Apply ownership and create devices; default: running as root. */
+  isRoot?: boolean | undefined;
+  /** Progress and warnings, in the order they happen. */
+  onEvent?: ((event: PullEvent) => void) | undefined;
+}
+
+export type PullEvent =
+  | { type: 'resolved'; reference: string; digest: string; mediaType: string; manifestDigest: string; platform: string | undefined; reason: string | undefined }
+  | { type: 'config'; digest: string; layers: number; totalSize: number }
+  | BlobEvent
+  | { type: 'layer-applied'; index: number; digest: string; diffId: string; entries: number }
+  | { type: 'warning'; message: string };
+
+export interface PulledLayer {
+  digest: string;
+  size: number;
+  mediaType: string;
+  diffId: string;
+}
+
+export interface PullResult {
+  reference: string;
+  /** The digest the reference resolved to (an index or the manifest itself). */
+  digest: string;
+  indexDigest: string | undefined;
+  manifestDigest: string;
+  platform: string | undefined;
+  configDigest: string;
+  config: ImageConfig;
+  layers: PulledLayer[];
+  /** Absolute path of what was written (the rootfs, or the bundle directory). */
+  path: string;
+  bytesFetched: number;
+}
+
+/** What a stage after the rootfs (e.g. the bundle writer) adds inside the staging directory. */
+export type StagingHook = (staging: Staging, rootfs: string, pulled: Omit<PullResult, 'path'>) => Promise<void>;
+
+/** Where the rootfs goes inside the staging directory, and what else a caller writes there. */
+export interface Layout {
+  rootfsIn: (staging: Staging) => string;
+  prepare?: ((staging: Staging) => Promise<void>) | undefined;
+  finish?: StagingHook | undefined;
+}
+
+/** Pulls `image` and unpacks its root filesystem into `dir`, all or nothing. */
+export async function pull(image: string, dir: string, options: PullOptions = {}): Promise<PullResult> {
+  return pullInto(image, dir, options, { rootfsIn: (s) => s.out });
+}
+
+/** The shared pull: `layout` says where the rootfs goes in the staging dir and what else to write. */
+export async function pullInto(
+  image: string,
+  dir: string,
+  options: PullOptions,
+  layout: Layout,
+): Promise<PullResult> {
+  const wanted = wantedPlatform({ ...options, onNotice: (m) => options.onEvent?.({ type: 'warning', message: m }) });
+  const dest = await checkDestination(dir, options.force ?? false);
+  const opened = await openImage(image, options);
+  try {
+    return await pullOpened(opened, dest, wanted, options, layout);
+  } finally {
+    await opened.close();
+  }
+}
+
+async function pullOpened(
+  opened: OpenedImage,
+  dest: string,
+  wanted: Platform,
+  options: PullOptions,
+  layout: Layout,
+): Promise<PullResult> {
+  const { source } = opened;
+  const controller = new AbortController();
+  const stopOnUserAbort = (): void => controller.abort(options.signal?.reason);
+  options.signal?.addEventListener('abort', stopOnUserAbort, { once: true });
+  const signal = controller.signal;
+  const resolved = await resolveImage(source, opened.reference, wanted, signal);
+  emitResolved(opened.display, resolved, options);
+  const { config } = await fetchConfig(source, resolved.manifest, signal);
+  const layers = checkLayers(resolved, config, source.name);
+  const staging = await createStaging(dest);
+  try {
+    await layout.prepare?.(staging);
+    const rootfs = layout.rootfsIn(staging);
+    const bytesFetched = await unpackLayers(source, staging, rootfs, layers, options, controller);
+    const pulled = {
+      reference: opened.display,
+      digest: resolved.top.descriptor.digest,
+      indexDigest: resolved.choice ? resolved.top.descriptor.digest : undefined,
+      manifestDigest: resolved.manifestDescriptor.digest,
+      platform: resolved.choice ? formatPlatform(resolved.choice.platform) : configPlatform(config),
+      configDigest: resolved.manifest.config.digest,
+      config,
+      layers,
+      bytesFetched,
+    };
+    await layout.finish?.(staging, rootfs, pulled);
+    if (signal.aborted) throw abortError(signal);
+    await commitStaging(staging);
+    return { ...pulled, path: dest };
+  } catch (err) {
+    // A download that failed aborts the layer being applied: report the failure, not the abort.
+    const reason: unknown = controller.signal.aborted ? controller.signal.reason : undefined;
+    const cause = isPullUnpackError(err, 'ABORTED') && reason instanceof Error ? reason : err;
+    controller.abort(cause);
+    await discardStaging(staging);
+    if (options.signal?.aborted) throw abortError(options.signal);
+    throw cause;
+  } finally {
+    options.signal?.removeEventListener('abort', stopOnUserAbort);
+  }
+}
+
+function emitResolved(display: string, resolved: ResolvedImage, options: PullOptions): void {
+  options.onEvent?.({
+    type: 'resolved',
+    reference: display,
+    digest: resolved.top.descriptor.digest,
+    mediaType: resolved.top.descriptor.mediaType,
+    manifestDigest: resolved.manifestDescriptor.digest,
+    platform: resolved.choice ? formatPlatform(resolved.choice.platform) : undefined,
+    reason: resolved.choice?.reason,
+  });
+  for (const note of resolved.choice?.notes ?? []) options.onEvent?.({ type: 'warning', message: note });
+}
+
+function configPlatform(config: ImageConfig): string | undefined {
+  return config.os && config.architecture ? formatPlatform({ os: config.os, architecture: config.architecture, variant: config.variant }) : undefined;
+}
+
+/** Pairs each layer with its DiffID; refuses unknown media types before anything is downloaded. */
+function checkLayers(resolved: ResolvedImage, config: ImageConfig, name: string): PulledLayer[] {
+  const { layers } = resolved.manifest;
+  const diffIds = config.rootfs.diff_ids;
+  if (diffIds.length !== layers.length) {
+    throw new PullUnpackError('INVALID_CONFIG', `${name}: the manifest has ${layers.length} layers but the config lists ${diffIds.length} DiffIDs`);
+  }
+  return layers.map((layer, i) => {
+    layerCompression(layer.mediaType);
+    return { digest: layer.digest, size: layer.size, mediaType: layer.mediaType, diffId: diffIds[i]! };
+  });
+}
+
+/**
+ * Downloads all layers in parallel and applies each as soon as it and every layer before it
+ * are ready. Returns the number of bytes downloaded.
+ */
+async function unpackLayers(
+  source: ImageSource,
+  staging: Staging,
+  rootfs: string,
+  layers: PulledLayer[],
+  options: PullOptions,
+  controller: AbortController,
+): Promise<number> {
+  const signal = controller.signal;
+  const store = new BlobStore(staging.scratch);
+  let bytesFetched = 0;
+  const onEvent = (event: BlobEvent): void => {
+    if (event.type === 'blob-verified' && !event.fromCache) bytesFetched += event.size;
+    options.onEvent?.(event);
+  };
+  const requests = layers.map((l, i) => ({ descriptor: descriptorOf(l), what: `layer ${i + 1}/${layers.length} of ${source.name} (${l.digest})` }));
+  const downloads = fetchBlobs(source, store, requests, { concurrency: options.concurrency ?? DEFAULT_CONCURRENCY, signal, onEvent });
+  // The first failed download stops the others at once instead of after the layers before it.
+  for (const d of downloads) d.catch((err: unknown) => controller.abort(err));
+  const ctx = createApplyContext(rootfs, {
+    isRoot: options.isRoot,
+    onWarning: (message) => options.onEvent?.({ type: 'warning', message }),
+  });
+  for (const [i, layer] of layers.entries()) {
+    const path = await downloads[i]!;
+    if (signal.aborted) throw signal.reason ?? abortError(signal);
+    const entries = await applyLayerFile(ctx, path, layer, requests[i]!.what, signal);
+    options.onEvent?.({ type: 'layer-applied', index: i, digest: layer.digest, diffId: layer.diffId, entries });
+  }
+  await finishApply(ctx);
+  return bytesFetched;
+}
+
+function descriptorOf(layer: PulledLayer): Descriptor {
+  return { mediaType: layer.mediaType, digest: layer.digest, size: layer.size };
+}
+
+/** Decompresses a verified blob, checks it against its DiffID, and applies it. */
+async function applyLayerFile(ctx: ApplyContext, path: string, layer: PulledLayer, what: string, signal: AbortSignal): Promise<number> {
+  const { tar, done } = openLayerTar(path, layer, what);
+  try {
+    const stats = await applyLayer(ctx, tar, { signal, what });
+    // The tar may end before the stream does (padding): read the rest so the DiffID covers it all.
+    tar.resume();
+    await done;
+    return stats.entries;
+  } catch (err) {
+    tar.destroy();
+    await done.catch(() => undefined);
+    throw err;
+  }
+}
+
+/** The uncompressed tar stream of a layer blob; `done` settles once the DiffID was checked. */
+function openLayerTar(path: string, layer: PulledLayer, what: string): { tar: Readable; done: Promise<void> } {
+  let settle!: (err?: Error | null) => void;
+  const done = new Promise<void>((resolve, reject) => {
+    settle = (err) => (err ? reject(err) : resolve());
+  });
+  const tar = pipeline(
+    createReadStream(path, { highWaterMark: 1 << 20 }),
+    createDecompressor(layerCompression(layer.mediaType), what),
+    new VerifyingStream({ digest: layer.diffId, what, code: 'DIFFID_MISMATCH' }),
+    (err) => settle(err),
+  );
+  return { tar, done };
+}
