@@ -6,6 +6,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import type { Readable, Writable } from 'node:stream';
 import { isPullUnpackError, PullUnpackError, redactSecrets } from './errors.js';
 import { inspect, pull, pullBundle, type InspectResult, type PullEvent, type PullResult } from './index.js';
+import { NETWORK_FLAGS, sourceOptionsFrom } from './cli-options.js';
 import { formatBytes, ProgressDisplay } from './progress.js';
 import { MediaType } from './oci.js';
 
@@ -31,7 +32,12 @@ const USAGE = `Usage:
 
 Common options:
   --platform OS/ARCH[/VARIANT]   select this platform instead of the host's (e.g. linux/arm64)
-  --insecure-registry HOST       allow plain HTTP (and unverified TLS) for HOST; repeatable
+  --username USER --password-stdin
+                                 log in with USER and the password read from stdin
+  --insecure-registry HOST       allow plain HTTP and unverified TLS for HOST; repeatable
+  --cacert FILE                  trust the CA certificates in FILE (PEM); repeatable
+  --mirror REGISTRY=URL          try the mirror at URL before REGISTRY; repeatable
+  --config FILE                  mirrors and insecure registries (default ~/.config/pull-unpack/config.json)
   --json                         machine-readable output
   -h, --help                     show this help
   --version                      show the version
@@ -64,8 +70,7 @@ Examples:
 `;
 
 const COMMON = {
-  platform: { type: 'string' },
-  'insecure-registry': { type: 'string', multiple: true },
+  ...NETWORK_FLAGS,
   json: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
   version: { type: 'boolean' },
@@ -148,8 +153,8 @@ async function pullCommand(args: string[], io: CliIo): Promise<number> {
   let result: PullResult;
   try {
     const common = {
-      platform: values.platform,
-      insecureRegistries: values['insecure-registry'],
+      ...(await sourceOptionsFrom(values, io.env, io.stdin)),
+      onNotice: (message: string) => onEvent({ type: 'warning', message }),
       force: values.force,
       concurrency,
       signal: io.signal,
@@ -216,8 +221,7 @@ async function inspectCommand(args: string[], io: CliIo): Promise<number> {
   if (positionals.length !== 1) throw new UsageError('inspect takes exactly one IMAGE');
   const notices: string[] = [];
   const result = await inspect(positionals[0]!, {
-    platform: values.platform,
-    insecureRegistries: values['insecure-registry'],
+    ...(await sourceOptionsFrom(values, io.env, io.stdin)),
     signal: io.signal,
     onNotice: (m) => notices.push(m),
   });

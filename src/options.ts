@@ -4,10 +4,14 @@
  */
 import type { Platform } from './oci.js';
 import { hostPlatform, normalizePlatform, parsePlatform } from './platform.js';
+import type { Credentials } from './auth.js';
+import { credentialProvider } from './credentials.js';
+import { PullUnpackError } from './errors.js';
 import { openLocalSource, parseLocalReference } from './layout-source.js';
-import { manifestReference, parseReference } from './reference.js';
+import { manifestReference, parseReference, type Reference } from './reference.js';
 import { RegistryClient } from './registry.js';
-import { registrySource, type ImageSource } from './source.js';
+import { fallbackSource, registrySource, type ImageSource } from './source.js';
+import type { TransportOptions } from './transport.js';
 
 export interface SourceOptions {
   /** 'os/arch[/variant]' or a Platform; default: this host's platform. */
@@ -18,6 +22,19 @@ export interface SourceOptions {
   signal?: AbortSignal | undefined;
   /** Receives one-line notices meant for the user (e.g. "no Linux host: using linux/amd64"). */
   onNotice?: ((message: string) => void) | undefined;
+  /** Credentials for the image's registry (--username/--password-stdin); win over any lookup. */
+  credentials?: Credentials | undefined;
+  /**
+   * The environment to look up credentials in (docker config.json, credential helpers,
+   * podman auth.json). The CLI passes process.env; without it only `credentials` are used.
+   */
+  env?: NodeJS.ProcessEnv | undefined;
+  /** Extra CAs, docker's certs.d directory, proxies and timeouts. */
+  transport?: TransportOptions | undefined;
+  /** Registry mirrors, tried before the registry: {'docker.io': ['https://mirror.example']}. */
+  mirrors?: Readonly<Record<string, readonly string[]>> | undefined;
+  /** Attempts per request on connection errors, 5xx and 429 (default 5). */
+  attempts?: number | undefined;
 }
 
 /** The platform to select: the requested one, normalized, or the host's (its notes go to onNotice). */
@@ -52,11 +69,42 @@ export async function openImage(image: string, options: SourceOptions): Promise<
     return { source: opened.source, reference: opened.reference, display: local.toString(), close: () => opened.close() };
   }
   const reference = parseReference(image);
-  const client = new RegistryClient({ registry: reference.registry, insecureRegistries: options.insecureRegistries });
+  const mirrors = (options.mirrors?.[reference.registry] ?? []).map((url) => mirrorSource(url, reference, options));
+  const upstream = registrySource(registryClient(reference.registry, options, options.credentials), reference.repository);
   return {
-    source: registrySource(client, reference.repository),
+    source: fallbackSource([...mirrors, upstream], options.onNotice ?? (() => undefined)),
     reference: manifestReference(reference),
     display: reference.toString(),
     close: async () => undefined,
   };
+}
+
+/** A client for `registry` with the options' transport, retry and credential settings. */
+function registryClient(registry: string, options: SourceOptions, explicit: Credentials | undefined, insecure: readonly string[] = []): RegistryClient {
+  const onNotice = options.onNotice ?? (() => undefined);
+  const lookup = options.env ? credentialProvider(registry, { env: options.env, explicit, onNotice }) : undefined;
+  return new RegistryClient({
+    registry,
+    insecureRegistries: [...(options.insecureRegistries ?? []), ...insecure],
+    credentials: lookup ?? explicit,
+    transport: options.transport,
+    attempts: options.attempts,
+    onNotice,
+  });
+}
+
+/** A mirror of the reference's registry at `url` ('https://mirror.example' or 'http://host:port'). */
+function mirrorSource(url: string, reference: Reference, options: SourceOptions): ImageSource {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new PullUnpackError('USAGE', `invalid mirror URL "${url}": expected https://HOST[:PORT]`);
+  }
+  if ((parsed.protocol !== 'https:' && parsed.protocol !== 'http:') || (parsed.pathname !== '/' && parsed.pathname !== '')) {
+    throw new PullUnpackError('USAGE', `invalid mirror URL "${url}": expected https://HOST[:PORT] (or http:// for a test mirror)`);
+  }
+  // A mirror named with http:// is reached over plain HTTP, as docker's insecure mirrors are.
+  const insecure = parsed.protocol === 'http:' ? [parsed.host] : [];
+  return registrySource(registryClient(parsed.host, options, undefined, insecure), reference.repository);
 }

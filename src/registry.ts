@@ -2,20 +2,27 @@
  * The Docker Registry HTTP API v2 / OCI distribution-spec client, on undici.
  * One client talks to one registry; it owns scheme selection, authentication and error mapping.
  */
-import type { Readable } from 'node:stream';
-import { Agent, request, type Dispatcher } from 'undici';
+import { Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { request, type Dispatcher } from 'undici';
 import { basicAuthorization, parseChallenges, parseTokenResponse, pullScope, TokenCache, type Credentials } from './auth.js';
 import { digestOf, parseDigest } from './digest.js';
 import { PullUnpackError, RegistryError, abortError, redactSecrets } from './errors.js';
 import { MANIFEST_ACCEPT, MediaType, type Descriptor } from './oci.js';
 import { registryEndpoint } from './reference.js';
+import { backoffDelay, isRetryableStatus, retryAfterMs, rateLimitSummary } from './retry.js';
+import { createDispatcher, type TransportOptions } from './transport.js';
 
 /** Manifests and indexes larger than this are refused (containerd and the distribution registry use 4 MiB). */
 export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
 /** Error bodies are read up to this many bytes; the rest is discarded. */
 const MAX_ERROR_BODY_BYTES = 64 * 1024;
 const MAX_REDIRECTS = 5;
+/** A Retry-After longer than this is not waited for: the error says when to come back. */
+const MAX_RETRY_AFTER_MS = 60_000;
 const USER_AGENT = 'pull-unpack/0.1';
+/** Attempts per request (first try included) on connection errors, 5xx and 429. */
+export const DEFAULT_ATTEMPTS = 5;
 
 export interface RegistryClientOptions {
   /** The registry as named in the reference: 'docker.io', 'ghcr.io', '127.0.0.1:5000'. */
@@ -24,9 +31,17 @@ export interface RegistryClientOptions {
   insecureRegistries?: readonly string[] | undefined;
   /** Credentials for this registry, or a function that finds them when the registry first asks. */
   credentials?: Credentials | (() => Promise<Credentials | undefined>) | undefined;
-  /** Overrides the HTTP dispatcher (TLS and proxy settings live there). */
+  /** CAs, client certificates, proxies and timeouts; ignored when `dispatcher` is given. */
+  transport?: TransportOptions | undefined;
+  /** Overrides the HTTP dispatcher built from `transport`. */
   dispatcher?: Dispatcher | undefined;
   maxManifestBytes?: number | undefined;
+  /** Attempts per request on connection errors, 5xx and 429 (default 5). */
+  attempts?: number | undefined;
+  /** Base of the exponential backoff in milliseconds (default 500). */
+  backoffMs?: number | undefined;
+  /** One-line notices for the user: retries, insecure TLS. */
+  onNotice?: ((message: string) => void) | undefined;
 }
 
 /** Manifest bytes exactly as served, with the digest computed locally. */
@@ -47,19 +62,6 @@ interface SendOptions {
   what: string;
 }
 
-let sharedAgent: Agent | undefined;
-let insecureAgent: Agent | undefined;
-
-function defaultAgent(): Agent {
-  sharedAgent ??= new Agent({ connections: 16, connect: { timeout: 30_000 }, headersTimeout: 60_000, bodyTimeout: 120_000 });
-  return sharedAgent;
-}
-
-function unverifiedAgent(): Agent {
-  insecureAgent ??= new Agent({ connections: 16, connect: { timeout: 30_000, rejectUnauthorized: false } });
-  return insecureAgent;
-}
-
 /** True for hosts docker reaches without TLS by default: localhost, 127.0.0.0/8, ::1. */
 export function isLoopbackRegistry(registry: string): boolean {
   const host = hostOnly(registry);
@@ -78,8 +80,11 @@ export class RegistryClient {
   private readonly endpoint: string;
   private readonly insecure: boolean;
   private readonly mayUseHttp: boolean;
-  private readonly dispatcher: Dispatcher | undefined;
+  private readonly dispatcher: Dispatcher;
   private readonly maxManifestBytes: number;
+  private readonly attempts: number;
+  private readonly backoffMs: number;
+  private readonly onNotice: (message: string) => void;
   private readonly tokens = new TokenCache();
   private readonly credentialSource: RegistryClientOptions['credentials'];
   private credentials: Promise<Credentials | undefined> | undefined;
@@ -91,8 +96,11 @@ export class RegistryClient {
     const listed = (options.insecureRegistries ?? []).some((h) => h === options.registry || h === this.endpoint || h === hostOnly(this.endpoint));
     this.insecure = listed;
     this.mayUseHttp = listed || isLoopbackRegistry(this.endpoint);
-    this.dispatcher = options.dispatcher;
+    this.dispatcher = options.dispatcher ?? createDispatcher(this.endpoint, listed, options.transport);
     this.maxManifestBytes = options.maxManifestBytes ?? MAX_MANIFEST_BYTES;
+    this.attempts = Math.max(1, options.attempts ?? DEFAULT_ATTEMPTS);
+    this.backoffMs = options.backoffMs ?? 500;
+    this.onNotice = options.onNotice ?? (() => undefined);
     this.credentialSource = options.credentials;
   }
 
@@ -141,22 +149,63 @@ export class RegistryClient {
 
   /**
    * Opens a blob for reading, following redirects (without Authorization to other hosts).
-   * Returns the unverified body; the caller verifies and must consume or destroy it.
+   * A connection that breaks mid-blob is resumed with a Range request from the byte reached
+   * (or restarted and the known prefix skipped when the server ignores ranges), so the caller
+   * sees one continuous, still unverified stream, which it verifies and consumes or destroys.
    */
   async fetchBlob(repository: string, descriptor: Descriptor, signal?: AbortSignal, what = `blob ${descriptor.digest}`): Promise<Readable> {
     parseDigest(descriptor.digest);
-    const res = await this.send(`/v2/${repository}/blobs/${descriptor.digest}`, { repository, what, signal });
-    return res.body as unknown as Readable;
+    const path = `/v2/${repository}/blobs/${descriptor.digest}`;
+    const first = await this.send(path, { repository, what, signal });
+    return Readable.from(this.resumableBody(first, path, descriptor.size, { repository, what, signal }), {
+      objectMode: false,
+      highWaterMark: 1 << 20,
+    });
+  }
+
+  private async *resumableBody(first: Dispatcher.ResponseData, path: string, size: number, options: SendOptions): AsyncGenerator<Buffer> {
+    let offset = 0;
+    let body = first.body;
+    let skip = 0;
+    for (let attempt = 1; ; attempt++) {
+      let failure: unknown;
+      try {
+        for await (const raw of body) {
+          let chunk = raw as Buffer;
+          if (skip > 0) {
+            const dropped = Math.min(skip, chunk.length);
+            skip -= dropped;
+            chunk = chunk.subarray(dropped);
+            if (chunk.length === 0) continue;
+          }
+          offset += chunk.length;
+          yield chunk;
+        }
+        if (offset >= size) return;
+        failure = new Error(`the connection closed after ${offset} of ${size} bytes`);
+      } catch (err) {
+        failure = err;
+      }
+      body.destroy();
+      if (options.signal?.aborted) throw abortError(options.signal);
+      if (attempt >= this.attempts) throw networkError(failure, this.registry, options.what);
+      this.onNotice(`${options.what}: connection lost at byte ${offset} of ${size}; resuming (attempt ${attempt + 1} of ${this.attempts})`);
+      await sleep(backoffDelay(attempt, this.backoffMs), undefined, { signal: options.signal }).catch(() => undefined);
+      const res = await this.send(path, { ...options, headers: { range: `bytes=${offset}-` } });
+      ({ body, skip } = checkRange(res, offset, options.what));
+    }
   }
 
   private async probeOrigin(signal: AbortSignal | undefined): Promise<string> {
     const https = `https://${this.endpoint}`;
     if (!this.mayUseHttp) return https;
     // As docker does for insecure and loopback registries: try TLS first, fall back to plain HTTP
-    // only when the server does not speak TLS. A certificate that fails verification is an error.
+    // only when the server does not speak TLS. A certificate that fails verification is an error
+    // unless the user listed the host with --insecure-registry.
     try {
-      const res = await request(`${https}/v2/`, { method: 'GET', dispatcher: this.tlsDispatcher(), signal, headers: { 'user-agent': USER_AGENT } });
+      const res = await request(`${https}/v2/`, { method: 'GET', dispatcher: this.dispatcher, signal, headers: { 'user-agent': USER_AGENT } });
       await res.body.dump();
+      if (this.insecure) this.onNotice(`${this.registry} is an insecure registry: its TLS certificate is not verified`);
       return https;
     } catch (err) {
       if (signal?.aborted) throw abortError(signal);
@@ -165,29 +214,32 @@ export class RegistryClient {
     }
   }
 
-  private tlsDispatcher(): Dispatcher {
-    return this.dispatcher ?? (this.insecure ? unverifiedAgent() : defaultAgent());
-  }
-
-  /** A registry request with authentication, redirects and error mapping. */
+  /** A registry request with authentication, redirects, retries and error mapping. */
   private async send(path: string, options: SendOptions): Promise<Dispatcher.ResponseData> {
     const base = await this.baseUrl(options.signal);
-    const scope = pullScope(options.repository);
+    let scope = pullScope(options.repository);
     let url = `${base}${path}`;
     let authorization = await this.authorizationFor(scope);
     let retriedAuth = false;
-    for (let redirects = 0; ; ) {
+    for (let redirects = 0, attempt = 1; ; ) {
       const sameHost = new URL(url).host === new URL(base).host;
       const headers: Record<string, string> = { ...options.headers };
       // Never forward credentials to another host (a blob CDN behind a redirect).
       if (authorization && sameHost) headers['authorization'] = authorization;
-      const res = await this.raw(options.method ?? 'GET', url, headers, options.signal, options.what);
+      let res: Dispatcher.ResponseData;
+      try {
+        res = await this.raw(options.method ?? 'GET', url, headers, options.signal, options.what);
+      } catch (err) {
+        if (options.signal?.aborted || attempt >= this.attempts) throw err;
+        await this.pause(attempt++, undefined, `${options.what}: ${(err as Error).message}`, options.signal);
+        continue;
+      }
       if (res.statusCode === 401 && sameHost && !retriedAuth) {
         retriedAuth = true;
         const challenge = headerValue(res.headers['www-authenticate']);
         await res.body.dump();
         if (authorization) this.tokens.delete(scope);
-        authorization = await this.authenticate(challenge, scope, options);
+        ({ authorization, scope } = await this.authenticate(challenge, scope, options));
         continue;
       }
       if (res.statusCode >= 300 && res.statusCode < 400 && res.headers['location']) {
@@ -199,7 +251,31 @@ export class RegistryClient {
         continue;
       }
       if (res.statusCode >= 200 && res.statusCode < 300) return res;
+      if ((res.statusCode === 401 || res.statusCode === 403) && sameHost) {
+        // A second refusal; `insufficient_scope` means the token we got does not grant the pull.
+        const challenge = parseChallenges(headerValue(res.headers['www-authenticate'])).find((c) => c.scheme === 'bearer');
+        if (challenge?.params['error'] === 'insufficient_scope') {
+          await res.body.dump();
+          throw unauthorized(this.registry, options.what, (await this.getCredentials()) !== undefined, 'insufficient_scope');
+        }
+      }
+      const wait = retryAfterMs(headerValue(res.headers['retry-after']));
+      if (isRetryableStatus(res.statusCode) && attempt < this.attempts && (wait === undefined || wait <= MAX_RETRY_AFTER_MS)) {
+        await res.body.dump();
+        await this.pause(attempt++, wait, `${options.what}: HTTP ${res.statusCode}`, options.signal);
+        continue;
+      }
       throw await this.responseError(res, options.what);
+    }
+  }
+
+  private async pause(attempt: number, retryAfter: number | undefined, why: string, signal: AbortSignal | undefined): Promise<void> {
+    const delay = retryAfter ?? backoffDelay(attempt, this.backoffMs);
+    this.onNotice(`${why}; retrying in ${(delay / 1000).toFixed(1)} s (attempt ${attempt + 1} of ${this.attempts})`);
+    try {
+      await sleep(delay, undefined, { signal });
+    } catch {
+      throw abortError(signal);
     }
   }
 
@@ -210,9 +286,8 @@ export class RegistryClient {
     signal: AbortSignal | undefined,
     what: string,
   ): Promise<Dispatcher.ResponseData> {
-    const dispatcher = url.startsWith('https:') ? this.tlsDispatcher() : this.dispatcher ?? defaultAgent();
     try {
-      return await request(url, { method, headers: { 'user-agent': USER_AGENT, ...headers }, signal, dispatcher });
+      return await request(url, { method, headers: { 'user-agent': USER_AGENT, ...headers }, signal, dispatcher: this.dispatcher });
     } catch (err) {
       if (signal?.aborted) throw abortError(signal);
       throw networkError(err, new URL(url).host, what);
@@ -230,18 +305,22 @@ export class RegistryClient {
     return this.credentials;
   }
 
-  /** Answers a 401 challenge: Basic with credentials, or a bearer token from the realm. */
-  private async authenticate(header: string, scope: string, options: SendOptions): Promise<string> {
+  /**
+   * Answers a 401 challenge: Basic with credentials, or a bearer token from the realm for the
+   * scope the challenge names (or the pull scope).
+   */
+  private async authenticate(header: string, scope: string, options: SendOptions): Promise<{ authorization: string; scope: string }> {
     const challenges = parseChallenges(header);
     const bearer = challenges.find((c) => c.scheme === 'bearer');
     const credentials = await this.getCredentials();
     if (bearer?.params['realm']) {
-      const token = await this.fetchToken(bearer.params, scope, credentials, options.signal);
-      return `Bearer ${token}`;
+      const wanted = bearer.params['scope'] || scope;
+      const token = await this.fetchToken(bearer.params, wanted, credentials, options.signal);
+      return { authorization: `Bearer ${token}`, scope: wanted };
     }
     const basic = challenges.find((c) => c.scheme === 'basic');
     const basicValue = credentials && basicAuthorization(credentials);
-    if (basic && basicValue) return basicValue;
+    if (basic && basicValue) return { authorization: basicValue, scope };
     throw unauthorized(this.registry, options.what, credentials !== undefined);
   }
 
@@ -256,7 +335,7 @@ export class RegistryClient {
     const mayCarrySecrets = realm.protocol === 'https:' || (realm.host === base.host) || (base.protocol === 'http:' && isLoopbackRegistry(base.host));
     const url = new URL(realm);
     const headers: Record<string, string> = { 'user-agent': USER_AGENT, accept: 'application/json' };
-    const dispatcher = url.protocol === 'https:' ? this.tlsDispatcher() : this.dispatcher ?? defaultAgent();
+    const dispatcher = this.dispatcher;
     const identityToken = mayCarrySecrets ? credentials?.identityToken : undefined;
     let form: string | undefined;
     if (identityToken) {
@@ -298,7 +377,13 @@ export class RegistryClient {
     } catch {
       body = Buffer.alloc(0);
     }
-    return registryErrorFrom(res.statusCode, body, headerValue(res.headers['content-type']), what, this.registry);
+    const error = registryErrorFrom(res.statusCode, body, headerValue(res.headers['content-type']), what, this.registry);
+    if (res.statusCode !== 429) return error;
+    const limits = rateLimitSummary(headerValue(res.headers['ratelimit-limit']), headerValue(res.headers['ratelimit-remaining']));
+    const after = headerValue(res.headers['retry-after']);
+    return new RegistryError('REGISTRY_ERROR', `${error.message}${limits ? ` (${limits})` : ''}`, error, {
+      hint: `the registry is rate limiting pulls${after ? `; it asks to wait ${after}${/^\d+$/.test(after) ? ' s' : ''}` : ''}. Log in to raise the limit, or use a mirror (--mirror)`,
+    });
   }
 }
 
@@ -328,10 +413,26 @@ export function registryErrorFrom(status: number, body: Buffer, contentType: str
   return new RegistryError('REGISTRY_ERROR', `${registry} failed to serve ${what}: HTTP ${status}${label}${said}`, info);
 }
 
-function unauthorized(registry: string, what: string, hadCredentials: boolean): RegistryError {
-  return new RegistryError('UNAUTHORIZED', `${registry} requires authentication for ${what}`, { status: 401 }, {
-    hint: hadCredentials ? 'the credentials were refused' : 'log in with docker login, or pass --username and --password-stdin',
+function unauthorized(registry: string, what: string, hadCredentials: boolean, registryCode?: string): RegistryError {
+  const why = registryCode === 'insufficient_scope' ? ' (insufficient_scope: the token does not allow pulling it)' : '';
+  return new RegistryError('UNAUTHORIZED', `${registry} requires authentication for ${what}${why}`, { status: 401, registryCode }, {
+    hint: hadCredentials
+      ? 'the credentials were refused or do not grant pull access to this repository'
+      : 'log in with docker login, or pass --username and --password-stdin',
   });
+}
+
+/** Checks a resumed blob response: 206 from `offset`, or 200 (range ignored) whose prefix to skip. */
+function checkRange(res: Dispatcher.ResponseData, offset: number, what: string): { body: Dispatcher.ResponseData['body']; skip: number } {
+  if (res.statusCode === 200) return { body: res.body, skip: offset };
+  const range = /^bytes (\d+)-\d+\/(\d+|\*)$/.exec(headerValue(res.headers['content-range']));
+  if (res.statusCode !== 206 || !range || Number(range[1]) !== offset) {
+    res.body.destroy();
+    throw new PullUnpackError('NETWORK', `${what}: the registry answered a resume from byte ${offset} with an unusable range`, {
+      hint: 'try again; the registry or a proxy mangles Range requests',
+    });
+  }
+  return { body: res.body, skip: 0 };
 }
 
 function networkError(err: unknown, host: string, what: string): PullUnpackError {

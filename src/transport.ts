@@ -1,0 +1,97 @@
+/**
+ * HTTP transport settings for one registry: trusted CAs, client certificates (docker's
+ * /etc/docker/certs.d layout), unverified TLS for --insecure-registry, proxies and timeouts.
+ * Builds the undici dispatcher the registry client uses; reads only the files it is told of.
+ */
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { rootCertificates } from 'node:tls';
+import { Agent, EnvHttpProxyAgent, type Dispatcher } from 'undici';
+import { PullUnpackError } from './errors.js';
+
+export interface ProxySettings {
+  httpProxy?: string | undefined;
+  httpsProxy?: string | undefined;
+  noProxy?: string | undefined;
+}
+
+export interface TransportOptions {
+  /** Extra CA bundles (PEM files): --cacert, SSL_CERT_FILE, NODE_EXTRA_CA_CERTS. */
+  caFiles?: readonly string[] | undefined;
+  /** docker's per-registry certificate directory root; default /etc/docker/certs.d. */
+  certsDir?: string | undefined;
+  /** Proxy URLs, as the CLI read them from HTTPS_PROXY, HTTP_PROXY and NO_PROXY. */
+  proxy?: ProxySettings | undefined;
+  /** Milliseconds to wait for a TCP+TLS connection (default 30 s). */
+  connectTimeout?: number | undefined;
+  /** Milliseconds without a byte before a response is abandoned (default 60 s). */
+  idleTimeout?: number | undefined;
+}
+
+export const DEFAULT_CERTS_DIR = '/etc/docker/certs.d';
+
+/** TLS material for one registry host. */
+interface TlsMaterial {
+  ca: string[];
+  cert?: string;
+  key?: string;
+}
+
+/**
+ * The dispatcher for `endpoint` (host[:port]). `insecure` accepts any certificate for this
+ * host only. Certificates are read once here; a missing file named by the user is an error.
+ */
+export function createDispatcher(endpoint: string, insecure: boolean, options: TransportOptions = {}): Dispatcher {
+  const tls = tlsMaterial(endpoint, options);
+  const connect = {
+    timeout: options.connectTimeout ?? 30_000,
+    ca: tls.ca,
+    ...(tls.cert && tls.key && { cert: tls.cert, key: tls.key }),
+    rejectUnauthorized: !insecure,
+  };
+  const idle = options.idleTimeout ?? 60_000;
+  const common = { connections: 16, connect, headersTimeout: idle, bodyTimeout: idle, keepAliveTimeout: 4_000 };
+  const proxy = options.proxy;
+  if (proxy && (proxy.httpProxy || proxy.httpsProxy)) {
+    // Every field is passed explicitly so undici does not read process.env itself.
+    return new EnvHttpProxyAgent({
+      ...common,
+      requestTls: connect,
+      httpProxy: proxy.httpProxy ?? '',
+      httpsProxy: proxy.httpsProxy ?? proxy.httpProxy ?? '',
+      noProxy: proxy.noProxy ?? '',
+    });
+  }
+  return new Agent(common);
+}
+
+function tlsMaterial(endpoint: string, options: TransportOptions): TlsMaterial {
+  const ca = [...rootCertificates];
+  for (const file of options.caFiles ?? []) ca.push(readPem(file, 'CA bundle'));
+  // docker: /etc/docker/certs.d/HOST[:PORT]/*.crt are CAs, *.cert + *.key a client pair.
+  const dir = join(options.certsDir ?? DEFAULT_CERTS_DIR, endpoint.replace(/:443$/, ''));
+  let names: string[];
+  try {
+    names = readdirSync(dir).sort();
+  } catch {
+    return { ca };
+  }
+  const material: TlsMaterial = { ca };
+  for (const name of names) {
+    if (name.endsWith('.crt')) ca.push(readPem(join(dir, name), 'CA certificate'));
+    else if (name.endsWith('.cert')) {
+      const key = join(dir, `${name.slice(0, -'.cert'.length)}.key`);
+      material.cert = readPem(join(dir, name), 'client certificate');
+      material.key = readPem(key, 'client key (it must sit beside the .cert with the same name)');
+    }
+  }
+  return material;
+}
+
+function readPem(file: string, what: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (cause) {
+    throw new PullUnpackError('USAGE', `cannot read the ${what} ${file}: ${(cause as Error).message}`, { cause });
+  }
+}
