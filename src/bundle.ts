@@ -3,7 +3,8 @@
  * conversion in runtime-config.ts: read passwd/group inside the rootfs, create volume mount
  * points, write config.json.
  */
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { mkdir, open, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PullUnpackError } from './errors.js';
 import { pullInto, type PullOptions, type PullResult } from './pull.js';
@@ -43,18 +44,17 @@ export async function pullBundle(image: string, dir: string, options: BundleOpti
     },
     finish: async (staging, rootfs, pulled) => {
       const image = applyOverrides(pulled.config, options.overrides ?? {});
+      const warn = (message: string): void => options.onEvent?.({ type: 'warning', message });
       spec = toRuntimeConfig(image, {
-        passwd: await readInRoot(rootfs, 'etc/passwd'),
-        group: await readInRoot(rootfs, 'etc/group'),
+        passwd: await readAccountFile(rootfs, 'etc/passwd', warn),
+        group: await readAccountFile(rootfs, 'etc/group', warn),
         rootless: rootless ? { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 } : undefined,
         terminal: options.terminal,
         hostname: options.hostname,
         volumeMode: options.volumeMode,
         annotations: { [PROVENANCE_REFERENCE]: pulled.reference, [PROVENANCE_DIGEST]: pulled.manifestDigest },
       });
-      for (const mountPoint of volumeMountPoints(spec)) {
-        await mkdir(await resolveInRoot(rootfs, mountPoint.replace(/^\/+/, ''), { followFinal: true }), { recursive: true, mode: 0o755 });
-      }
+      for (const mountPoint of volumeMountPoints(spec)) await createMountPoint(rootfs, mountPoint);
       await writeFile(join(staging.out, 'config.json'), `${JSON.stringify(spec, null, '\t')}\n`, { mode: 0o644 });
     },
   });
@@ -62,15 +62,61 @@ export async function pullBundle(image: string, dir: string, options: BundleOpti
   return { ...result, spec };
 }
 
-/** Reads a small file of the rootfs, resolving symlinks inside it; undefined when absent. */
-async function readInRoot(rootfs: string, relPath: string): Promise<string | undefined> {
+/** The most of /etc/passwd or /etc/group read into memory; real ones are far smaller. */
+export const MAX_ACCOUNT_FILE_BYTES = 16 * 1024 * 1024;
+
+/**
+ * Reads /etc/passwd or /etc/group of the rootfs, resolving symlinks inside it; undefined when
+ * absent. Only a regular file is read: the image may make it a FIFO (reading would block forever)
+ * or, unpacked as root, a device such as /dev/zero (endless), so anything else is ignored with a
+ * warning; one over MAX_ACCOUNT_FILE_BYTES is TOO_LARGE. O_NONBLOCK keeps open() of a FIFO from
+ * waiting for a writer.
+ */
+async function readAccountFile(rootfs: string, relPath: string, warn: (message: string) => void): Promise<string | undefined> {
+  let file;
   try {
     const path = await resolveInRoot(rootfs, relPath, { followFinal: true });
-    return await readFile(path, 'utf8');
+    file = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'EISDIR') return undefined;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
     throw err;
+  }
+  try {
+    const info = await file.stat();
+    if (!info.isFile()) {
+      if (!info.isDirectory()) warn(`ignoring the image's /${relPath}: not a regular file`);
+      return undefined;
+    }
+    if (info.size > MAX_ACCOUNT_FILE_BYTES) {
+      throw new PullUnpackError(
+        'TOO_LARGE',
+        `the image's /${relPath} is ${info.size} bytes, more than the ${MAX_ACCOUNT_FILE_BYTES} read to resolve the user`,
+      );
+    }
+    return await file.readFile('utf8');
+  } finally {
+    await file.close();
+  }
+}
+
+/**
+ * Creates the directory a volume is mounted on, resolving the path inside the rootfs (an image
+ * symlink cannot send it out). A path that crosses or ends at a non-directory is INVALID_CONFIG:
+ * runc could not mount there either.
+ */
+async function createMountPoint(rootfs: string, mountPoint: string): Promise<void> {
+  const path = await resolveInRoot(rootfs, mountPoint.replace(/^\/+/, ''), { followFinal: true });
+  try {
+    await mkdir(path, { recursive: true, mode: 0o755 });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'ENOTDIR' && code !== 'EEXIST') throw err;
+    const what = `the image volume ${JSON.stringify(mountPoint)}`;
+    throw new PullUnpackError('INVALID_CONFIG', `${what} cannot be mounted: the image has a non-directory on that path`, {
+      hint: 'run with --volume-mode none to ignore the image\'s volumes',
+      cause: err,
+    });
   }
 }
 

@@ -178,8 +178,9 @@ export function applyOverrides(image: ImageConfig, overrides: ConfigOverrides): 
 
 /**
  * Converts an image config (overrides already applied) to a runtime-spec config for Linux.
- * Throws INVALID_CONFIG (no command, relative WorkingDir, non-Linux image, malformed fields),
- * USER_NOT_FOUND or GROUP_NOT_FOUND. Volume mount points: see volumeMountPoints().
+ * Throws INVALID_CONFIG (no command, relative WorkingDir, non-Linux image, malformed fields, a
+ * rootless config whose user is not 0:0), USER_NOT_FOUND or GROUP_NOT_FOUND.
+ * Volume mount points: see volumeMountPoints().
  */
 export function toRuntimeConfig(image: ImageConfig, options: RuntimeConfigOptions = {}): RuntimeSpec {
   if (image.os !== undefined && image.os !== 'linux') {
@@ -222,7 +223,7 @@ export function toRuntimeConfig(image: ImageConfig, options: RuntimeConfigOption
   };
   const annotations = buildAnnotations(image, options.annotations);
   if (Object.keys(annotations).length > 0) spec.annotations = annotations;
-  return options.rootless === undefined ? spec : toRootless(spec, options.rootless);
+  return options.rootless === undefined ? spec : toRootless(spec, options.rootless, config.User ?? '');
 }
 
 /**
@@ -326,12 +327,26 @@ function copyStringMap(out: Record<string, string>, map: unknown, what: string):
   }
 }
 
-/** What `runc spec --rootless` changes (runc libcontainer/specconv ToRootless). */
-function toRootless(spec: RuntimeSpec, ids: { uid: number; gid: number }): RuntimeSpec {
+/**
+ * What `runc spec --rootless` changes (runc libcontainer/specconv ToRootless). Its user namespace
+ * maps one id, container 0 to the caller, and runc needs container root mapped ("no root user
+ * mapping found"), so the process must run as 0:0: any other user is refused here, since runc
+ * would refuse to start it ("cannot set uid to unmapped user in user namespace").
+ */
+function toRootless(spec: RuntimeSpec, ids: { uid: number; gid: number }, userText: string): RuntimeSpec {
   for (const id of [ids.uid, ids.gid]) {
     if (!Number.isInteger(id) || id < 0 || id > 0xffffffff) {
       throw new PullUnpackError('USAGE', `rootless host id ${id} is not a valid uid/gid`);
     }
+  }
+  const { uid, gid } = spec.process.user;
+  if (uid !== 0 || gid !== 0) {
+    throw new PullUnpackError(
+      'INVALID_CONFIG',
+      `a rootless bundle maps only container uid/gid 0 (to host ${ids.uid}:${ids.gid}), but the user ${JSON.stringify(userText)} ` +
+        `is ${uid}:${gid}, which runc cannot switch to`,
+      { hint: 'run as the mapped root with --user 0:0 (still your own user on the host), or write the bundle as root without --rootless' },
+    );
   }
   const mounts = spec.mounts.map((m): RuntimeMount => {
     if (m.destination === '/sys') {

@@ -1,7 +1,3 @@
-import { readdirSync, readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import AjvDraft04 from 'ajv-draft-04';
 import { describe, expect, it } from 'vitest';
 import { PullUnpackError } from '../src/errors.js';
 import type { ImageConfig, ImageRunConfig } from '../src/oci.js';
@@ -15,18 +11,10 @@ import {
   toRuntimeConfig,
   volumeMountPoints,
 } from '../src/runtime-config.js';
+import { validateConfig } from './helpers/runtime-schema.js';
 
 // ---- schema: every config this file generates goes through validateSpec() ----
 
-const schemaDir = join(dirname(fileURLToPath(import.meta.url)), '..', 'testdata', 'runtime-spec-schema');
-// ajv-draft-04 is CommonJS; under NodeNext its class is the `default` property of module.exports.
-const ajv = new AjvDraft04.default({ strict: false, allErrors: true });
-// The schema files carry no ids: they reference each other by file name ("defs.json#/..."),
-// so each is registered under its file name and relative refs resolve against that key.
-for (const file of readdirSync(schemaDir).filter((f) => f.endsWith('.json') && f !== 'config-schema.json')) {
-  ajv.addSchema(JSON.parse(readFileSync(join(schemaDir, file), 'utf8')) as object, file);
-}
-const validateConfig = ajv.compile(JSON.parse(readFileSync(join(schemaDir, 'config-schema.json'), 'utf8')) as object);
 let validated = 0;
 
 function validateSpec(spec: unknown): void {
@@ -501,11 +489,16 @@ describe('realistic images', () => {
   it('distroless-like: numeric user, no passwd, entrypoint only, overridden by the CLI', () => {
     const img = image({ User: '65532', WorkingDir: '/home/nonroot', Entrypoint: ['/app/server'], Env: ['SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt'] },
       { os: 'linux', architecture: 'amd64', created: '1970-01-01T00:00:00Z' });
-    const plain = convert(img, { rootless: { uid: 1000, gid: 1000 } });
+    const plain = convert(img);
     expect(plain.process.user).toEqual({ uid: 65532, gid: 0 });
     expect(plain.process.args).toEqual(['/app/server']);
     expect(plain.process.env).toEqual(['SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt', DEFAULT_PATH]);
-    expect(plain.linux.namespaces).not.toContainEqual({ type: 'network' });
+    // A rootless user namespace maps only container 0: runc cannot switch to 65532 there.
+    const rootless = { rootless: { uid: 1000, gid: 1000 } };
+    expect(thrown(() => toRuntimeConfig(img, rootless))).toMatchObject({ code: 'INVALID_CONFIG', message: expect.stringContaining('"65532" is 65532:0') });
+    const asRoot = convert(img, rootless, { user: '0' });
+    expect(asRoot.process.user).toEqual({ uid: 0, gid: 0 });
+    expect(asRoot.linux.namespaces).not.toContainEqual({ type: 'network' });
 
     const debug = convert(img, {}, { entrypoint: ['/busybox/sh'], cmd: ['-c', 'env'], user: '0', env: ['DEBUG=1'], workdir: '/' });
     expect(debug.process.args).toEqual(['/busybox/sh', '-c', 'env']);
