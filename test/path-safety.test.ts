@@ -1,0 +1,297 @@
+/**
+ * One named test per path attack on the layer applier (in the spirit of node-tar's ghsa-* tests
+ * and containerd's TestBreakouts). Each test puts a sentinel directory OUTSIDE the root (a sibling
+ * of it), snapshots it, applies the hostile layers, and checks that the sentinel is unchanged and
+ * that nothing appeared next to the root.
+ */
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { lstat, mkdir, readFile, readdir, readlink, symlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { cleanEntryName, resolveInRoot } from '../src/safe-path.js';
+import { applyLayers, buildTar, makeTmp, removeTmp, run, type TarEntrySpec } from './helpers/tar.js';
+
+interface Sandbox {
+  base: string;
+  root: string;
+  /** The sentinel directory, a sibling of root. */
+  outside: string;
+}
+
+let box: Sandbox;
+let before: string;
+
+beforeEach(async () => {
+  const base = await makeTmp('pu-safety-');
+  box = { base, root: join(base, 'root'), outside: join(base, 'outside') };
+  await mkdir(box.root);
+  await mkdir(join(box.outside, 'sub'), { recursive: true });
+  await writeFile(join(box.outside, 'secret'), 'do not touch');
+  await writeFile(join(box.outside, 'sub', 'passwd'), 'root:x:0:0');
+  await run('setfattr', ['-n', 'user.sentinel', '-v', 'yes', join(box.outside, 'secret')]);
+  before = await snapshot(box.outside);
+});
+
+afterEach(async () => {
+  // The sentinel is intact and nothing was created next to the root.
+  expect(await snapshot(box.outside)).toBe(before);
+  expect((await readdir(box.base)).sort()).toEqual(['outside', 'root']);
+  await removeTmp(box.base);
+});
+
+/** Names, types, modes, owners, mtimes, contents, link targets and xattrs of a tree, as text. */
+async function snapshot(dir: string): Promise<string> {
+  const lines: string[] = [];
+  async function walk(rel: string): Promise<void> {
+    const p = join(dir, rel);
+    const st = await lstat(p);
+    let extra = '';
+    if (st.isFile()) extra = (await readFile(p)).toString('base64');
+    if (st.isSymbolicLink()) extra = await readlink(p);
+    const xattrs = (await run('getfattr', ['-h', '-d', '-m', '-', '--absolute-names', '-e', 'hex', p])).toString().replace(/^# file:.*$/m, '');
+    lines.push([rel, st.mode.toString(8), st.uid, st.gid, st.nlink, st.mtimeMs, extra, xattrs.trim()].join(' | '));
+    if (st.isDirectory()) for (const name of (await readdir(p)).sort()) await walk(join(rel, name));
+  }
+  await walk('.');
+  return lines.join('\n');
+}
+
+async function applyAll(layers: TarEntrySpec[][]): Promise<void> {
+  const tars = await Promise.all(layers.map((l) => buildTar(l)));
+  await applyLayers(tars, { into: box });
+}
+
+async function inRoot(rel: string): Promise<string> {
+  return readFile(join(box.root, rel), 'utf8');
+}
+
+describe('names', () => {
+  it('refuses a name with .. components that climb above the root', async () => {
+    await expect(applyAll([[{ name: '../outside/secret', content: 'pwned' }]])).rejects.toMatchObject({ code: 'UNSAFE_PATH' });
+    await expect(applyAll([[{ name: 'a/../../outside/new', content: 'pwned' }]])).rejects.toMatchObject({ code: 'UNSAFE_PATH' });
+  });
+
+  it('refuses an absolute name', async () => {
+    await expect(applyAll([[{ name: `${box.outside}/secret`, content: 'pwned' }]])).rejects.toMatchObject({ code: 'UNSAFE_PATH' });
+  });
+
+  it('refuses a directory entry named ..', async () => {
+    await expect(applyAll([[{ name: '../', type: 'directory', mode: 0o777 }]])).rejects.toMatchObject({ code: 'UNSAFE_PATH' });
+  });
+});
+
+describe('symlinks from earlier entries', () => {
+  it('does not follow a symlink created in a lower layer pointing outside (absolute)', async () => {
+    await applyAll([[{ name: 'a', type: 'symlink', linkname: box.outside }], [{ name: 'a/secret', content: 'pwned' }]]);
+    // Re-rooted: the absolute target is read as if the root were /.
+    expect(await inRoot(join(box.outside, 'secret'))).toBe('pwned');
+  });
+
+  it('does not follow a relative ../../.. symlink out of the root', async () => {
+    await applyAll([[{ name: 'a/b/up', type: 'symlink', linkname: '../../../../../../outside' }], [{ name: 'a/b/up/secret', content: 'pwned' }]]);
+    expect(await inRoot('outside/secret')).toBe('pwned');
+  });
+
+  it('does not follow a chain of symlinks that ends outside', async () => {
+    await applyAll([
+      [
+        { name: 'a', type: 'symlink', linkname: 'b' },
+        { name: 'b', type: 'symlink', linkname: box.outside },
+      ],
+      [{ name: 'a/sub/passwd', content: 'pwned' }],
+    ]);
+    expect(await inRoot(join(box.outside, 'sub/passwd'))).toBe('pwned');
+  });
+
+  it('does not follow a symlink to outside created earlier in the same layer', async () => {
+    await applyAll([
+      [
+        { name: 'esc', type: 'symlink', linkname: '../outside' },
+        { name: 'esc/secret', content: 'pwned' },
+      ],
+    ]);
+    expect(await inRoot('outside/secret')).toBe('pwned');
+  });
+
+  it('does not write through a directory replaced by a symlink in a later layer', async () => {
+    await applyAll([
+      [{ name: 'd/', type: 'directory' }, { name: 'd/f', content: 'f' }],
+      [{ name: 'd', type: 'symlink', linkname: box.outside }],
+      [{ name: 'd/secret', content: 'pwned' }],
+    ]);
+    expect(await inRoot(join(box.outside, 'secret'))).toBe('pwned');
+  });
+
+  it('is not fooled by a poisoned directory cache (dir a, then symlink a -> outside, then a/x)', async () => {
+    await applyAll([
+      [
+        { name: 'a/', type: 'directory' },
+        { name: 'a/first', content: 'cached a as a directory' },
+        { name: 'a', type: 'symlink', linkname: box.outside },
+        { name: 'a/secret', content: 'pwned' },
+        { name: 'a/sub/passwd', content: 'pwned' },
+      ],
+    ]);
+    expect(await inRoot(join(box.outside, 'secret'))).toBe('pwned');
+    expect(await inRoot(join(box.outside, 'sub/passwd'))).toBe('pwned');
+  });
+
+  it('is not fooled by a cached symlinked parent whose link is re-pointed outside', async () => {
+    await applyAll([
+      [
+        { name: 'real/', type: 'directory' },
+        { name: 'l', type: 'symlink', linkname: 'real' },
+        { name: 'l/one', content: 'cached l -> real' },
+        { name: 'l', type: 'symlink', linkname: '../outside' },
+        { name: 'l/secret', content: 'pwned' },
+      ],
+    ]);
+    expect(await inRoot('real/one')).toBe('cached l -> real');
+    expect(await inRoot('outside/secret')).toBe('pwned');
+  });
+
+  it('replaces a final-component symlink pointing outside instead of writing through it', async () => {
+    await applyAll([
+      [{ name: 'f', type: 'symlink', linkname: join(box.outside, 'secret') }],
+      [{ name: 'f', content: 'replaced the link' }],
+    ]);
+    expect(await inRoot('f')).toBe('replaced the link');
+  });
+
+  it('does not chmod, chown or retime the target of a symlink replaced by a directory entry', async () => {
+    await applyAll([
+      [{ name: 'd', type: 'symlink', linkname: box.outside }],
+      [{ name: 'd/', type: 'directory', mode: 0o700, uid: 4242, mtime: 1 }],
+    ]);
+    expect((await lstat(join(box.root, 'd'))).isDirectory()).toBe(true);
+  });
+
+  it('does not restore deferred directory metadata through a later symlink', async () => {
+    await applyAll([
+      [{ name: 'd/', type: 'directory', mode: 0o700, mtime: 1 }, { name: 'd/sub/', type: 'directory', mode: 0o711, mtime: 2 }],
+      [{ name: 'd', type: 'symlink', linkname: box.outside }],
+    ]);
+    expect(await readlink(join(box.root, 'd'))).toBe(box.outside);
+  });
+
+  it('creates FIFOs and devices through a symlinked parent inside the root', async () => {
+    await applyAll([
+      [{ name: 'd', type: 'symlink', linkname: box.outside }],
+      [
+        { name: 'd/fifo', type: 'fifo' },
+        { name: 'd/null', type: 'character-device', devmajor: 1, devminor: 3 },
+        { name: 'd/hl', type: 'link', linkname: 'd/fifo' },
+      ],
+    ]);
+    expect((await lstat(join(box.root, box.outside, 'fifo'))).isFIFO()).toBe(true);
+    expect((await lstat(join(box.root, box.outside, 'null'))).isCharacterDevice()).toBe(true);
+  });
+
+  it('refuses a symlink loop', async () => {
+    await expect(
+      applyAll([
+        [
+          { name: 'a', type: 'symlink', linkname: 'b' },
+          { name: 'b', type: 'symlink', linkname: 'a' },
+          { name: 'a/x', content: 'loop' },
+        ],
+      ]),
+    ).rejects.toMatchObject({ code: 'UNSAFE_PATH' });
+  });
+});
+
+describe('hardlinks', () => {
+  it('refuses a hardlink whose target climbs out with ..', async () => {
+    await expect(applyAll([[{ name: 'h', type: 'link', linkname: '../outside/secret' }]])).rejects.toMatchObject({ code: 'UNSAFE_PATH' });
+  });
+
+  it('refuses a hardlink with an absolute target', async () => {
+    await expect(applyAll([[{ name: 'h', type: 'link', linkname: join(box.outside, 'secret') }]])).rejects.toMatchObject({ code: 'UNSAFE_PATH' });
+  });
+
+  it('links a symlink pointing outside as the symlink itself, never the outside file', async () => {
+    await applyAll([
+      [{ name: 's', type: 'symlink', linkname: join(box.outside, 'secret') }],
+      [{ name: 'h', type: 'link', linkname: 's' }],
+    ]);
+    const h = await lstat(join(box.root, 'h'));
+    expect(h.isSymbolicLink()).toBe(true);
+    expect(h.ino).not.toBe((await lstat(join(box.outside, 'secret'))).ino);
+  });
+
+  it('resolves a hardlink target through a symlinked parent inside the root only', async () => {
+    await expect(
+      applyAll([[{ name: 'd', type: 'symlink', linkname: box.outside }], [{ name: 'h', type: 'link', linkname: 'd/secret' }]]),
+    ).rejects.toMatchObject({ code: 'CORRUPT_LAYER' });
+    expect(await readdir(box.root)).toEqual(['d']);
+  });
+});
+
+describe('whiteouts', () => {
+  it('refuses a whiteout named .wh...', async () => {
+    await expect(applyAll([[{ name: 'a/', type: 'directory' }, { name: 'a/.wh...' }]])).rejects.toMatchObject({ code: 'UNSAFE_PATH' });
+  });
+
+  it('refuses a whiteout whose path climbs out of the root', async () => {
+    await expect(applyAll([[{ name: '../.wh.outside' }]])).rejects.toMatchObject({ code: 'UNSAFE_PATH' });
+    await expect(applyAll([[{ name: '../outside/.wh.secret' }]])).rejects.toMatchObject({ code: 'UNSAFE_PATH' });
+  });
+
+  it('refuses a whiteout of . (the directory itself)', async () => {
+    await expect(applyAll([[{ name: 'a/.wh..' }]])).rejects.toMatchObject({ code: 'UNSAFE_PATH' });
+  });
+
+  it('does not remove through a symlink pointing outside', async () => {
+    await applyAll([[{ name: 'a', type: 'symlink', linkname: box.outside }], [{ name: 'a/.wh.secret' }, { name: 'a/sub/.wh.passwd' }]]);
+    expect(await readlink(join(box.root, 'a'))).toBe(box.outside);
+  });
+
+  it('does not empty an outside directory through an opaque marker behind a symlink', async () => {
+    await applyAll([[{ name: 'a', type: 'symlink', linkname: '../outside' }], [{ name: 'a/.wh..wh..opq' }]]);
+    expect(await readlink(join(box.root, 'a'))).toBe('../outside');
+  });
+
+  it('removes a symlink pointing outside, never its target', async () => {
+    await applyAll([[{ name: 'a', type: 'symlink', linkname: box.outside }], [{ name: '.wh.a' }]]);
+    expect(await readdir(box.root)).toEqual([]);
+  });
+});
+
+describe('metadata', () => {
+  it('sets pending xattrs before a directory is replaced by a symlink to outside', async () => {
+    await applyAll([
+      [
+        { name: 'd/', type: 'directory' },
+        { name: 'd/secret', content: 'inside', pax: { 'SCHILY.xattr.user.evil': 'x' } },
+        { name: 'd', type: 'symlink', linkname: box.outside },
+      ],
+    ]);
+    expect(await readlink(join(box.root, 'd'))).toBe(box.outside);
+  });
+});
+
+describe('safe-path', () => {
+  it('cleanEntryName normalizes and refuses escapes', () => {
+    expect(cleanEntryName('./a//b/./c/')).toBe('a/b/c');
+    expect(cleanEntryName('a/../b')).toBe('b');
+    expect(cleanEntryName('./')).toBeNull();
+    expect(cleanEntryName('a/..')).toBeNull();
+    for (const bad of ['..', '../a', 'a/../../b', '/etc/passwd', '/', 'a\0b']) {
+      expect(() => cleanEntryName(bad), bad).toThrow(expect.objectContaining({ code: 'UNSAFE_PATH' }));
+    }
+  });
+
+  it('resolveInRoot re-roots absolute targets, clamps .., keeps a final link unless asked', async () => {
+    const root = box.root;
+    await mkdir(join(root, 'usr/lib'), { recursive: true });
+    await symlink('/usr/lib', join(root, 'abs'));
+    await symlink('../../../../..', join(root, 'up'));
+    await symlink(box.outside, join(root, 'out'));
+    expect(await resolveInRoot(root, 'abs/x')).toBe(join(root, 'usr/lib/x'));
+    expect(await resolveInRoot(root, 'abs')).toBe(join(root, 'abs'));
+    expect(await resolveInRoot(root, 'abs', { followFinal: true })).toBe(join(root, 'usr/lib'));
+    expect(await resolveInRoot(root, 'up/etc/passwd')).toBe(join(root, 'etc/passwd'));
+    expect(await resolveInRoot(root, 'out/secret')).toBe(join(root, box.outside, 'secret'));
+    expect(await resolveInRoot(root, 'missing/../usr/lib')).toBe(join(root, 'usr/lib'));
+    expect(await resolveInRoot(root, '')).toBe(root);
+  });
+});
