@@ -209,7 +209,8 @@ function summary(r: PullResult): Record<string, unknown> {
 export function formatPullResult(r: PullResult, dir: string): string {
   const total = r.layers.reduce((n, l) => n + l.size, 0);
   const platform = r.platform ? ` ${r.platform}` : '';
-  return `${r.reference}${platform} ${r.manifestDigest} -> ${dir} (${r.layers.length} layers, ${formatBytes(total)})`;
+  const layers = `${r.layers.length} layer${r.layers.length === 1 ? '' : 's'}`;
+  return `${r.reference}${platform} ${r.manifestDigest} -> ${dir} (${layers}, ${formatBytes(total)})`;
 }
 
 async function inspectCommand(args: string[], io: CliIo): Promise<number> {
