@@ -53,7 +53,10 @@ export async function createStaging(dest: string): Promise<Staging> {
   const dir = await mkdtemp(join(dirname(dest), `.${basename(dest)}.pull-unpack-`));
   const out = join(dir, 'out');
   const scratch = join(dir, 'scratch');
-  await mkdir(out, { mode: 0o755 });
+  await mkdir(out);
+  // The rootfs's "/" is 0755 whatever the umask: a 0700 root locks non-root users out of the
+  // container (a layer's "./" entry is ignored, as containerd does, so nothing else sets it).
+  await chmod(out, 0o755);
   await mkdir(scratch);
   return { dir, out, scratch, dest };
 }

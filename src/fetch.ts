@@ -3,7 +3,7 @@
  */
 import pLimit from 'p-limit';
 import type { BlobStore } from './cache.js';
-import { isPullUnpackError, PullUnpackError } from './errors.js';
+import { abortError, isPullUnpackError, PullUnpackError } from './errors.js';
 import type { Descriptor } from './oci.js';
 import type { ImageSource } from './source.js';
 
@@ -40,10 +40,13 @@ export function fetchBlobs(source: ImageSource, store: BlobStore, blobs: BlobReq
 
 async function fetchOne(source: ImageSource, store: BlobStore, descriptor: Descriptor, what: string, options: FetchOptions): Promise<string> {
   const { onEvent, signal } = options;
+  // A queued download whose turn comes after the fetch was stopped neither starts nor reports.
+  if (signal?.aborted) throw abortError(signal);
   if (await store.has(descriptor)) {
     onEvent?.({ type: 'blob-verified', digest: descriptor.digest, size: descriptor.size, fromCache: true });
     return store.path(descriptor.digest);
   }
+  if (signal?.aborted) throw abortError(signal);
   onEvent?.({ type: 'blob-start', digest: descriptor.digest, size: descriptor.size, what });
   let body;
   try {

@@ -108,6 +108,12 @@ async function pullOpened(
   emitResolved(opened.display, resolved, options);
   const { config } = await fetchConfig(source, resolved.manifest, signal);
   const layers = checkLayers(resolved, config, source.name);
+  options.onEvent?.({
+    type: 'config',
+    digest: resolved.manifest.config.digest,
+    layers: layers.length,
+    totalSize: layers.reduce((n, l) => n + l.size, 0),
+  });
   const staging = await createStaging(dest);
   try {
     await layout.prepare?.(staging);
@@ -198,13 +204,21 @@ async function unpackLayers(
     isRoot: options.isRoot,
     onWarning: (message) => options.onEvent?.({ type: 'warning', message }),
   });
-  for (const [i, layer] of layers.entries()) {
-    const path = await downloads[i]!;
-    if (signal.aborted) throw signal.reason ?? abortError(signal);
-    const entries = await applyLayerFile(ctx, path, layer, requests[i]!.what, signal);
-    options.onEvent?.({ type: 'layer-applied', index: i, digest: layer.digest, diffId: layer.diffId, entries });
+  try {
+    for (const [i, layer] of layers.entries()) {
+      const path = await downloads[i]!;
+      if (signal.aborted) throw signal.reason ?? abortError(signal);
+      const entries = await applyLayerFile(ctx, path, layer, requests[i]!.what, signal);
+      options.onEvent?.({ type: 'layer-applied', index: i, digest: layer.digest, diffId: layer.diffId, entries });
+    }
+    await finishApply(ctx);
+  } catch (err) {
+    // Stop the other downloads and wait until they let go of the staging directory, so that
+    // none of them writes (or recreates a directory) in it after it has been discarded.
+    controller.abort(err);
+    await Promise.allSettled(downloads);
+    throw err;
   }
-  await finishApply(ctx);
   return bytesFetched;
 }
 
