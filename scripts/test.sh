@@ -6,9 +6,12 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 
 state=$(mktemp -d)
+# Tests never read or write the user's own blob cache.
+XDG_CACHE_HOME=$(mktemp -d)
+export XDG_CACHE_HOME
 cleanup() {
   node testdata/registry.mjs stop --state-dir "$state" >/dev/null 2>&1 || true
-  rm -rf "$state"
+  rm -rf "$state" "$XDG_CACHE_HOME"
 }
 trap cleanup EXIT
 PULL_UNPACK_TEST_REGISTRY=$(node testdata/registry.mjs start --state-dir "$state")

@@ -6,6 +6,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import type { Readable, Writable } from 'node:stream';
 import { isPullUnpackError, PullUnpackError, redactSecrets } from './errors.js';
 import { inspect, pull, pullBundle, type InspectResult, type PullEvent, type PullResult } from './index.js';
+import { cacheCommand, defaultCacheDir } from './cli-cache.js';
 import { NETWORK_FLAGS, sourceOptionsFrom } from './cli-options.js';
 import { formatBytes, ProgressDisplay } from './progress.js';
 import { MediaType } from './oci.js';
@@ -29,6 +30,9 @@ const USAGE = `Usage:
   pull-unpack --bundle IMAGE DIR [options] [-- CMD...]
                                        write a runc bundle: DIR/rootfs and DIR/config.json
   pull-unpack inspect IMAGE [options]  show what IMAGE names: index or manifest, platforms, our pick
+  pull-unpack cache ls [--json]        what the blob cache holds, and its size
+  pull-unpack cache prune --all | --older-than DURATION
+                                       remove cached blobs (all, or unused for DURATION: 30m, 12h, 7d)
 
 Common options:
   --platform OS/ARCH[/VARIANT]   select this platform instead of the host's (e.g. linux/arm64)
@@ -44,6 +48,9 @@ Common options:
 
 pull options:
   --force                        replace DIR if it is not empty (still all or nothing)
+  --cache-dir DIR                the blob cache (default $XDG_CACHE_HOME/pull-unpack or ~/.cache/pull-unpack)
+  --no-cache                     keep nothing: downloads are removed when the pull ends
+  --offline                      use only the cache; name what is missing instead of downloading
   --concurrency N                parallel layer downloads (default 4)
   -q, --quiet                    print nothing but errors
   --json                         NDJSON events on stdout, ending with a summary
@@ -92,6 +99,7 @@ export async function main(argv: string[], io: CliIo): Promise<number> {
     }
     if (command === 'inspect') return await inspectCommand(rest, io);
     if (command === 'pull') return await pullCommand(rest, io);
+    if (command === 'cache') return await cacheCommand(rest, io);
     return await pullCommand(argv, io);
   } catch (err) {
     return reportError(err, io);
@@ -112,6 +120,9 @@ async function pullCommand(args: string[], io: CliIo): Promise<number> {
     force: { type: 'boolean' },
     concurrency: { type: 'string' },
     quiet: { type: 'boolean', short: 'q' },
+    'cache-dir': { type: 'string' },
+    'no-cache': { type: 'boolean' },
+    offline: { type: 'boolean' },
     bundle: { type: 'boolean' },
     entrypoint: { type: 'string' },
     env: { type: 'string', multiple: true, short: 'e' },
@@ -128,6 +139,7 @@ async function pullCommand(args: string[], io: CliIo): Promise<number> {
   }
   if (positionals.length < 2) throw new UsageError('expected IMAGE and DIR (or a command: inspect)');
   const [image, dir, ...cmd] = positionals as [string, string, ...string[]];
+  if (values.offline && values['no-cache']) throw new UsageError('--offline reads the cache: it cannot go with --no-cache');
   const bundleOnly = ['entrypoint', 'env', 'workdir', 'user', 'hostname', 'tty', 'rootless', 'volume-mode'] as const;
   const misplaced = bundleOnly.find((name) => values[name] !== undefined);
   if (!values.bundle && (misplaced || cmd.length > 0)) {
@@ -156,6 +168,8 @@ async function pullCommand(args: string[], io: CliIo): Promise<number> {
       ...(await sourceOptionsFrom(values, io.env, io.stdin)),
       onNotice: (message: string) => onEvent({ type: 'warning', message }),
       force: values.force,
+      cacheDir: values['no-cache'] ? undefined : values['cache-dir'] ?? defaultCacheDir(io.env),
+      offline: values.offline,
       concurrency,
       signal: io.signal,
       onEvent,

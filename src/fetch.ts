@@ -10,7 +10,9 @@ import type { ImageSource } from './source.js';
 export type BlobEvent =
   | { type: 'blob-start'; digest: string; size: number; what: string }
   | { type: 'blob-progress'; digest: string; bytes: number; size: number }
-  | { type: 'blob-verified'; digest: string; size: number; fromCache: boolean };
+  | { type: 'blob-wait'; digest: string; what: string }
+  /** `fetched`: bytes downloaded by this process (less than `size` after a resume). */
+  | { type: 'blob-verified'; digest: string; size: number; fromCache: boolean; fetched: number };
 
 export interface FetchOptions {
   concurrency: number;
@@ -43,23 +45,28 @@ async function fetchOne(source: ImageSource, store: BlobStore, descriptor: Descr
   // A queued download whose turn comes after the fetch was stopped neither starts nor reports.
   if (signal?.aborted) throw abortError(signal);
   if (await store.has(descriptor)) {
-    onEvent?.({ type: 'blob-verified', digest: descriptor.digest, size: descriptor.size, fromCache: true });
+    await store.touch(descriptor.digest);
+    onEvent?.({ type: 'blob-verified', digest: descriptor.digest, size: descriptor.size, fromCache: true, fetched: 0 });
     return store.path(descriptor.digest);
   }
   if (signal?.aborted) throw abortError(signal);
   onEvent?.({ type: 'blob-start', digest: descriptor.digest, size: descriptor.size, what });
-  let body;
-  try {
-    body = await source.fetchBlob(descriptor, signal, what);
-  } catch (err) {
-    throw foreignLayerError(err, descriptor, what) ?? err;
-  }
-  const path = await store.ingest(descriptor, body, what, {
+  const open = async (offset: number) => {
+    try {
+      return await source.fetchBlob(descriptor, signal, what, offset);
+    } catch (err) {
+      throw foreignLayerError(err, descriptor, what) ?? err;
+    }
+  };
+  const result = await store.ingest(descriptor, open, what, {
     signal,
     onBytes: onEvent && ((bytes) => onEvent({ type: 'blob-progress', digest: descriptor.digest, bytes, size: descriptor.size })),
+    onWait: () => onEvent?.({ type: 'blob-wait', digest: descriptor.digest, what }),
   });
-  onEvent?.({ type: 'blob-verified', digest: descriptor.digest, size: descriptor.size, fromCache: false });
-  return path;
+  // fetched is 0 when another process downloaded the blob while this one waited.
+  const fromCache = result.fetched === 0 && result.resumed === 0;
+  onEvent?.({ type: 'blob-verified', digest: descriptor.digest, size: descriptor.size, fromCache, fetched: result.fetched });
+  return result.path;
 }
 
 /** A non-distributable (foreign) layer the registry does not have: name it and its URLs. */

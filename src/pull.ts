@@ -7,6 +7,8 @@ import { createReadStream } from 'node:fs';
 import { pipeline, type Readable } from 'node:stream';
 import { applyLayer, createApplyContext, finishApply, type ApplyContext } from './apply-layer.js';
 import { BlobStore } from './cache.js';
+import { recordRef } from './cache-index.js';
+import { cachingSource, offlineSource } from './cached-source.js';
 import { createDecompressor, layerCompression } from './decompress.js';
 import { checkDestination, commitStaging, createStaging, discardStaging, type Staging } from './destination.js';
 import { VerifyingStream } from './digest.js';
@@ -27,6 +29,13 @@ export interface PullOptions extends SourceOptions {
   force?: boolean | undefined;
   /** Apply ownership and create devices; default: running as root. */
   isRoot?: boolean | undefined;
+  /**
+   * The persistent blob cache (an OCI image layout) for registry pulls. Without it, downloads
+   * live in the staging directory and are removed when the pull ends.
+   */
+  cacheDir?: string | undefined;
+  /** Use only the cache: no registry is contacted; anything missing is named in the error. */
+  offline?: boolean | undefined;
   /** Progress and warnings, in the order they happen. */
   onEvent?: ((event: PullEvent) => void) | undefined;
 }
@@ -57,7 +66,12 @@ export interface PullResult {
   layers: PulledLayer[];
   /** Absolute path of what was written (the rootfs, or the bundle directory). */
   path: string;
+  /** Bytes downloaded by this pull. */
   bytesFetched: number;
+  /** Layer bytes the cache already had (or another process downloaded meanwhile). */
+  bytesFromCache: number;
+  /** The persistent cache used, if any. */
+  cacheDir: string | undefined;
 }
 
 /** What a stage after the rootfs (e.g. the bundle writer) adds inside the staging directory. */
@@ -99,26 +113,34 @@ async function pullOpened(
   options: PullOptions,
   layout: Layout,
 ): Promise<PullResult> {
-  const { source } = opened;
   const controller = new AbortController();
   const stopOnUserAbort = (): void => controller.abort(options.signal?.reason);
   options.signal?.addEventListener('abort', stopOnUserAbort, { once: true });
   const signal = controller.signal;
-  const resolved = await resolveImage(source, opened.reference, wanted, signal);
-  emitResolved(opened.display, resolved, options);
-  const { config } = await fetchConfig(source, resolved.manifest, signal);
-  const layers = checkLayers(resolved, config, source.name);
-  options.onEvent?.({
-    type: 'config',
-    digest: resolved.manifest.config.digest,
-    layers: layers.length,
-    totalSize: layers.reduce((n, l) => n + l.size, 0),
-  });
   const staging = await createStaging(dest);
   try {
+    // Registry pulls go through the persistent cache when there is one; local sources and
+    // pulls without a cache keep their blobs in the staging directory, removed at the end.
+    const persistent = options.cacheDir !== undefined && !opened.local;
+    const store = new BlobStore(persistent ? options.cacheDir! : staging.scratch);
+    const source = options.offline
+      ? offlineSource(store, opened.source.name, opened.display)
+      : persistent ? cachingSource(opened.source, store) : opened.source;
+    const resolved = await resolveImage(source, opened.reference, wanted, signal);
+    emitResolved(opened.display, resolved, options);
+    const { config, bytes: configBytes } = await fetchConfig(source, resolved.manifest, signal);
+    await store.putBytes(resolved.manifest.config, configBytes, `the config of ${source.name}`);
+    const layers = checkLayers(resolved, config, source.name);
+    if (options.offline) await checkOffline(store, layers, source.name);
+    options.onEvent?.({
+      type: 'config',
+      digest: resolved.manifest.config.digest,
+      layers: layers.length,
+      totalSize: layers.reduce((n, l) => n + l.size, 0),
+    });
     await layout.prepare?.(staging);
     const rootfs = layout.rootfsIn(staging);
-    const bytesFetched = await unpackLayers(source, staging, rootfs, layers, options, controller);
+    const bytes = await unpackLayers(source, store, rootfs, layers, options, controller);
     const pulled = {
       reference: opened.display,
       digest: resolved.top.descriptor.digest,
@@ -128,11 +150,13 @@ async function pullOpened(
       configDigest: resolved.manifest.config.digest,
       config,
       layers,
-      bytesFetched,
+      ...bytes,
+      cacheDir: persistent ? store.root : undefined,
     };
     await layout.finish?.(staging, rootfs, pulled);
     if (signal.aborted) throw abortError(signal);
     await commitStaging(staging);
+    if (persistent && !options.offline) await recordRef(store, opened.display, resolved.top.descriptor);
     return { ...pulled, path: dest };
   } catch (err) {
     // A download that failed aborts the layer being applied: report the failure, not the abort.
@@ -144,6 +168,19 @@ async function pullOpened(
     throw cause;
   } finally {
     options.signal?.removeEventListener('abort', stopOnUserAbort);
+  }
+}
+
+/** With --offline, names every layer the cache lacks before anything is unpacked. */
+async function checkOffline(store: BlobStore, layers: PulledLayer[], name: string): Promise<void> {
+  const absent = [];
+  for (const [i, layer] of layers.entries()) {
+    if (!(await store.has(descriptorOf(layer)))) absent.push(`layer ${i + 1}/${layers.length} ${layer.digest}`);
+  }
+  if (absent.length > 0) {
+    throw new PullUnpackError('NOT_FOUND', `${name}: missing from the cache (${store.root}): ${absent.join(', ')}`, {
+      hint: 'pull once without --offline to fetch them',
+    });
   }
 }
 
@@ -183,17 +220,19 @@ function checkLayers(resolved: ResolvedImage, config: ImageConfig, name: string)
  */
 async function unpackLayers(
   source: ImageSource,
-  staging: Staging,
+  store: BlobStore,
   rootfs: string,
   layers: PulledLayer[],
   options: PullOptions,
   controller: AbortController,
-): Promise<number> {
+): Promise<{ bytesFetched: number; bytesFromCache: number }> {
   const signal = controller.signal;
-  const store = new BlobStore(staging.scratch);
-  let bytesFetched = 0;
+  const bytes = { bytesFetched: 0, bytesFromCache: 0 };
   const onEvent = (event: BlobEvent): void => {
-    if (event.type === 'blob-verified' && !event.fromCache) bytesFetched += event.size;
+    if (event.type === 'blob-verified') {
+      bytes.bytesFetched += event.fetched;
+      bytes.bytesFromCache += event.size - event.fetched;
+    }
     options.onEvent?.(event);
   };
   const requests = layers.map((l, i) => ({ descriptor: descriptorOf(l), what: `layer ${i + 1}/${layers.length} of ${source.name} (${l.digest})` }));
@@ -219,7 +258,7 @@ async function unpackLayers(
     await Promise.allSettled(downloads);
     throw err;
   }
-  return bytesFetched;
+  return bytes;
 }
 
 function descriptorOf(layer: PulledLayer): Descriptor {

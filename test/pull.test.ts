@@ -497,7 +497,7 @@ describe('failures leave DIR exactly as it was', () => {
         });
         stderr.setEncoding('utf8').on('data', (chunk: string) => (err += chunk));
         const started = Date.now();
-        const code = await main([image, dir, '--force', '--json'], { stdout, stderr, env: process.env, signal: controller.signal });
+        const code = await main([image, dir, '--force', '--json', '--no-cache'], { stdout, stderr, env: process.env, signal: controller.signal });
         expect(controller.signal.aborted).toBe(true);
         expect(code).toBe(130);
         expect(err).toMatch(/abort/i);

@@ -3,7 +3,10 @@
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { PassThrough } from 'node:stream';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PassThrough, type Readable } from 'node:stream';
 import { main } from '../../src/cli.js';
 
 /** The real distribution registry started by `make test`, e.g. {host: '127.0.0.1:40123'}. */
@@ -27,17 +30,28 @@ export interface CliRun {
   stdoutBytes: Buffer;
 }
 
-/** Runs the CLI in-process with captured output. */
-export async function runCli(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<CliRun> {
+/**
+ * Runs the CLI in-process with captured output. Unless the caller chooses a cache (an env with
+ * XDG_CACHE_HOME, --cache-dir or --no-cache), each run gets its own empty blob cache, removed
+ * afterwards, so tests that count downloads do not see each other's blobs.
+ */
+export async function runCli(argv: string[], env?: NodeJS.ProcessEnv, stdin?: Readable): Promise<CliRun> {
+  const choosesCache = env?.['XDG_CACHE_HOME'] !== undefined || argv.some((a) => a === '--no-cache' || a.startsWith('--cache-dir'));
+  const cache = choosesCache ? undefined : await mkdtemp(join(tmpdir(), 'pull-unpack-test-cache-'));
   const out: Buffer[] = [];
   const err: Buffer[] = [];
   const stdout = new PassThrough();
   const stderr = new PassThrough();
   stdout.on('data', (c: Buffer) => out.push(c));
   stderr.on('data', (c: Buffer) => err.push(c));
-  const code = await main(argv, { stdout, stderr, env });
-  const stdoutBytes = Buffer.concat(out);
-  return { code, stdout: stdoutBytes.toString('utf8'), stderr: Buffer.concat(err).toString('utf8'), stdoutBytes };
+  try {
+    const runEnv = cache ? { ...(env ?? process.env), XDG_CACHE_HOME: cache } : env ?? process.env;
+    const code = await main(argv, { stdout, stderr, env: runEnv, stdin });
+    const stdoutBytes = Buffer.concat(out);
+    return { code, stdout: stdoutBytes.toString('utf8'), stderr: Buffer.concat(err).toString('utf8'), stdoutBytes };
+  } finally {
+    if (cache) await rm(cache, { recursive: true, force: true });
+  }
 }
 
 export interface TestServer {
