@@ -9,8 +9,8 @@ import { credentialProvider } from './credentials.js';
 import { PullUnpackError } from './errors.js';
 import { openLocalSource, parseLocalReference } from './layout-source.js';
 import { manifestReference, parseReference, type Reference } from './reference.js';
-import { RegistryClient } from './registry.js';
-import { fallbackSource, registrySource, type ImageSource } from './source.js';
+import { DEFAULT_ATTEMPTS, RegistryClient, type RegistryClientOptions } from './registry.js';
+import { fallbackSource, registrySource, withBlobOffsets, type ImageSource } from './source.js';
 import type { TransportOptions } from './transport.js';
 
 export interface SourceOptions {
@@ -35,6 +35,8 @@ export interface SourceOptions {
   mirrors?: Readonly<Record<string, readonly string[]>> | undefined;
   /** Attempts per request on connection errors, 5xx and 429 (default 5). */
   attempts?: number | undefined;
+  /** Base of the exponential backoff between attempts, in milliseconds (default 500). */
+  backoffMs?: number | undefined;
 }
 
 /** The platform to select: the requested one, normalized, or the host's (its notes go to onNotice). */
@@ -54,6 +56,8 @@ export interface OpenedImage {
   reference: string;
   /** The image as the user should see it: 'docker.io/library/alpine:latest', 'oci:/tmp/l:v1'. */
   display: string;
+  /** True for oci:, oci-archive: and docker-archive: sources (never cached, never offline). */
+  local: boolean;
   /** Releases files held open by local sources; a no-op for registries. */
   close(): Promise<void>;
 }
@@ -66,7 +70,13 @@ export async function openImage(image: string, options: SourceOptions): Promise<
   const local = parseLocalReference(image);
   if (local) {
     const opened = await openLocalSource(local, { signal: options.signal });
-    return { source: opened.source, reference: opened.reference, display: local.toString(), close: () => opened.close() };
+    return {
+      source: withBlobOffsets(opened.source),
+      reference: opened.reference,
+      display: local.toString(),
+      local: true,
+      close: () => opened.close(),
+    };
   }
   const reference = parseReference(image);
   const mirrors = (options.mirrors?.[reference.registry] ?? []).map((url) => mirrorSource(url, reference, options));
@@ -75,25 +85,34 @@ export async function openImage(image: string, options: SourceOptions): Promise<
     source: fallbackSource([...mirrors, upstream], options.onNotice ?? (() => undefined)),
     reference: manifestReference(reference),
     display: reference.toString(),
+    local: false,
     close: async () => undefined,
   };
 }
 
 /** A client for `registry` with the options' transport, retry and credential settings. */
-function registryClient(registry: string, options: SourceOptions, explicit: Credentials | undefined, insecure: readonly string[] = []): RegistryClient {
+function registryClient(registry: string, options: SourceOptions, explicit: Credentials | undefined, extra: Partial<RegistryClientOptions> = {}): RegistryClient {
   const onNotice = options.onNotice ?? (() => undefined);
   const lookup = options.env ? credentialProvider(registry, { env: options.env, explicit, onNotice }) : undefined;
   return new RegistryClient({
     registry,
-    insecureRegistries: [...(options.insecureRegistries ?? []), ...insecure],
+    insecureRegistries: options.insecureRegistries,
     credentials: lookup ?? explicit,
     transport: options.transport,
     attempts: options.attempts,
+    backoffMs: options.backoffMs,
     onNotice,
+    ...extra,
   });
 }
 
-/** A mirror of the reference's registry at `url` ('https://mirror.example' or 'http://host:port'). */
+/** Attempts per request on a mirror: one retry at most, then the next source is asked. */
+const MIRROR_ATTEMPTS = 2;
+
+/**
+ * A mirror of the reference's registry at `url` ('https://mirror.example' or, for a test
+ * mirror, 'http://host:port'): reached with exactly that scheme, no probing.
+ */
 function mirrorSource(url: string, reference: Reference, options: SourceOptions): ImageSource {
   let parsed: URL;
   try {
@@ -101,10 +120,9 @@ function mirrorSource(url: string, reference: Reference, options: SourceOptions)
   } catch {
     throw new PullUnpackError('USAGE', `invalid mirror URL "${url}": expected https://HOST[:PORT]`);
   }
-  if ((parsed.protocol !== 'https:' && parsed.protocol !== 'http:') || (parsed.pathname !== '/' && parsed.pathname !== '')) {
+  if ((parsed.protocol !== 'https:' && parsed.protocol !== 'http:') || (parsed.pathname !== '/' && parsed.pathname !== '') || parsed.username || parsed.search) {
     throw new PullUnpackError('USAGE', `invalid mirror URL "${url}": expected https://HOST[:PORT] (or http:// for a test mirror)`);
   }
-  // A mirror named with http:// is reached over plain HTTP, as docker's insecure mirrors are.
-  const insecure = parsed.protocol === 'http:' ? [parsed.host] : [];
-  return registrySource(registryClient(parsed.host, options, undefined, insecure), reference.repository);
+  const attempts = Math.min(options.attempts ?? DEFAULT_ATTEMPTS, MIRROR_ATTEMPTS);
+  return registrySource(registryClient(parsed.host, options, undefined, { origin: parsed.origin, attempts }), reference.repository);
 }

@@ -7,11 +7,11 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { request, type Dispatcher } from 'undici';
 import { basicAuthorization, parseChallenges, parseTokenResponse, pullScope, TokenCache, type Credentials } from './auth.js';
 import { digestOf, parseDigest } from './digest.js';
-import { PullUnpackError, RegistryError, abortError, redactSecrets } from './errors.js';
+import { PullUnpackError, RegistryError, abortError } from './errors.js';
 import { MANIFEST_ACCEPT, MediaType, type Descriptor } from './oci.js';
 import { registryEndpoint } from './reference.js';
 import { backoffDelay, isRetryableStatus, retryAfterMs, rateLimitSummary } from './retry.js';
-import { createDispatcher, type TransportOptions } from './transport.js';
+import { certsDirFor, createDispatcher, isNotTls, isRetryableNetworkError, networkError, type TransportOptions } from './transport.js';
 
 /** Manifests and indexes larger than this are refused (containerd and the distribution registry use 4 MiB). */
 export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
@@ -42,6 +42,11 @@ export interface RegistryClientOptions {
   backoffMs?: number | undefined;
   /** One-line notices for the user: retries, insecure TLS. */
   onNotice?: ((message: string) => void) | undefined;
+  /**
+   * 'https://host[:port]' or 'http://host[:port]': talk to exactly this origin instead of
+   * probing for the scheme (a mirror named by URL). Default: probe as docker does.
+   */
+  origin?: string | undefined;
 }
 
 /** Manifest bytes exactly as served, with the digest computed locally. */
@@ -87,12 +92,15 @@ export class RegistryClient {
   private readonly onNotice: (message: string) => void;
   private readonly tokens = new TokenCache();
   private readonly credentialSource: RegistryClientOptions['credentials'];
+  private readonly clientCertDir: string;
   private credentials: Promise<Credentials | undefined> | undefined;
   private origin: Promise<string> | undefined;
 
   constructor(options: RegistryClientOptions) {
     this.registry = options.registry;
-    this.endpoint = registryEndpoint(options.registry);
+    const fixed = options.origin === undefined ? undefined : new URL(options.origin);
+    this.endpoint = fixed?.host ?? registryEndpoint(options.registry);
+    if (fixed) this.origin = Promise.resolve(fixed.origin);
     const listed = (options.insecureRegistries ?? []).some((h) => h === options.registry || h === this.endpoint || h === hostOnly(this.endpoint));
     this.insecure = listed;
     this.mayUseHttp = listed || isLoopbackRegistry(this.endpoint);
@@ -102,12 +110,31 @@ export class RegistryClient {
     this.backoffMs = options.backoffMs ?? 500;
     this.onNotice = options.onNotice ?? (() => undefined);
     this.credentialSource = options.credentials;
+    this.clientCertDir = certsDirFor(this.endpoint, options.transport);
   }
 
-  /** The scheme and host requests go to, e.g. 'https://registry-1.docker.io'; probed once. */
+  /**
+   * The scheme and host requests go to, e.g. 'https://registry-1.docker.io'. Probed once; a
+   * probe that failed is forgotten, so the next request probes again.
+   */
   baseUrl(signal?: AbortSignal): Promise<string> {
-    this.origin ??= this.probeOrigin(signal);
+    this.origin ??= this.probeOrigin(signal).catch((err: unknown) => {
+      this.origin = undefined;
+      throw err;
+    });
     return this.origin;
+  }
+
+  /** baseUrl(), retried with backoff while the registry cannot be reached (not for certificate errors). */
+  private async baseUrlWithRetry(options: SendOptions): Promise<string> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.baseUrl(options.signal);
+      } catch (err) {
+        if (options.signal?.aborted || !isRetryableNetworkError(err) || attempt >= this.attempts) throw err;
+        await this.pause(attempt, undefined, (err as Error).message, options.signal);
+      }
+    }
   }
 
   /** GET /v2/: checks that the registry answers the v2 API (a 401 counts as an answer). */
@@ -153,20 +180,38 @@ export class RegistryClient {
    * (or restarted and the known prefix skipped when the server ignores ranges), so the caller
    * sees one continuous, still unverified stream, which it verifies and consumes or destroys.
    */
-  async fetchBlob(repository: string, descriptor: Descriptor, signal?: AbortSignal, what = `blob ${descriptor.digest}`): Promise<Readable> {
+  async fetchBlob(
+    repository: string,
+    descriptor: Descriptor,
+    signal?: AbortSignal,
+    what = `blob ${descriptor.digest}`,
+    offset = 0,
+  ): Promise<Readable> {
     parseDigest(descriptor.digest);
     const path = `/v2/${repository}/blobs/${descriptor.digest}`;
-    const first = await this.send(path, { repository, what, signal });
-    return Readable.from(this.resumableBody(first, path, descriptor.size, { repository, what, signal }), {
+    const options = { repository, what, signal };
+    let first: { body: Dispatcher.ResponseData['body']; skip: number };
+    if (offset > 0) {
+      // Resuming an earlier partial download (kept in the cache) from byte `offset`.
+      first = checkRange(await this.send(path, { ...options, headers: { range: `bytes=${offset}-` } }), offset, what);
+    } else {
+      first = { body: (await this.send(path, options)).body, skip: 0 };
+    }
+    return Readable.from(this.resumableBody(first, path, descriptor.size, offset, options), {
       objectMode: false,
       highWaterMark: 1 << 20,
     });
   }
 
-  private async *resumableBody(first: Dispatcher.ResponseData, path: string, size: number, options: SendOptions): AsyncGenerator<Buffer> {
-    let offset = 0;
-    let body = first.body;
-    let skip = 0;
+  private async *resumableBody(
+    first: { body: Dispatcher.ResponseData['body']; skip: number },
+    path: string,
+    size: number,
+    start: number,
+    options: SendOptions,
+  ): AsyncGenerator<Buffer> {
+    let offset = start;
+    let { body, skip } = first;
     for (let attempt = 1; ; attempt++) {
       let failure: unknown;
       try {
@@ -209,14 +254,25 @@ export class RegistryClient {
       return https;
     } catch (err) {
       if (signal?.aborted) throw abortError(signal);
-      if (!isNotTls(err)) throw networkError(err, this.registry, 'the registry API');
+      if (!isNotTls(err)) throw networkError(err, this.registry, 'the registry API', this.tlsHint(err));
       return `http://${this.endpoint}`;
     }
   }
 
+  /**
+   * A TLS server that closes the connection during or right after the handshake most often
+   * wants a client certificate (TLS 1.3 clients only learn of the refusal on the first read).
+   */
+  private tlsHint(err: unknown): string | undefined {
+    const e = err as { code?: string; message?: string };
+    const closed = e.code === 'UND_ERR_SOCKET' || e.code === 'ECONNRESET' || /certificate required|handshake failure|bad certificate/i.test(e.message ?? '');
+    if (!closed) return undefined;
+    return `the registry closed the TLS connection: if it requires a client certificate, put it in ${this.clientCertDir}/ as NAME.cert with its key as NAME.key (docker's layout)`;
+  }
+
   /** A registry request with authentication, redirects, retries and error mapping. */
   private async send(path: string, options: SendOptions): Promise<Dispatcher.ResponseData> {
-    const base = await this.baseUrl(options.signal);
+    const base = await this.baseUrlWithRetry(options);
     let scope = pullScope(options.repository);
     let url = `${base}${path}`;
     let authorization = await this.authorizationFor(scope);
@@ -230,7 +286,7 @@ export class RegistryClient {
       try {
         res = await this.raw(options.method ?? 'GET', url, headers, options.signal, options.what);
       } catch (err) {
-        if (options.signal?.aborted || attempt >= this.attempts) throw err;
+        if (options.signal?.aborted || !isRetryableNetworkError(err) || attempt >= this.attempts) throw err;
         await this.pause(attempt++, undefined, `${options.what}: ${(err as Error).message}`, options.signal);
         continue;
       }
@@ -252,11 +308,13 @@ export class RegistryClient {
       }
       if (res.statusCode >= 200 && res.statusCode < 300) return res;
       if ((res.statusCode === 401 || res.statusCode === 403) && sameHost) {
-        // A second refusal; `insufficient_scope` means the token we got does not grant the pull.
+        // A refusal after authenticating: the credentials were wrong, or (`insufficient_scope`)
+        // the token we got does not grant the pull.
         const challenge = parseChallenges(headerValue(res.headers['www-authenticate'])).find((c) => c.scheme === 'bearer');
-        if (challenge?.params['error'] === 'insufficient_scope') {
+        const scopeError = challenge?.params['error'] === 'insufficient_scope';
+        if (res.statusCode === 401 || scopeError) {
           await res.body.dump();
-          throw unauthorized(this.registry, options.what, (await this.getCredentials()) !== undefined, 'insufficient_scope');
+          throw unauthorized(this.registry, options.what, (await this.getCredentials()) !== undefined, scopeError ? 'insufficient_scope' : undefined);
         }
       }
       const wait = retryAfterMs(headerValue(res.headers['retry-after']));
@@ -332,7 +390,9 @@ export class RegistryClient {
   ): Promise<string> {
     const realm = new URL(params['realm']!);
     const base = new URL(await this.baseUrl(signal));
-    const mayCarrySecrets = realm.protocol === 'https:' || (realm.host === base.host) || (base.protocol === 'http:' && isLoopbackRegistry(base.host));
+    // Secrets travel to the realm over TLS, to the registry's own host, or between loopback
+    // addresses; never in clear text to another machine.
+    const mayCarrySecrets = realm.protocol === 'https:' || realm.host === base.host || (isLoopbackRegistry(base.host) && isLoopbackRegistry(realm.host));
     const url = new URL(realm);
     const headers: Record<string, string> = { 'user-agent': USER_AGENT, accept: 'application/json' };
     const dispatcher = this.dispatcher;
@@ -356,6 +416,13 @@ export class RegistryClient {
     } catch (err) {
       if (signal?.aborted) throw abortError(signal);
       throw networkError(err, url.host, 'the token server');
+    }
+    if (res.statusCode === 401 || res.statusCode === 403) {
+      const sent = identityToken !== undefined || headers['authorization'] !== undefined;
+      const said = await this.responseError(res, `a token for ${scope}`);
+      throw new RegistryError('UNAUTHORIZED', `the token server ${url.host} refused ${sent ? 'the credentials' : 'an anonymous token'} for ${scope} (HTTP ${res.statusCode})`, said, {
+        hint: sent ? CREDENTIALS_REFUSED_HINT : LOGIN_HINT,
+      });
     }
     if (res.statusCode !== 200) throw await this.responseError(res, `a token for ${scope}`);
     const body = await readCapped(res.body, MAX_ERROR_BODY_BYTES * 16, res.headers['content-length'], 'the token response', 'TOO_LARGE');
@@ -413,12 +480,13 @@ export function registryErrorFrom(status: number, body: Buffer, contentType: str
   return new RegistryError('REGISTRY_ERROR', `${registry} failed to serve ${what}: HTTP ${status}${label}${said}`, info);
 }
 
+const CREDENTIALS_REFUSED_HINT = 'the credentials were refused or do not grant pull access to this repository';
+const LOGIN_HINT = 'log in with docker login, or pass --username and --password-stdin';
+
 function unauthorized(registry: string, what: string, hadCredentials: boolean, registryCode?: string): RegistryError {
   const why = registryCode === 'insufficient_scope' ? ' (insufficient_scope: the token does not allow pulling it)' : '';
   return new RegistryError('UNAUTHORIZED', `${registry} requires authentication for ${what}${why}`, { status: 401, registryCode }, {
-    hint: hadCredentials
-      ? 'the credentials were refused or do not grant pull access to this repository'
-      : 'log in with docker login, or pass --username and --password-stdin',
+    hint: hadCredentials ? CREDENTIALS_REFUSED_HINT : LOGIN_HINT,
   });
 }
 
@@ -433,28 +501,6 @@ function checkRange(res: Dispatcher.ResponseData, offset: number, what: string):
     });
   }
   return { body: res.body, skip: 0 };
-}
-
-function networkError(err: unknown, host: string, what: string): PullUnpackError {
-  const e = err as { code?: string; message?: string };
-  const code = e.code ? ` (${e.code})` : '';
-  const certificate = /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ALTNAME/.test(e.code ?? '');
-  return new PullUnpackError('NETWORK', `cannot reach ${host} for ${what}: ${redactSecrets(e.message ?? String(err))}${code}`, {
-    cause: err,
-    hint: certificate
-      ? 'the server certificate is not trusted: add its CA with --cacert, or use --insecure-registry for a test registry'
-      : 'check the registry address and your network or proxy settings',
-  });
-}
-
-/** True when a TLS handshake failed because the server speaks plain HTTP. */
-function isNotTls(err: unknown): boolean {
-  const e = err as { code?: string; message?: string };
-  return (
-    e.code === 'ERR_SSL_WRONG_VERSION_NUMBER' ||
-    e.code === 'EPROTO' ||
-    /wrong version number|packet length too long|unknown protocol/i.test(e.message ?? '')
-  );
 }
 
 function headerValue(value: string | string[] | undefined): string {

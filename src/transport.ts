@@ -2,12 +2,13 @@
  * HTTP transport settings for one registry: trusted CAs, client certificates (docker's
  * /etc/docker/certs.d layout), unverified TLS for --insecure-registry, proxies and timeouts.
  * Builds the undici dispatcher the registry client uses; reads only the files it is told of.
+ * Also classifies connection failures: certificate, plain HTTP where TLS was tried, other.
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { rootCertificates } from 'node:tls';
 import { Agent, EnvHttpProxyAgent, type Dispatcher } from 'undici';
-import { PullUnpackError } from './errors.js';
+import { PullUnpackError, isPullUnpackError, redactSecrets } from './errors.js';
 
 export interface ProxySettings {
   httpProxy?: string | undefined;
@@ -65,11 +66,16 @@ export function createDispatcher(endpoint: string, insecure: boolean, options: T
   return new Agent(common);
 }
 
+/** docker's certificate directory for `endpoint`: CERTS_DIR/HOST[:PORT], without a :443 port. */
+export function certsDirFor(endpoint: string, options: TransportOptions = {}): string {
+  return join(options.certsDir ?? DEFAULT_CERTS_DIR, endpoint.replace(/:443$/, ''));
+}
+
 function tlsMaterial(endpoint: string, options: TransportOptions): TlsMaterial {
   const ca = [...rootCertificates];
   for (const file of options.caFiles ?? []) ca.push(readPem(file, 'CA bundle'));
   // docker: /etc/docker/certs.d/HOST[:PORT]/*.crt are CAs, *.cert + *.key a client pair.
-  const dir = join(options.certsDir ?? DEFAULT_CERTS_DIR, endpoint.replace(/:443$/, ''));
+  const dir = certsDirFor(endpoint, options);
   let names: string[];
   try {
     names = readdirSync(dir).sort();
@@ -94,4 +100,36 @@ function readPem(file: string, what: string): string {
   } catch (cause) {
     throw new PullUnpackError('USAGE', `cannot read the ${what} ${file}: ${(cause as Error).message}`, { cause });
   }
+}
+
+/** A TLS failure because the server certificate did not verify (untrusted CA, wrong name, expired). */
+export function isCertificateError(err: unknown): boolean {
+  return /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ALTNAME/.test((err as { code?: string }).code ?? '');
+}
+
+/** A connection failure as a NETWORK error naming the host and what was being fetched; `hint` replaces the generic one. */
+export function networkError(err: unknown, host: string, what: string, hint?: string): PullUnpackError {
+  const e = err as { code?: string; message?: string };
+  const code = e.code ? ` (${e.code})` : '';
+  return new PullUnpackError('NETWORK', `cannot reach ${host} for ${what}: ${redactSecrets(e.message ?? String(err))}${code}`, {
+    cause: err,
+    hint: isCertificateError(err)
+      ? 'the server certificate is not trusted: add its CA with --cacert, or use --insecure-registry for a test registry'
+      : (hint ?? 'check the registry address and your network or proxy settings'),
+  });
+}
+
+/** A NETWORK error worth another attempt: anything but a certificate that failed verification. */
+export function isRetryableNetworkError(err: unknown): boolean {
+  return isPullUnpackError(err, 'NETWORK') && !isCertificateError((err as PullUnpackError).cause);
+}
+
+/** True when a TLS handshake failed because the server speaks plain HTTP. */
+export function isNotTls(err: unknown): boolean {
+  const e = err as { code?: string; message?: string };
+  return (
+    e.code === 'ERR_SSL_WRONG_VERSION_NUMBER' ||
+    e.code === 'EPROTO' ||
+    /wrong version number|packet length too long|unknown protocol/i.test(e.message ?? '')
+  );
 }

@@ -24,7 +24,12 @@ export interface RegistryOptions {
    * against a token-auth upstream: an upstream with Basic auth answers 401 to the cache.
    */
   proxy?: { remoteurl: string; username?: string; password?: string };
-  /** Bearer token auth (distribution's auth.token section). */
+  /**
+   * Bearer token auth (distribution's auth.token section). distribution 2.8 accepts a JWT whose
+   * `iss` is `issuer`, `aud` is `service`, and whose header carries the signing certificate
+   * chain as `x5c` verifying against `rootcertbundle` (test/helpers/network-fixtures.ts has a
+   * token server that does this).
+   */
   tokenAuth?: { realm: string; service: string; issuer: string; rootcertbundle: string };
   /** Merged over the generated config (objects deeply). */
   extraConfig?: Record<string, unknown>;
