@@ -5,7 +5,7 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import type { Readable, Writable } from 'node:stream';
 import { isPullUnpackError, PullUnpackError, redactSecrets } from './errors.js';
-import { inspect, pull, pullBundle, type InspectResult, type PullEvent, type PullResult } from './index.js';
+import { inspect, pull, pullBundle, pullOci, pullTar, type InspectResult, type PullEvent, type PullResult } from './index.js';
 import { cacheCommand, defaultCacheDir } from './cli-cache.js';
 import { NETWORK_FLAGS, sourceOptionsFrom } from './cli-options.js';
 import { formatBytes, ProgressDisplay } from './progress.js';
@@ -51,6 +51,8 @@ pull options:
   --cache-dir DIR                the blob cache (default $XDG_CACHE_HOME/pull-unpack or ~/.cache/pull-unpack)
   --no-cache                     keep nothing: downloads are removed when the pull ends
   --offline                      use only the cache; name what is missing instead of downloading
+  -o, --output rootfs|tar|oci    what to write at DIR: the rootfs (default), the flattened
+                                 filesystem as one tar FILE (- for stdout), or an OCI image layout
   --concurrency N                parallel layer downloads (default 4)
   -q, --quiet                    print nothing but errors
   --json                         NDJSON events on stdout, ending with a summary
@@ -71,6 +73,8 @@ inspect options:
 
 Examples:
   pull-unpack alpine ./rootfs
+  pull-unpack alpine --output tar alpine.tar
+  pull-unpack alpine --output oci ./alpine-layout && umoci unpack --image ./alpine-layout:latest ./bundle
   pull-unpack --platform linux/arm64 localhost:5000/app:1 ./rootfs
   pull-unpack inspect alpine
   pull-unpack inspect --platform linux/arm/v7 localhost:5000/demo/hello
@@ -123,6 +127,7 @@ async function pullCommand(args: string[], io: CliIo): Promise<number> {
     'cache-dir': { type: 'string' },
     'no-cache': { type: 'boolean' },
     offline: { type: 'boolean' },
+    output: { type: 'string', short: 'o' },
     bundle: { type: 'boolean' },
     entrypoint: { type: 'string' },
     env: { type: 'string', multiple: true, short: 'e' },
@@ -153,6 +158,12 @@ async function pullCommand(args: string[], io: CliIo): Promise<number> {
   if (concurrency !== undefined && !(Number.isInteger(concurrency) && concurrency >= 1 && concurrency <= 64)) {
     throw new UsageError('--concurrency takes a whole number from 1 to 64');
   }
+  const output = values.output ?? 'rootfs';
+  if (output !== 'rootfs' && output !== 'tar' && output !== 'oci') throw new UsageError('--output takes rootfs, tar or oci');
+  if (output !== 'rootfs' && values.bundle) throw new UsageError(`--output ${output} cannot go with --bundle`);
+  if (output === 'tar' && dir === '-' && values.json) throw new UsageError('--output tar - writes the tar to stdout: --json cannot share it');
+  // With the tar on stdout, the final line goes to stderr.
+  const report = output === 'tar' && dir === '-' ? io.stderr : io.stdout;
   const display = !values.json && !values.quiet && io.stderr.isTTY ? new ProgressDisplay(io.stderr) : undefined;
   const onEvent = (event: PullEvent): void => {
     if (values.json) io.stdout.write(`${JSON.stringify(event)}\n`);
@@ -174,7 +185,11 @@ async function pullCommand(args: string[], io: CliIo): Promise<number> {
       signal: io.signal,
       onEvent,
     };
-    result = values.bundle
+    result = output === 'tar'
+      ? await pullTar(image, dir, { ...common, stdout: io.stdout })
+      : output === 'oci'
+      ? await pullOci(image, dir, common)
+      : values.bundle
       ? await pullBundle(image, dir, {
           ...common,
           overrides: {
@@ -194,7 +209,7 @@ async function pullCommand(args: string[], io: CliIo): Promise<number> {
     display?.clear();
   }
   if (values.json) io.stdout.write(`${JSON.stringify({ type: 'done', ...summary(result) })}\n`);
-  else if (!values.quiet) io.stdout.write(`${formatPullResult(result, dir)}\n`);
+  else if (!values.quiet) report.write(`${formatPullResult(result, dir)}\n`);
   return EXIT_OK;
 }
 

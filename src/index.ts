@@ -15,6 +15,7 @@ export type { SourceOptions } from './options.js';
 export { parseLocalReference, type LocalReference } from './layout-source.js';
 export { pullBundle, type BundleOptions, type BundleResult } from './bundle.js';
 export { toRuntimeConfig, applyOverrides, type ConfigOverrides, type RuntimeConfigOptions, type RuntimeSpec } from './runtime-config.js';
+export { pullTar, pullOci } from './outputs.js';
 export { pull, type PullOptions, type PullResult, type PullEvent, type PulledLayer } from './pull.js';
 
 export type InspectOptions = SourceOptions;

@@ -74,14 +74,28 @@ export interface PullResult {
   cacheDir: string | undefined;
 }
 
+/** The verified documents and blobs of a pull, for writers of other outputs. */
+export interface PulledImage {
+  manifest: { bytes: Buffer; descriptor: Descriptor };
+  configBytes: Buffer;
+  /** Verified layer blob files, in manifest order. */
+  layerPaths: string[];
+}
+
 /** What a stage after the rootfs (e.g. the bundle writer) adds inside the staging directory. */
-export type StagingHook = (staging: Staging, rootfs: string, pulled: Omit<PullResult, 'path'>) => Promise<void>;
+export type StagingHook = (staging: Staging, rootfs: string, pulled: Omit<PullResult, 'path'>, image: PulledImage) => Promise<void>;
 
 /** Where the rootfs goes inside the staging directory, and what else a caller writes there. */
 export interface Layout {
   rootfsIn: (staging: Staging) => string;
   prepare?: ((staging: Staging) => Promise<void>) | undefined;
   finish?: StagingHook | undefined;
+  /** Only fetch and verify the layers (an OCI layout output needs no rootfs). */
+  skipApply?: boolean | undefined;
+  /** Moves the result into place instead of renaming the staging `out` directory to DIR. */
+  commit?: ((staging: Staging) => Promise<void>) | undefined;
+  /** Checks the destination before anything is fetched; default: an empty or new directory. */
+  checkDestination?: ((dest: string, force: boolean) => Promise<string>) | undefined;
 }
 
 /** Pulls `image` and unpacks its root filesystem into `dir`, all or nothing. */
@@ -97,7 +111,7 @@ export async function pullInto(
   layout: Layout,
 ): Promise<PullResult> {
   const wanted = wantedPlatform({ ...options, onNotice: (m) => options.onEvent?.({ type: 'warning', message: m }) });
-  const dest = await checkDestination(dir, options.force ?? false);
+  const dest = await (layout.checkDestination ?? checkDestination)(dir, options.force ?? false);
   const opened = await openImage(image, options);
   try {
     return await pullOpened(opened, dest, wanted, options, layout);
@@ -140,7 +154,7 @@ async function pullOpened(
     });
     await layout.prepare?.(staging);
     const rootfs = layout.rootfsIn(staging);
-    const bytes = await unpackLayers(source, store, rootfs, layers, options, controller);
+    const { layerPaths, ...bytes } = await unpackLayers(source, store, layout.skipApply ? undefined : rootfs, layers, options, controller);
     const pulled = {
       reference: opened.display,
       digest: resolved.top.descriptor.digest,
@@ -153,9 +167,10 @@ async function pullOpened(
       ...bytes,
       cacheDir: persistent ? store.root : undefined,
     };
-    await layout.finish?.(staging, rootfs, pulled);
+    const image = { manifest: { bytes: resolved.manifestBytes, descriptor: resolved.manifestDescriptor }, configBytes, layerPaths };
+    await layout.finish?.(staging, rootfs, pulled, image);
     if (signal.aborted) throw abortError(signal);
-    await commitStaging(staging);
+    await (layout.commit ?? commitStaging)(staging);
     if (persistent && !options.offline) await recordRef(store, opened.display, resolved.top.descriptor);
     return { ...pulled, path: dest };
   } catch (err) {
@@ -221,11 +236,11 @@ function checkLayers(resolved: ResolvedImage, config: ImageConfig, name: string)
 async function unpackLayers(
   source: ImageSource,
   store: BlobStore,
-  rootfs: string,
+  rootfs: string | undefined,
   layers: PulledLayer[],
   options: PullOptions,
   controller: AbortController,
-): Promise<{ bytesFetched: number; bytesFromCache: number }> {
+): Promise<{ bytesFetched: number; bytesFromCache: number; layerPaths: string[] }> {
   const signal = controller.signal;
   const bytes = { bytesFetched: 0, bytesFromCache: 0 };
   const onEvent = (event: BlobEvent): void => {
@@ -239,18 +254,21 @@ async function unpackLayers(
   const downloads = fetchBlobs(source, store, requests, { concurrency: options.concurrency ?? DEFAULT_CONCURRENCY, signal, onEvent });
   // The first failed download stops the others at once instead of after the layers before it.
   for (const d of downloads) d.catch((err: unknown) => controller.abort(err));
-  const ctx = createApplyContext(rootfs, {
+  const ctx = rootfs === undefined ? undefined : createApplyContext(rootfs, {
     isRoot: options.isRoot,
     onWarning: (message) => options.onEvent?.({ type: 'warning', message }),
   });
+  const layerPaths: string[] = [];
   try {
     for (const [i, layer] of layers.entries()) {
       const path = await downloads[i]!;
       if (signal.aborted) throw signal.reason ?? abortError(signal);
-      const entries = await applyLayerFile(ctx, path, layer, requests[i]!.what, signal);
+      const what = requests[i]!.what;
+      const entries = ctx ? await applyLayerFile(ctx, path, layer, what, signal) : await checkDiffId(path, layer, what, signal);
+      layerPaths.push(path);
       options.onEvent?.({ type: 'layer-applied', index: i, digest: layer.digest, diffId: layer.diffId, entries });
     }
-    await finishApply(ctx);
+    if (ctx) await finishApply(ctx);
   } catch (err) {
     // Stop the other downloads and wait until they let go of the staging directory, so that
     // none of them writes (or recreates a directory) in it after it has been discarded.
@@ -258,7 +276,16 @@ async function unpackLayers(
     await Promise.allSettled(downloads);
     throw err;
   }
-  return bytes;
+  return { ...bytes, layerPaths };
+}
+
+/** Decompresses a verified blob only to check it against its DiffID (no rootfs is written). */
+async function checkDiffId(path: string, layer: PulledLayer, what: string, signal: AbortSignal): Promise<number> {
+  const { tar, done } = openLayerTar(path, layer, what);
+  signal.addEventListener('abort', () => tar.destroy(abortError(signal)), { once: true });
+  tar.resume();
+  await done;
+  return 0;
 }
 
 function descriptorOf(layer: PulledLayer): Descriptor {
