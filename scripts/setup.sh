@@ -15,6 +15,7 @@ needed=(
   setfattr:attr
   htpasswd:apache2-utils
   busybox:busybox-static
+  debootstrap:debootstrap
 )
 missing=()
 for pair in "${needed[@]}"; do
