@@ -9,6 +9,7 @@ import type { ParseArgsConfig } from 'node:util';
 import { readPasswordFromStream } from './credentials.js';
 import { PullUnpackError } from './errors.js';
 import type { SourceOptions } from './options.js';
+import { parseSize, resolveLimits, type Limits } from './limits.js';
 import type { TransportOptions } from './transport.js';
 
 /** Flags shared by every command that talks to a registry. */
@@ -20,6 +21,13 @@ export const NETWORK_FLAGS = {
   cacert: { type: 'string', multiple: true },
   mirror: { type: 'string', multiple: true },
   config: { type: 'string' },
+  'max-manifest-size': { type: 'string' },
+  'max-config-size': { type: 'string' },
+  'max-layers': { type: 'string' },
+  'max-uncompressed-size': { type: 'string' },
+  'max-entries': { type: 'string' },
+  'max-path-depth': { type: 'string' },
+  'max-name-length': { type: 'string' },
 } as const satisfies ParseArgsConfig['options'];
 
 export interface NetworkFlagValues {
@@ -30,6 +38,13 @@ export interface NetworkFlagValues {
   cacert?: string[] | undefined;
   mirror?: string[] | undefined;
   config?: string | undefined;
+  'max-manifest-size'?: string | undefined;
+  'max-config-size'?: string | undefined;
+  'max-layers'?: string | undefined;
+  'max-uncompressed-size'?: string | undefined;
+  'max-entries'?: string | undefined;
+  'max-path-depth'?: string | undefined;
+  'max-name-length'?: string | undefined;
 }
 
 /** The optional config file: mirrors and insecure registries shared by every run. */
@@ -65,7 +80,28 @@ export async function sourceOptionsFrom(
     env,
     mirrors,
     transport: transportFrom(values, env),
+    limits: limitsFrom(values),
   };
+}
+
+/** The --max-* flags: sizes take units (500M, 10G), counts plain numbers. */
+function limitsFrom(values: NetworkFlagValues): Partial<Limits> {
+  const count = (flag: keyof NetworkFlagValues): number | undefined => {
+    const text = values[flag] as string | undefined;
+    if (text === undefined) return undefined;
+    if (!/^\d+$/.test(text)) throw new PullUnpackError('USAGE', `--${flag} takes a whole number (got "${text}")`);
+    return Number(text);
+  };
+  const size = (text: string | undefined): number | undefined => (text === undefined ? undefined : parseSize(text));
+  return resolveLimits({
+    maxManifestBytes: size(values['max-manifest-size']),
+    maxConfigBytes: size(values['max-config-size']),
+    maxLayers: count('max-layers'),
+    maxUncompressedBytes: size(values['max-uncompressed-size']),
+    maxEntries: count('max-entries'),
+    maxPathDepth: count('max-path-depth'),
+    maxNameLength: count('max-name-length'),
+  });
 }
 
 async function explicitCredentials(values: NetworkFlagValues, stdin: NodeJS.ReadableStream | undefined) {

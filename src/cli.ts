@@ -42,6 +42,11 @@ Common options:
   --cacert FILE                  trust the CA certificates in FILE (PEM); repeatable
   --mirror REGISTRY=URL          try the mirror at URL before REGISTRY; repeatable
   --config FILE                  mirrors and insecure registries (default ~/.config/pull-unpack/config.json)
+  --max-manifest-size SIZE       limits (see SECURITY.md): manifest (4M), config (8M),
+  --max-config-size SIZE           uncompressed layers together (64G), layers (500),
+  --max-uncompressed-size SIZE     tar entries together (10000000), path depth (256),
+  --max-layers N                   name or link target length in bytes (4096)
+  --max-entries N  --max-path-depth N  --max-name-length N
   --json                         machine-readable output
   -h, --help                     show this help
   --version                      show the version

@@ -11,6 +11,7 @@ import { openLocalSource, parseLocalReference } from './layout-source.js';
 import { manifestReference, parseReference, type Reference } from './reference.js';
 import { DEFAULT_ATTEMPTS, RegistryClient, type RegistryClientOptions } from './registry.js';
 import { fallbackSource, registrySource, withBlobOffsets, type ImageSource } from './source.js';
+import type { Limits } from './limits.js';
 import type { TransportOptions } from './transport.js';
 
 export interface SourceOptions {
@@ -35,6 +36,8 @@ export interface SourceOptions {
   mirrors?: Readonly<Record<string, readonly string[]>> | undefined;
   /** Attempts per request on connection errors, 5xx and 429 (default 5). */
   attempts?: number | undefined;
+  /** Resource limits (defaults in DEFAULT_LIMITS); see SECURITY.md. */
+  limits?: Partial<Limits> | undefined;
   /** Base of the exponential backoff between attempts, in milliseconds (default 500). */
   backoffMs?: number | undefined;
 }
@@ -100,6 +103,7 @@ function registryClient(registry: string, options: SourceOptions, explicit: Cred
     credentials: lookup ?? explicit,
     transport: options.transport,
     attempts: options.attempts,
+    maxManifestBytes: options.limits?.maxManifestBytes,
     backoffMs: options.backoffMs,
     onNotice,
     ...extra,

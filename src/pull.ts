@@ -4,7 +4,7 @@
  * One AbortSignal runs end to end; the first failure aborts every other download.
  */
 import { createReadStream } from 'node:fs';
-import { pipeline, type Readable } from 'node:stream';
+import { pipeline, Transform, type Readable } from 'node:stream';
 import { applyLayer, createApplyContext, finishApply, type ApplyContext } from './apply-layer.js';
 import { BlobStore } from './cache.js';
 import { recordRef } from './cache-index.js';
@@ -17,6 +17,7 @@ import { fetchBlobs, type BlobEvent } from './fetch.js';
 import type { Descriptor, ImageConfig, Platform } from './oci.js';
 import { openImage, wantedPlatform, type OpenedImage, type SourceOptions } from './options.js';
 import { formatPlatform } from './platform.js';
+import { limitError, resolveLimits, type Limits } from './limits.js';
 import { fetchConfig, resolveImage, type ResolvedImage } from './resolve.js';
 import type { ImageSource } from './source.js';
 
@@ -131,6 +132,7 @@ async function pullOpened(
   const stopOnUserAbort = (): void => controller.abort(options.signal?.reason);
   options.signal?.addEventListener('abort', stopOnUserAbort, { once: true });
   const signal = controller.signal;
+  const limits = resolveLimits(options.limits);
   const staging = await createStaging(dest);
   try {
     // Registry pulls go through the persistent cache when there is one; local sources and
@@ -142,9 +144,9 @@ async function pullOpened(
       : persistent ? cachingSource(opened.source, store) : opened.source;
     const resolved = await resolveImage(source, opened.reference, wanted, signal);
     emitResolved(opened.display, resolved, options);
-    const { config, bytes: configBytes } = await fetchConfig(source, resolved.manifest, signal);
+    const { config, bytes: configBytes } = await fetchConfig(source, resolved.manifest, signal, limits.maxConfigBytes);
     await store.putBytes(resolved.manifest.config, configBytes, `the config of ${source.name}`);
-    const layers = checkLayers(resolved, config, source.name);
+    const layers = checkLayers(resolved, config, source.name, limits);
     if (options.offline) await checkOffline(store, layers, source.name);
     options.onEvent?.({
       type: 'config',
@@ -154,7 +156,7 @@ async function pullOpened(
     });
     await layout.prepare?.(staging);
     const rootfs = layout.rootfsIn(staging);
-    const { layerPaths, ...bytes } = await unpackLayers(source, store, layout.skipApply ? undefined : rootfs, layers, options, controller);
+    const { layerPaths, ...bytes } = await unpackLayers(source, store, layout.skipApply ? undefined : rootfs, layers, options, controller, limits);
     const pulled = {
       reference: opened.display,
       digest: resolved.top.descriptor.digest,
@@ -217,8 +219,9 @@ function configPlatform(config: ImageConfig): string | undefined {
 }
 
 /** Pairs each layer with its DiffID; refuses unknown media types before anything is downloaded. */
-function checkLayers(resolved: ResolvedImage, config: ImageConfig, name: string): PulledLayer[] {
+function checkLayers(resolved: ResolvedImage, config: ImageConfig, name: string, limits: Limits): PulledLayer[] {
   const { layers } = resolved.manifest;
+  if (layers.length > limits.maxLayers) throw limitError(`${name}: ${layers.length} layers`, limits.maxLayers, '--max-layers');
   const diffIds = config.rootfs.diff_ids;
   if (diffIds.length !== layers.length) {
     throw new PullUnpackError('INVALID_CONFIG', `${name}: the manifest has ${layers.length} layers but the config lists ${diffIds.length} DiffIDs`);
@@ -240,6 +243,7 @@ async function unpackLayers(
   layers: PulledLayer[],
   options: PullOptions,
   controller: AbortController,
+  limits: Limits,
 ): Promise<{ bytesFetched: number; bytesFromCache: number; layerPaths: string[] }> {
   const signal = controller.signal;
   const bytes = { bytesFetched: 0, bytesFromCache: 0 };
@@ -259,12 +263,14 @@ async function unpackLayers(
     onWarning: (message) => options.onEvent?.({ type: 'warning', message }),
   });
   const layerPaths: string[] = [];
+  const budget = { remaining: limits.maxUncompressedBytes, limit: limits.maxUncompressedBytes };
   try {
     for (const [i, layer] of layers.entries()) {
       const path = await downloads[i]!;
       if (signal.aborted) throw signal.reason ?? abortError(signal);
       const what = requests[i]!.what;
-      const entries = ctx ? await applyLayerFile(ctx, path, layer, what, signal) : await checkDiffId(path, layer, what, signal);
+      const opened = openLayerTar(path, layer, what, budget);
+      const entries = ctx ? await applyLayerFile(ctx, opened, what, signal) : await checkDiffId(opened, signal);
       layerPaths.push(path);
       options.onEvent?.({ type: 'layer-applied', index: i, digest: layer.digest, diffId: layer.diffId, entries });
     }
@@ -280,8 +286,7 @@ async function unpackLayers(
 }
 
 /** Decompresses a verified blob only to check it against its DiffID (no rootfs is written). */
-async function checkDiffId(path: string, layer: PulledLayer, what: string, signal: AbortSignal): Promise<number> {
-  const { tar, done } = openLayerTar(path, layer, what);
+async function checkDiffId({ tar, done }: LayerTar, signal: AbortSignal): Promise<number> {
   signal.addEventListener('abort', () => tar.destroy(abortError(signal)), { once: true });
   tar.resume();
   await done;
@@ -293,8 +298,7 @@ function descriptorOf(layer: PulledLayer): Descriptor {
 }
 
 /** Decompresses a verified blob, checks it against its DiffID, and applies it. */
-async function applyLayerFile(ctx: ApplyContext, path: string, layer: PulledLayer, what: string, signal: AbortSignal): Promise<number> {
-  const { tar, done } = openLayerTar(path, layer, what);
+async function applyLayerFile(ctx: ApplyContext, { tar, done }: LayerTar, what: string, signal: AbortSignal): Promise<number> {
   try {
     const stats = await applyLayer(ctx, tar, { signal, what });
     // The tar may end before the stream does (padding): read the rest so the DiffID covers it all.
@@ -308,15 +312,39 @@ async function applyLayerFile(ctx: ApplyContext, path: string, layer: PulledLaye
   }
 }
 
-/** The uncompressed tar stream of a layer blob; `done` settles once the DiffID was checked. */
-function openLayerTar(path: string, layer: PulledLayer, what: string): { tar: Readable; done: Promise<void> } {
+interface LayerTar {
+  tar: Readable;
+  /** Settles once the DiffID was checked (or the stream failed). */
+  done: Promise<void>;
+}
+
+/** Uncompressed bytes still allowed, shared by every layer of a pull. */
+interface Budget {
+  remaining: number;
+  readonly limit: number;
+}
+
+/** The uncompressed tar stream of a layer blob, counted against `budget` and checked against the DiffID. */
+function openLayerTar(path: string, layer: PulledLayer, what: string, budget: Budget): LayerTar {
   let settle!: (err?: Error | null) => void;
   const done = new Promise<void>((resolve, reject) => {
     settle = (err) => (err ? reject(err) : resolve());
   });
+  const count = new Transform({
+    highWaterMark: 1 << 20,
+    transform(chunk: Buffer, _encoding, callback) {
+      budget.remaining -= chunk.length;
+      if (budget.remaining < 0) {
+        callback(limitError('the uncompressed layers', budget.limit, '--max-uncompressed-size (e.g. 200G)'));
+        return;
+      }
+      callback(null, chunk);
+    },
+  });
   const tar = pipeline(
     createReadStream(path, { highWaterMark: 1 << 20 }),
     createDecompressor(layerCompression(layer.mediaType), what),
+    count,
     new VerifyingStream({ digest: layer.diffId, what, code: 'DIFFID_MISMATCH' }),
     (err) => settle(err),
   );

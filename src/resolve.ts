@@ -118,11 +118,18 @@ export async function chooseManifest(source: ImageSource, top: TopLevel, wanted:
 }
 
 /** Fetches, verifies and parses the image config a manifest names. */
-export async function fetchConfig(source: ImageSource, manifest: ImageManifest, signal?: AbortSignal): Promise<{ config: ImageConfig; bytes: Buffer }> {
+export async function fetchConfig(
+  source: ImageSource,
+  manifest: ImageManifest,
+  signal?: AbortSignal,
+  maxBytes = MAX_CONFIG_BYTES,
+): Promise<{ config: ImageConfig; bytes: Buffer }> {
   const descriptor = manifest.config;
   const what = `the config of ${source.name} (${descriptor.digest})`;
-  if (descriptor.size > MAX_CONFIG_BYTES) {
-    throw new PullUnpackError('TOO_LARGE', `${what} is ${descriptor.size} bytes, over the ${MAX_CONFIG_BYTES}-byte limit`);
+  if (descriptor.size > maxBytes) {
+    throw new PullUnpackError('TOO_LARGE', `${what} is ${descriptor.size} bytes, over the ${maxBytes}-byte limit`, {
+      hint: 'raise it with --max-config-size if the image is trusted',
+    });
   }
   const stream = await source.fetchBlob(descriptor, signal, what);
   const chunks: Buffer[] = [];
