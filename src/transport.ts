@@ -59,7 +59,8 @@ export function createDispatcher(endpoint: string, insecure: boolean, options: T
       ...common,
       requestTls: connect,
       httpProxy: proxy.httpProxy ?? '',
-      httpsProxy: proxy.httpsProxy ?? proxy.httpProxy ?? '',
+      // As curl and Go: HTTP_PROXY is for plain-HTTP requests only, HTTPS_PROXY for TLS ones.
+      httpsProxy: proxy.httpsProxy ?? '',
       noProxy: proxy.noProxy ?? '',
     });
   }
