@@ -3,11 +3,12 @@
  * can resolve a tag without a registry; plus `cache ls` and `cache prune`.
  * Updates are serialized across processes with a lock file and written by rename.
  */
+import type { Stats } from 'node:fs';
 import { lstat, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { BlobStore } from './cache.js';
 import { PullUnpackError } from './errors.js';
-import { withFileLock } from './lock.js';
+import { tryFileLock, withFileLock } from './lock.js';
 import { MediaType, type Descriptor, type ImageIndex } from './oci.js';
 
 /** The annotation naming a reference in an OCI layout's index.json (image-spec annotations.md). */
@@ -75,24 +76,45 @@ export interface CacheListing {
   totalSize: number;
 }
 
-/** What the cache holds: references, verified blobs with their last use, partial downloads. */
+/** Hex lengths of the digest algorithms the store keeps (blobs/<alg>/<hex>). */
+const HEX_LENGTH: Record<string, number> = { sha256: 64, sha512: 128 };
+
+/**
+ * What the cache holds: references, verified blobs with their last use, partial downloads.
+ * Files that are not blobs are skipped; files that vanish meanwhile (a pull renaming a partial
+ * into place) are too.
+ */
 export async function listCache(store: BlobStore): Promise<CacheListing> {
   const blobs: CacheListing['blobs'] = [];
-  for (const algorithm of ['sha256', 'sha512']) {
+  for (const [algorithm, length] of Object.entries(HEX_LENGTH)) {
     for (const name of await readdirOrEmpty(join(store.root, 'blobs', algorithm))) {
-      const info = await lstat(join(store.root, 'blobs', algorithm, name));
-      if (info.isFile()) blobs.push({ digest: `${algorithm}:${name}`, size: info.size, lastUsed: info.mtime.toISOString() });
+      const info = isHex(name, length) ? await lstatOrUndefined(join(store.root, 'blobs', algorithm, name)) : undefined;
+      if (info?.isFile()) blobs.push({ digest: `${algorithm}:${name}`, size: info.size, lastUsed: info.mtime.toISOString() });
     }
   }
   const partial: CacheListing['partial'] = [];
   for (const name of await readdirOrEmpty(join(store.root, 'ingest'))) {
-    if (!name.endsWith('.partial')) continue;
-    const info = await lstat(join(store.root, 'ingest', name));
-    partial.push({ digest: `sha256:${name.slice(0, -'.partial'.length)}`, size: info.size });
+    const hex = name.endsWith('.partial') ? name.slice(0, -'.partial'.length) : '';
+    const algorithm = Object.keys(HEX_LENGTH).find((a) => isHex(hex, HEX_LENGTH[a]!));
+    const info = algorithm ? await lstatOrUndefined(join(store.root, 'ingest', name)) : undefined;
+    if (info?.isFile()) partial.push({ digest: `${algorithm}:${hex}`, size: info.size });
   }
   const refs = await readRefs(store).catch(() => []);
   const totalSize = [...blobs, ...partial].reduce((n, b) => n + b.size, 0);
   return { root: store.root, refs, blobs, partial, totalSize };
+}
+
+function isHex(text: string, length: number): boolean {
+  return text.length === length && /^[0-9a-f]+$/.test(text);
+}
+
+async function lstatOrUndefined(path: string): Promise<Stats | undefined> {
+  try {
+    return await lstat(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
 }
 
 export interface PruneOptions {
@@ -119,7 +141,10 @@ export async function pruneCache(store: BlobStore, options: PruneOptions): Promi
       removed++;
       freed += size;
     };
-    for (const p of listing.partial) await drop(join(store.root, 'ingest', `${p.digest.slice('sha256:'.length)}.partial`), p.size);
+    // A partial file whose blob lock is held is being written by a pull right now: leave it.
+    for (const p of listing.partial) {
+      await tryFileLock(store.lockPath(p.digest), () => drop(store.partialPath(p.digest), p.size));
+    }
     for (const b of listing.blobs) {
       const old = options.olderThanMs !== undefined && now - Date.parse(b.lastUsed) > options.olderThanMs;
       if (options.all || old) await drop(store.path(b.digest), b.size);

@@ -8,12 +8,11 @@
  * the same blob wait for each other instead of downloading it twice. A download cut short keeps
  * its partial file, and the next `ingest` resumes it from where it stopped.
  */
-import { createHash } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, open, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { createHash, randomUUID } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { mkdir, open as openFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Transform, type Readable, type TransformCallback } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
+import { addAbortSignal, type Readable } from 'node:stream';
 import { parseDigest, verifyBytes } from './digest.js';
 import { abortError, isPullUnpackError, PullUnpackError } from './errors.js';
 import { withFileLock } from './lock.js';
@@ -82,30 +81,52 @@ export class BlobStore {
    * partial download, and keeps the partial file when the transfer fails part-way.
    */
   async ingest(descriptor: Descriptor, open: BlobOpener, what: string, options: IngestOptions = {}): Promise<IngestResult> {
-    const { hex } = parseDigest(descriptor.digest);
     await this.prepare();
-    const lock = join(this.root, 'ingest', `${hex}.lock`);
     return withFileLock(
-      lock,
+      this.lockPath(descriptor.digest),
       async () => {
         const path = this.path(descriptor.digest);
-        if (await this.has(descriptor)) return { path, fetched: 0, resumed: 0 };
+        if (await this.has(descriptor)) {
+          await this.touch(descriptor.digest);
+          return { path, fetched: 0, resumed: 0 };
+        }
         return this.download(descriptor, open, what, options);
       },
       { signal: options.signal, onWait: options.onWait },
     );
   }
 
-  /** Stores small bytes (a manifest, a config) under their digest, verifying them first. */
+  /**
+   * Stores small bytes (a manifest, a config) under their digest, verifying them first. A blob
+   * already there is marked as used now, so that `cache prune --older-than` keeps it.
+   */
   async putBytes(descriptor: Descriptor, bytes: Buffer, what: string): Promise<string> {
     verifyBytes(bytes, descriptor.digest, what, descriptor.size);
     const path = this.path(descriptor.digest);
-    if (await this.has(descriptor)) return path;
+    if (await this.has(descriptor)) {
+      await this.touch(descriptor.digest);
+      return path;
+    }
     await this.prepare();
-    const tmp = join(this.root, 'ingest', `${parseDigest(descriptor.digest).hex}.${process.pid}.${Date.now()}.tmp`);
-    await writeFile(tmp, bytes);
-    await rename(tmp, path);
+    const tmp = join(this.root, 'ingest', `${parseDigest(descriptor.digest).hex}.${process.pid}.${randomUUID()}.tmp`);
+    try {
+      await writeFile(tmp, bytes);
+      await rename(tmp, path);
+    } catch (err) {
+      await rm(tmp, { force: true });
+      throw err;
+    }
     return path;
+  }
+
+  /** Where an interrupted download of the blob is kept until it is resumed. */
+  partialPath(digest: string): string {
+    return join(this.root, 'ingest', `${parseDigest(digest).hex}.partial`);
+  }
+
+  /** The lock file that serializes downloads of the blob across processes. */
+  lockPath(digest: string): string {
+    return join(this.root, 'ingest', `${parseDigest(digest).hex}.lock`);
   }
 
   /** Creates the layout's skeleton once: oci-layout, blobs/sha256, ingest/. */
@@ -118,17 +139,30 @@ export class BlobStore {
     });
   }
 
+  /**
+   * Downloads into the partial file (resuming it) and renames it into blobs/ once verified. When
+   * a resumed download does not verify, the fault may lie in the bytes an earlier transfer left
+   * (not in this one's), so it starts over from byte 0, once.
+   */
   private async download(descriptor: Descriptor, open: BlobOpener, what: string, options: IngestOptions): Promise<IngestResult> {
-    const partial = join(this.root, 'ingest', `${parseDigest(descriptor.digest).hex}.partial`);
+    try {
+      return await this.transfer(descriptor, open, what, options);
+    } catch (err) {
+      if (!(err instanceof ResumedCorrupt)) throw err;
+      return this.transfer(descriptor, open, what, options);
+    }
+  }
+
+  /** One attempt: hash the partial file's bytes, append the rest from `open`, verify, rename. */
+  private async transfer(descriptor: Descriptor, open: BlobOpener, what: string, options: IngestOptions): Promise<IngestResult> {
+    const partial = this.partialPath(descriptor.digest);
     const hasher = new HashingCounter(descriptor, what, options.onBytes);
     const resumed = await hasher.hashExisting(partial);
     let keepPartial = true;
     try {
       if (options.signal?.aborted) throw abortError(options.signal);
-      const body = await open(resumed);
-      await pipeline(body, hasher, createWriteStream(partial, { flags: resumed > 0 ? 'a' : 'w', highWaterMark: 1 << 20 }), {
-        signal: options.signal,
-      });
+      // A partial file that is already complete (killed before its rename) needs no request.
+      if (resumed < descriptor.size) await appendFrom(open, resumed, hasher, partial, options.signal);
       if (hasher.bytes < descriptor.size) {
         throw new PullUnpackError('NETWORK', `${what}: the transfer stopped after ${hasher.bytes} of ${descriptor.size} bytes`, {
           hint: 'run the pull again: it resumes from where this one stopped',
@@ -144,16 +178,45 @@ export class BlobStore {
       const corrupt = isPullUnpackError(err, 'DIGEST_MISMATCH') || isPullUnpackError(err, 'SIZE_MISMATCH');
       if (corrupt || !keepPartial) await rm(partial, { force: true });
       if (options.signal?.aborted) throw abortError(options.signal);
+      if (corrupt && resumed > 0) throw new ResumedCorrupt(err);
       throw err;
     }
   }
 }
 
+/** A resumed download failed verification: the caller starts over from byte 0. */
+class ResumedCorrupt extends Error {
+  constructor(cause: unknown) {
+    super('a resumed download did not verify', { cause });
+  }
+}
+
 /**
- * Hashes and counts a blob's bytes as they pass, failing as soon as there are too many.
- * `resume` feeds it an earlier partial file first, so the digest covers the whole blob.
+ * Streams the blob from `offset` through `hasher` onto the end of `partial`, writing each chunk
+ * before reading the next: whatever was received when the transfer stops (an error, an abort)
+ * is in the file for the next attempt to resume from, and nothing is written after this settles.
  */
-class HashingCounter extends Transform {
+async function appendFrom(open: BlobOpener, offset: number, hasher: HashingCounter, partial: string, signal: AbortSignal | undefined): Promise<void> {
+  const body = await open(offset);
+  let file;
+  try {
+    if (signal) addAbortSignal(signal, body);
+    file = await openFile(partial, offset > 0 ? 'a' : 'w');
+    for await (const chunk of body as AsyncIterable<Buffer>) {
+      hasher.add(chunk);
+      for (let written = 0; written < chunk.length; ) written += (await file.write(chunk, written)).bytesWritten;
+    }
+  } finally {
+    body.destroy();
+    await file?.close();
+  }
+}
+
+/**
+ * Hashes and counts a blob's bytes, failing as soon as there are too many. `hashExisting`
+ * feeds it an earlier partial file first, so the digest covers the whole blob.
+ */
+class HashingCounter {
   private readonly hash;
   private received = 0;
 
@@ -162,7 +225,6 @@ class HashingCounter extends Transform {
     private readonly what: string,
     private readonly onBytes: ((received: number) => void) | undefined,
   ) {
-    super({ highWaterMark: 1 << 20 });
     this.hash = createHash(parseDigest(descriptor.digest).algorithm);
   }
 
@@ -170,19 +232,20 @@ class HashingCounter extends Transform {
     return this.received;
   }
 
-  /** Hashes the usable prefix of `partial` (truncating anything past the blob size); returns its length. */
+  /** Hashes the bytes of an earlier partial download (one longer than the blob is removed); returns their count. */
   async hashExisting(partial: string): Promise<number> {
     let size: number;
     try {
       size = (await stat(partial)).size;
-    } catch {
-      return 0;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 0;
+      throw err;
     }
-    if (size >= this.descriptor.size) {
+    if (size > this.descriptor.size) {
       await rm(partial, { force: true });
       return 0;
     }
-    const handle = await open(partial, 'r');
+    const handle = await openFile(partial, 'r');
     try {
       for await (const chunk of handle.createReadStream({ highWaterMark: 1 << 20, autoClose: false })) {
         this.hash.update(chunk as Buffer);
@@ -194,15 +257,14 @@ class HashingCounter extends Transform {
     return this.received;
   }
 
-  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+  /** Counts and hashes the next chunk; SIZE_MISMATCH once the blob has more bytes than declared. */
+  add(chunk: Buffer): void {
     this.received += chunk.length;
     if (this.received > this.descriptor.size) {
-      callback(new PullUnpackError('SIZE_MISMATCH', `${this.what}: received more than the ${this.descriptor.size} bytes its descriptor declares`));
-      return;
+      throw new PullUnpackError('SIZE_MISMATCH', `${this.what}: received more than the ${this.descriptor.size} bytes its descriptor declares`);
     }
     this.hash.update(chunk);
     this.onBytes?.(this.received);
-    callback(null, chunk);
   }
 
   /** Throws unless the bytes received (exactly the blob's size) hash to its digest. */

@@ -77,6 +77,8 @@ async function readCachedManifest(store: BlobStore, digest: string): Promise<Fet
   }
   // Cheap for a manifest, and it keeps a damaged cache file from being trusted.
   if (digestOf(bytes, parseDigest(digest).algorithm) !== digest) return undefined;
+  // Used now: `cache prune --older-than` must not drop the manifest of an image still pulled.
+  await store.touch(digest);
   return { bytes, contentType: '', digest };
 }
 

@@ -3,13 +3,18 @@
  * if another holder has it. A lock whose holder died (SIGKILL, power loss) on this host is
  * taken over; one held by a live process is waited for.
  */
-import { open, readFile, rm } from 'node:fs/promises';
+import { open, readFile, rm, stat } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { abortError } from './errors.js';
 
 const POLL_MS = 50;
 const MAX_POLL_MS = 500;
+/**
+ * A lock file is written right after it is created; one still empty after this long belongs to
+ * a holder that died in between. So does a takeover guard this old (it is held for a few ms).
+ */
+const ABANDONED_MS = 10_000;
 
 export interface LockOptions {
   signal?: AbortSignal | undefined;
@@ -27,22 +32,35 @@ export async function withFileLock<T>(path: string, fn: () => Promise<T>, option
   }
 }
 
+/**
+ * Runs `fn` holding the lock file at `path` if it can be had without waiting (a stale lock is
+ * taken over); resolves to `{locked: false}` without running `fn` when a live holder has it.
+ */
+export async function tryFileLock<T>(path: string, fn: () => Promise<T>): Promise<{ locked: true; value: T } | { locked: false }> {
+  if (!(await tryAcquire(path))) return { locked: false };
+  try {
+    return { locked: true, value: await fn() };
+  } finally {
+    await rm(path, { force: true });
+  }
+}
+
+/** Creates the lock, taking over a stale one; false when a live holder has it. */
+async function tryAcquire(path: string): Promise<boolean> {
+  for (;;) {
+    if (await tryCreate(path)) return true;
+    const holder = await readHolder(path);
+    // Released between our attempt and the read: try again at once.
+    if (holder === undefined) continue;
+    if (!(await isStale(holder)) || !(await breakStale(path))) return false;
+  }
+}
+
 async function acquire(path: string, options: LockOptions): Promise<void> {
   let waited = false;
   for (let delay = POLL_MS; ; delay = Math.min(delay * 2, MAX_POLL_MS)) {
     if (options.signal?.aborted) throw abortError(options.signal);
-    try {
-      const handle = await open(path, 'wx', 0o644);
-      await handle.writeFile(`${process.pid}\n${hostname()}\n`);
-      await handle.close();
-      return;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-    }
-    if (await holderIsGone(path)) {
-      await rm(path, { force: true });
-      continue;
-    }
+    if (await tryAcquire(path)) return;
     if (!waited) options.onWait?.();
     waited = true;
     try {
@@ -53,17 +71,73 @@ async function acquire(path: string, options: LockOptions): Promise<void> {
   }
 }
 
-/** True when the lock names a process of this host that no longer exists. */
-async function holderIsGone(path: string): Promise<boolean> {
-  let text: string;
+/** Creates the lock naming this process; false when someone else holds it. */
+async function tryCreate(path: string): Promise<boolean> {
+  let handle;
   try {
-    text = await readFile(path, 'utf8');
+    handle = await open(path, 'wx', 0o644);
   } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'ENOENT';
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw err;
   }
-  const [pidText, host] = text.split('\n');
+  try {
+    await handle.writeFile(`${process.pid}\n${hostname()}\n`);
+  } finally {
+    await handle.close();
+  }
+  return true;
+}
+
+interface Holder {
+  text: string;
+  mtimeMs: number;
+}
+
+/** The lock's content and age, both from the same file (it may be replaced meanwhile). */
+async function readHolder(path: string): Promise<Holder | undefined> {
+  let handle;
+  try {
+    handle = await open(path, 'r');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+  try {
+    const info = await handle.stat();
+    return { text: await handle.readFile('utf8'), mtimeMs: info.mtimeMs };
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * Removes the lock at `path` if it is (still) stale; false when another waiter is doing so.
+ * Waiters that all saw the same dead holder must not each delete "the" lock: the first one's
+ * delete-then-create would be undone by a slower one deleting the lock just created. So the
+ * takeover happens under a guard file, and the lock is re-read under it.
+ */
+async function breakStale(path: string): Promise<boolean> {
+  const guard = `${path}.break`;
+  if (!(await tryCreate(guard))) {
+    const info = await stat(guard).catch(() => undefined);
+    if (info && Date.now() - info.mtimeMs > ABANDONED_MS) await rm(guard, { force: true });
+    return false;
+  }
+  try {
+    const holder = await readHolder(path);
+    if (holder !== undefined && (await isStale(holder))) await rm(path, { force: true });
+    return true;
+  } finally {
+    await rm(guard, { force: true });
+  }
+}
+
+/** True when the lock names a process of this host that no longer exists, or was never written. */
+async function isStale(holder: Holder): Promise<boolean> {
+  // A lock being written right now may still be empty: it is held unless it stayed empty.
+  if (holder.text === '') return Date.now() - holder.mtimeMs > ABANDONED_MS;
+  const [pidText, host] = holder.text.split('\n');
   const pid = Number(pidText);
-  // A lock being written right now may still be empty: treat it as held.
   if (!Number.isInteger(pid) || pid <= 0 || host !== hostname()) return false;
   try {
     process.kill(pid, 0);
