@@ -2,9 +2,10 @@
  * All-or-nothing output: the result is built in a staging directory beside DIR and moved into
  * place only when complete. On failure the staging directory is removed and DIR is untouched.
  */
-import { chmod, lstat, mkdir, mkdtemp, readdir, rename, rm, rmdir } from 'node:fs/promises';
+import { chmod, lstat, mkdir, mkdtemp, readdir, readFile, rename, rm, rmdir, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { PullUnpackError } from './errors.js';
+import { ownerIsGone, ownerMark } from './lock.js';
 
 export interface Staging {
   /** The staging directory itself (removed by `discard` or after `commit`). */
@@ -49,8 +50,10 @@ export async function checkDestination(dir: string, force: boolean): Promise<str
 }
 
 /** Creates the staging directory next to `dest` (same filesystem, so the final rename is atomic). */
-export async function createStaging(dest: string): Promise<Staging> {
-  const dir = await mkdtemp(join(dirname(dest), `.${basename(dest)}.pull-unpack-`));
+export async function createStaging(dest: string, onNotice?: (message: string) => void): Promise<Staging> {
+  await sweepStaleStaging(dest, onNotice);
+  const dir = await mkdtemp(join(dirname(dest), `${stagingPrefix(dest)}`));
+  await writeFile(join(dir, OWNER_FILE), ownerMark());
   const out = join(dir, 'out');
   const scratch = join(dir, 'scratch');
   await mkdir(out);
@@ -59,6 +62,33 @@ export async function createStaging(dest: string): Promise<Staging> {
   await chmod(out, 0o755);
   await mkdir(scratch);
   return { dir, out, scratch, dest };
+}
+
+const OWNER_FILE = 'owner';
+
+function stagingPrefix(dest: string): string {
+  return `.${basename(dest)}.pull-unpack-`;
+}
+
+/**
+ * Removes staging directories for `dest` left by pulls that were killed (SIGKILL, power loss):
+ * only those whose owner file names a process of this host that no longer runs.
+ */
+async function sweepStaleStaging(dest: string, onNotice?: (message: string) => void): Promise<void> {
+  const parent = dirname(dest);
+  const prefix = stagingPrefix(dest);
+  let names: string[];
+  try {
+    names = (await readdir(parent)).filter((n) => n.startsWith(prefix));
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    const owner = await readFile(join(parent, name, OWNER_FILE), 'utf8').catch(() => undefined);
+    if (owner === undefined || !(await ownerIsGone(owner))) continue;
+    await removeTree(join(parent, name));
+    onNotice?.(`removed ${join(parent, name)}, left by an interrupted pull`);
+  }
 }
 
 /**

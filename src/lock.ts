@@ -81,7 +81,7 @@ async function tryCreate(path: string): Promise<boolean> {
     throw err;
   }
   try {
-    await handle.writeFile(`${process.pid}\n${hostname()}\n`);
+    await handle.writeFile(ownerMark());
   } finally {
     await handle.close();
   }
@@ -136,7 +136,17 @@ async function breakStale(path: string): Promise<boolean> {
 async function isStale(holder: Holder): Promise<boolean> {
   // A lock being written right now may still be empty: it is held unless it stayed empty.
   if (holder.text === '') return Date.now() - holder.mtimeMs > ABANDONED_MS;
-  const [pidText, host] = holder.text.split('\n');
+  return ownerIsGone(holder.text);
+}
+
+/** What a lock or a staging directory records of its owner: pid and host name. */
+export function ownerMark(): string {
+  return `${process.pid}\n${hostname()}\n`;
+}
+
+/** True when `mark` (from ownerMark) names a process of this host that no longer exists. */
+export async function ownerIsGone(mark: string): Promise<boolean> {
+  const [pidText, host] = mark.split('\n');
   const pid = Number(pidText);
   if (!Number.isInteger(pid) || pid <= 0 || host !== hostname()) return false;
   try {

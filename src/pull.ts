@@ -4,6 +4,8 @@
  * One AbortSignal runs end to end; the first failure aborts every other download.
  */
 import { createReadStream } from 'node:fs';
+import { resolve as resolvePath } from 'node:path';
+import { parseLocalReference } from './layout-source.js';
 import { pipeline, Transform, type Readable } from 'node:stream';
 import { applyLayer, createApplyContext, finishApply, type ApplyContext } from './apply-layer.js';
 import { BlobStore } from './cache.js';
@@ -111,6 +113,9 @@ export async function pullInto(
   options: PullOptions,
   layout: Layout,
 ): Promise<PullResult> {
+  if (options.offline && options.cacheDir === undefined && !parseLocalReference(image)) {
+    throw new PullUnpackError('USAGE', 'offline pulls read the blob cache: give a cache directory (--cache-dir)');
+  }
   const wanted = wantedPlatform({ ...options, onNotice: (m) => options.onEvent?.({ type: 'warning', message: m }) });
   const dest = await (layout.checkDestination ?? checkDestination)(dir, options.force ?? false);
   const opened = await openImage(image, options);
@@ -133,13 +138,14 @@ async function pullOpened(
   options.signal?.addEventListener('abort', stopOnUserAbort, { once: true });
   const signal = controller.signal;
   const limits = resolveLimits(options.limits);
-  const staging = await createStaging(dest);
+  const staging = await createStaging(dest, (message) => options.onEvent?.({ type: 'warning', message }));
   try {
     // Registry pulls go through the persistent cache when there is one; local sources and
     // pulls without a cache keep their blobs in the staging directory, removed at the end.
     const persistent = options.cacheDir !== undefined && !opened.local;
-    const store = new BlobStore(persistent ? options.cacheDir! : staging.scratch);
-    const source = options.offline
+    const store = new BlobStore(persistent ? resolvePath(options.cacheDir!) : staging.scratch);
+    // A local source needs no network: --offline changes nothing for it.
+    const source = options.offline && persistent
       ? offlineSource(store, opened.source.name, opened.display)
       : persistent ? cachingSource(opened.source, store) : opened.source;
     const resolved = await resolveImage(source, opened.reference, wanted, signal);
@@ -147,7 +153,7 @@ async function pullOpened(
     const { config, bytes: configBytes } = await fetchConfig(source, resolved.manifest, signal, limits.maxConfigBytes);
     await store.putBytes(resolved.manifest.config, configBytes, `the config of ${source.name}`);
     const layers = checkLayers(resolved, config, source.name, limits);
-    if (options.offline) await checkOffline(store, layers, source.name);
+    if (options.offline && persistent) await checkOffline(store, layers, source.name);
     options.onEvent?.({
       type: 'config',
       digest: resolved.manifest.config.digest,
