@@ -11,10 +11,11 @@
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import { execFile } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { promisify } from 'node:util';
 import type { Header as Headers } from 'tar-stream';
 import { PullUnpackError } from './errors.js';
-import { cleanEntryName, lstatOrNull } from './safe-path.js';
+import { cleanEntryName, fsPath, lstatOrNull } from './safe-path.js';
 import { cacheDir, createReplacing, joinHost, lookupDir, noteNewSymlink, removePath, type ApplyState, type Entry, type LayerRun } from './apply-state.js';
 import { paxOf, queueXattrs } from './apply-xattrs.js';
 
@@ -29,7 +30,8 @@ export async function writeRegularFile(run: LayerRun, host: string, entry: Entry
   const header = entry.header;
   const mode = modeOf(header, 0o644);
   // O_EXCL: a new inode every time, so a lower-layer hardlink to the old file is left unchanged.
-  const fd = await createReplacing(run, host, () => fs.openSync(host, O_CREATE_NEW, mode & 0o777));
+  const path = fsPath(host);
+  const fd = await createReplacing(run, host, () => fs.openSync(path, O_CREATE_NEW, mode & 0o777));
   try {
     run.stats.bytes += await writeBody(fd, entry);
     // chown clears setuid/setgid, so ownership first, then the mode (as containerd and umoci).
@@ -97,11 +99,12 @@ export async function makeDirectory(run: LayerRun, rel: string, host: string, he
   const { ctx } = run;
   const mode = modeOf(header, 0o755);
   const createMode = ctx.isRoot ? mode & 0o777 : (mode & 0o777) | 0o700;
+  const path = fsPath(host);
   try {
-    fs.mkdirSync(host, createMode);
+    fs.mkdirSync(path, createMode);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-    const existing = fs.lstatSync(host);
+    const existing = fs.lstatSync(path);
     if (existing.isDirectory()) {
       // layer.md: the existing directory's attributes MUST be replaced by the entry's, xattrs
       // included (as umoci does; containerd only adds).
@@ -109,11 +112,11 @@ export async function makeDirectory(run: LayerRun, rel: string, host: string, he
       run.xattrPaths.add(host);
     } else {
       await removePath(run, host, existing);
-      fs.mkdirSync(host, createMode);
+      fs.mkdirSync(path, createMode);
     }
   }
-  if (ctx.isRoot) fs.lchownSync(host, header.uid ?? 0, header.gid ?? 0);
-  const st = fs.lstatSync(host);
+  if (ctx.isRoot) fs.lchownSync(path, header.uid ?? 0, header.gid ?? 0);
+  const st = fs.lstatSync(path);
   const t = timesOf(header);
   ctx.deferredDirs.set(host, { mode, atime: t.atime, mtime: t.mtime, ino: st.ino });
   cacheDir(ctx, rel, host);
@@ -125,11 +128,12 @@ export async function makeSymlink(run: LayerRun, host: string, header: Headers):
   const { ctx } = run;
   const target = header.linkname;
   if (!target) throw new PullUnpackError('CORRUPT_LAYER', 'symlink entry without a target');
-  await createReplacing(run, host, () => fs.symlinkSync(target, host));
+  const path = fsPath(host);
+  await createReplacing(run, host, () => fs.symlinkSync(fsPath(target), path));
   noteNewSymlink(ctx);
-  if (ctx.isRoot) fs.lchownSync(host, header.uid ?? 0, header.gid ?? 0);
+  if (ctx.isRoot) fs.lchownSync(path, header.uid ?? 0, header.gid ?? 0);
   const t = timesOf(header);
-  fs.lutimesSync(host, t.atime, t.mtime);
+  fs.lutimesSync(path, t.atime, t.mtime);
   await queueXattrs(run, host, header);
 }
 
@@ -150,7 +154,10 @@ export async function makeHardlink(run: LayerRun, host: string, header: Headers)
   if (st === null) throw new PullUnpackError('CORRUPT_LAYER', `hardlink target ${JSON.stringify(header.linkname)} does not exist`);
   if (st.isDirectory()) throw new PullUnpackError('CORRUPT_LAYER', `hardlink target ${JSON.stringify(header.linkname)} is a directory`);
   if (target === host) return;
-  await createReplacing(run, host, () => fs.linkSync(target, host));
+  // Replacing `host` would remove the target with it (a directory holding it): link(2) would then
+  // fail with ENOENT, which reads like a filesystem problem instead of a broken layer.
+  if (target.startsWith(`${host}/`)) throw new PullUnpackError('CORRUPT_LAYER', `hardlink target ${JSON.stringify(header.linkname)} lies inside the path it replaces`);
+  await createReplacing(run, host, () => fs.linkSync(fsPath(target), fsPath(host)));
   if (st.isSymbolicLink()) noteNewSymlink(ctx);
 }
 
@@ -160,26 +167,44 @@ export async function makeSpecialFile(run: LayerRun, host: string, header: Heade
   const mode = modeOf(header, 0o644);
   await removePath(run, host);
   const perm = (mode & 0o777).toString(8);
-  // Node has no mknod(2): coreutils does it. `host` is absolute, so never taken for an option.
-  if (type === 'fifo') {
-    await runTool('mkfifo', ['-m', perm, host]);
-  } else {
-    const kind = type === 'block-device' ? 'b' : 'c';
-    try {
-      await runTool('mknod', ['-m', perm, host, kind, String(header.devmajor ?? 0), String(header.devminor ?? 0)]);
-    } catch (err) {
-      if (!/Operation not permitted/i.test(String((err as Error).message))) throw err;
-      ctx.skippedDevices++;
-      run.stats.skipped++;
-      return false;
-    }
+  const kind = type === 'block-device' ? 'b' : 'c';
+  const major = String(header.devmajor ?? 0);
+  const minor = String(header.devminor ?? 0);
+  // Node has no mknod(2): coreutils does it. The path is absolute, so never taken for an option.
+  const make = (at: string): Promise<void> =>
+    type === 'fifo' ? runTool('mkfifo', ['-m', perm, at]) : runTool('mknod', ['-m', perm, at, kind, major, minor]);
+  try {
+    await makeNode(ctx, host, make);
+  } catch (err) {
+    if (type === 'fifo' || !/Operation not permitted/i.test(String((err as Error).message))) throw err;
+    ctx.skippedDevices++;
+    run.stats.skipped++;
+    return false;
   }
-  if (ctx.isRoot) await fsp.lchown(host, header.uid ?? 0, header.gid ?? 0);
-  if ((mode & 0o7000) !== 0) await fsp.chmod(host, mode);
+  const path = fsPath(host);
+  if (ctx.isRoot) await fsp.lchown(path, header.uid ?? 0, header.gid ?? 0);
+  if ((mode & 0o7000) !== 0) await fsp.chmod(path, mode);
   const t = timesOf(header);
-  await fsp.utimes(host, t.atime, t.mtime);
+  await fsp.utimes(path, t.atime, t.mtime);
   await queueXattrs(run, host, header);
   return true;
+}
+
+/**
+ * Runs `make` (mkfifo or mknod) on `host`; when `host` is not valid UTF-8, which argv cannot
+ * carry, on a fresh temporary name in the root, then renamed to `host`.
+ */
+async function makeNode(ctx: ApplyState, host: string, make: (at: string) => Promise<void>): Promise<void> {
+  const path = fsPath(host);
+  if (typeof path === 'string') return make(path);
+  const temp = joinHost(ctx.root, `.pull-unpack-node-${randomUUID()}`);
+  await make(temp);
+  try {
+    await fsp.rename(temp, path);
+  } catch (err) {
+    await fsp.rm(temp, { force: true });
+    throw err;
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import * as fsp from 'node:fs/promises';
 import { finished } from 'node:stream';
 import type { Readable } from 'node:stream';
 import { PullUnpackError, abortError, isPullUnpackError } from './errors.js';
-import { cleanEntryName, lstatOrNull } from './safe-path.js';
+import { cleanEntryName, fsPath, lstatOrNull } from './safe-path.js';
 import { ApplyState, ensureParentDir, joinHost, type ApplyContext, type DeferredDir, type Entry, type LayerApplyStats, type LayerRun } from './apply-state.js';
 import { makeDirectory, makeHardlink, makeSpecialFile, makeSymlink, writeRegularFile } from './apply-entries.js';
 import { applyWhiteout, markLayerPath, WHITEOUT_PREFIX } from './whiteouts.js';
@@ -193,8 +193,9 @@ async function restoreDirectories(ctx: ApplyState): Promise<void> {
   ctx.deferredDirs.clear();
   todo.sort((a, b) => depth(b.host) - depth(a.host));
   for (const { host, meta, mode } of todo) {
-    if (mode !== meta.mode) await fsp.chmod(host, meta.mode);
-    await fsp.utimes(host, meta.atime, meta.mtime);
+    const path = fsPath(host);
+    if (mode !== meta.mode) await fsp.chmod(path, meta.mode);
+    await fsp.utimes(path, meta.atime, meta.mtime);
   }
 }
 

@@ -8,8 +8,11 @@ import type { Stats } from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import type { Extract } from 'tar-stream';
 import { PullUnpackError } from './errors.js';
-import { lstatOrNull, resolveInRoot } from './safe-path.js';
+import { fsPath, lstatOrNull, resolveInRoot } from './safe-path.js';
 import { flushXattrs, hasPendingXattrsAt } from './apply-xattrs.js';
+
+/** Mode of the parent directories a layer does not list (containerd, umoci). */
+const IMPLICIT_DIR_MODE = 0o755;
 
 /** State of one pull's rootfs, created once and shared by every layer, in order. */
 export interface ApplyContext {
@@ -55,6 +58,11 @@ export class ApplyState implements ApplyContext {
   readonly deferredDirs = new Map<string, DeferredDir>();
   /** The process umask, to skip a chmod when the created mode is already right. */
   readonly umask = process.umask();
+  /**
+   * Whether directories mkdir creates with mode 0755 need a chmod to get it (the umask masks
+   * bits of 0755), and, as root, a chown to 0:0 (the process group is not root's).
+   */
+  readonly fixImplicitDirs: { chmod: boolean; chown: boolean };
   skippedDevices = 0;
   skippedXattrs = 0;
   setfattrMissing = false;
@@ -63,7 +71,9 @@ export class ApplyState implements ApplyContext {
     readonly root: string,
     readonly isRoot: boolean,
     readonly onWarning: (message: string) => void,
-  ) {}
+  ) {
+    this.fixImplicitDirs = { chmod: (IMPLICIT_DIR_MODE & this.umask) !== 0, chown: isRoot && process.getegid?.() !== 0 };
+  }
 }
 
 /** State of one applyLayer call: its stats, what it unpacked, and its pending xattr work. */
@@ -86,14 +96,19 @@ export interface LayerRun {
 // ---------------------------------------------------------------------------------------------
 // Paths inside the root
 
-/** Host path of directory `rel`, creating missing directories (0755, as containerd's mkparent). */
+/**
+ * Host path of directory `rel`, creating missing directories: exactly 0755 and (as root) owned by
+ * 0:0 whatever the umask, as containerd's mkparent and umoci's MkdirAll make a parent that the
+ * layer does not list.
+ */
 export async function ensureParentDir(ctx: ApplyState, rel: string): Promise<string> {
   if (rel === '') return ctx.root;
   const cached = ctx.dirCache.get(rel);
   if (cached !== undefined) return cached;
   const host = await resolveInRoot(ctx.root, rel, { followFinal: true });
   try {
-    await fsp.mkdir(host, { recursive: true, mode: 0o755 });
+    const first = await fsp.mkdir(fsPath(host), { recursive: true, mode: IMPLICIT_DIR_MODE });
+    if (first !== undefined && (ctx.fixImplicitDirs.chmod || ctx.fixImplicitDirs.chown)) await fixCreatedDirs(ctx, host, first);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'EEXIST' || code === 'ENOTDIR') {
@@ -103,6 +118,23 @@ export async function ensureParentDir(ctx: ApplyState, rel: string): Promise<str
   }
   cacheDir(ctx, rel, host);
   return host;
+}
+
+/**
+ * Gives the directories mkdir -p created (`first`, the first one it made, down to `host`) mode
+ * 0755 and, as root, owner 0:0. Only `first`'s number of components is used: mkdir returns it
+ * decoded from bytes, so it may not spell an escaped name the way `host` does.
+ */
+async function fixCreatedDirs(ctx: ApplyState, host: string, first: string): Promise<void> {
+  const firstSlashes = first.split('/').length - 1;
+  const ends: number[] = [];
+  for (let i = host.indexOf('/'), seen = 1; i >= 0; i = host.indexOf('/', i + 1), seen++) if (seen > firstSlashes) ends.push(i);
+  ends.push(host.length);
+  for (const end of ends) {
+    const dir = fsPath(host.slice(0, end));
+    if (ctx.fixImplicitDirs.chown) await fsp.lchown(dir, 0, 0);
+    if (ctx.fixImplicitDirs.chmod) await fsp.chmod(dir, IMPLICIT_DIR_MODE);
+  }
 }
 
 /** Host path that `rel` names inside the root, symlinks in it followed; nothing is created. */
@@ -156,14 +188,14 @@ export async function removePath(run: LayerRun, host: string, known?: Stats): Pr
   if (st === null) return;
   if (hasPendingXattrsAt(run, host)) await flushXattrs(run);
   if (st.isDirectory()) {
-    await fsp.rm(host, { recursive: true, force: true });
+    await fsp.rm(fsPath(host), { recursive: true, force: true });
     ctx.dirCache.clear();
     ctx.cacheHasIndirect = false;
     const prefix = `${host}/`;
     for (const p of ctx.deferredDirs.keys()) if (p === host || p.startsWith(prefix)) ctx.deferredDirs.delete(p);
     return;
   }
-  await fsp.unlink(host);
+  await fsp.unlink(fsPath(host));
   if (st.isSymbolicLink()) {
     ctx.dirCache.clear();
     ctx.cacheHasIndirect = false;

@@ -4,13 +4,27 @@
  * lower one) can make a write land outside the root. Symlinks met on the way are resolved as the
  * container would see them: as if the root were `/` (absolute targets re-rooted, `..` clamped at
  * the root). Precedents: containerd continuity `fs.RootPath`, cyphar/filepath-securejoin.
+ *
+ * Names are bytes, on Linux and in tar, and need not be UTF-8 (Latin-1 names exist in real
+ * images; umoci keeps their bytes). Inside the applier a name is a JS string: valid UTF-8 decodes
+ * as usual, and each byte that is not part of valid UTF-8 becomes the lone surrogate U+DC00+byte
+ * (Python's "surrogateescape", PEP 383). That mapping is one-to-one, keeps every ASCII byte (so
+ * `/`, `.` and NUL mean what they mean to the kernel), and lets valid names pass through
+ * unchanged; fsPath turns an escaped string back into its bytes at each filesystem call.
  */
 import { lstat, readlink } from 'node:fs/promises';
 import type { Stats } from 'node:fs';
+import { isUtf8 } from 'node:buffer';
 import { PullUnpackError } from './errors.js';
 
 /** Most symlinks followed while resolving one path (filepath-securejoin's limit; Linux uses 40). */
 export const MAX_SYMLINKS = 255;
+
+/** Byte b (0x80-0xff) that is not part of valid UTF-8 is the char ESCAPE_BASE + b in a name. */
+const ESCAPE_BASE = 0xdc00;
+/** An escaped byte: a low surrogate U+DC80-U+DCFF that is not the second half of a pair. */
+const ESCAPED_BYTE = /(?<![\ud800-\udbff])[\udc80-\udcff]/;
+const NON_ASCII = /[^\x00-\x7f]/;
 
 /**
  * Normalizes a tar entry name (or hardlink target) to a relative path with no `.`, `..` or empty
@@ -48,6 +62,7 @@ export function cleanEntryName(name: string): string | null {
  * not exist are kept as they are, so the result may name a path still to be created.
  * With `followFinal: false` (the default) a symlink in the LAST component is not followed: the
  * result names the link itself, which is what creating, replacing, hardlinking or removing needs.
+ * The result is a name string (link targets are read as bytes): give fs calls fsPath(result).
  */
 export async function resolveInRoot(root: string, relPath: string, opts: { followFinal?: boolean } = {}): Promise<string> {
   const followFinal = opts.followFinal ?? false;
@@ -75,7 +90,7 @@ export async function resolveInRoot(root: string, relPath: string, opts: { follo
     }
     if (!st.isSymbolicLink()) continue;
     if (++links > MAX_SYMLINKS) throw unsafePath(relPath, 'has too many levels of symbolic links (a loop?)');
-    const target = await readlink(host);
+    const target = bytesToName(await readlink(fsPath(host), { encoding: 'buffer' }));
     resolved.pop();
     if (target.startsWith('/')) resolved.length = 0;
     pending.push(...splitReversed(target));
@@ -86,7 +101,7 @@ export async function resolveInRoot(root: string, relPath: string, opts: { follo
 /** lstat that answers null for a path that does not exist (ENOENT, or ENOTDIR for a file parent). */
 export async function lstatOrNull(hostPath: string): Promise<Stats | null> {
   try {
-    return await lstat(hostPath);
+    return await lstat(fsPath(hostPath));
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'ENOTDIR') return null;
@@ -99,6 +114,55 @@ export function unsafePath(name: string, why: string): PullUnpackError {
   return new PullUnpackError('UNSAFE_PATH', `unsafe path ${JSON.stringify(name)}: ${why}`, {
     hint: 'the layer tries to write outside the image root; it is refused',
   });
+}
+
+/** The name string (see the file comment) for the bytes of a name: their UTF-8 text when valid. */
+export function bytesToName(bytes: Buffer): string {
+  if (isUtf8(bytes)) return bytes.toString('utf8');
+  let out = '';
+  let i = 0;
+  while (i < bytes.length) {
+    const lead = bytes[i] as number;
+    const n = lead < 0x80 ? 1 : lead >= 0xc2 && lead <= 0xdf ? 2 : lead >= 0xe0 && lead <= 0xef ? 3 : lead >= 0xf0 && lead <= 0xf4 ? 4 : 0;
+    // isUtf8 on the one sequence rejects overlongs, surrogates and truncation (RFC 3629).
+    if (n > 0 && i + n <= bytes.length && isUtf8(bytes.subarray(i, i + n))) {
+      out += bytes.toString('utf8', i, i + n);
+      i += n;
+    } else {
+      out += String.fromCharCode(ESCAPE_BASE + lead);
+      i++;
+    }
+  }
+  return out;
+}
+
+/** bytesToName for a string that holds one byte per char (tar-stream's 'latin1' decoding). */
+export function latin1ToName(text: string): string {
+  return NON_ASCII.test(text) ? bytesToName(Buffer.from(text, 'latin1')) : text;
+}
+
+/** The bytes of a name string: the inverse of bytesToName. */
+export function nameToBytes(name: string): Buffer {
+  if (!ESCAPED_BYTE.test(name)) return Buffer.from(name, 'utf8');
+  const parts: Buffer[] = [];
+  let start = 0;
+  for (let i = 0; i < name.length; i++) {
+    const c = name.charCodeAt(i);
+    if (c < ESCAPE_BASE + 0x80 || c > ESCAPE_BASE + 0xff || isHighSurrogate(name.charCodeAt(i - 1))) continue;
+    parts.push(Buffer.from(name.slice(start, i), 'utf8'), Buffer.of(c - ESCAPE_BASE));
+    start = i + 1;
+  }
+  parts.push(Buffer.from(name.slice(start), 'utf8'));
+  return Buffer.concat(parts);
+}
+
+/** A host path as the fs API should get it: the string itself, or its bytes when it holds escaped ones. */
+export function fsPath(hostPath: string): string | Buffer {
+  return ESCAPED_BYTE.test(hostPath) ? nameToBytes(hostPath) : hostPath;
+}
+
+function isHighSurrogate(c: number): boolean {
+  return c >= 0xd800 && c <= 0xdbff;
 }
 
 function splitReversed(p: string): string[] {

@@ -5,7 +5,7 @@
  * LayerRun.layerPaths and kept, whatever the entry order (containerd `pkg/archive/tar.go`).
  */
 import * as fsp from 'node:fs/promises';
-import { lstatOrNull, unsafePath } from './safe-path.js';
+import { bytesToName, fsPath, lstatOrNull, unsafePath } from './safe-path.js';
 import { existingDir, joinHost, removePath, type LayerRun } from './apply-state.js';
 
 /** layer.md: a whiteout is `.wh.` + the basename of the path to remove. */
@@ -21,7 +21,7 @@ export async function applyWhiteout(run: LayerRun, parentRel: string, base: stri
     run.stats.whiteouts++;
     const dir = await existingDir(run.ctx, parentRel);
     if (dir === null) return;
-    for (const name of await fsp.readdir(dir)) await pruneLower(run, joinHost(dir, name));
+    for (const name of await readNames(dir)) await pruneLower(run, joinHost(dir, name));
     return;
   }
   if (base.startsWith(WHITEOUT_META_PREFIX)) {
@@ -47,7 +47,12 @@ async function pruneLower(run: LayerRun, host: string): Promise<void> {
   if (st === null) return;
   if (!run.layerPaths.has(host)) return removePath(run, host, st);
   if (!st.isDirectory()) return;
-  for (const name of await fsp.readdir(host)) await pruneLower(run, joinHost(host, name));
+  for (const name of await readNames(host)) await pruneLower(run, joinHost(host, name));
+}
+
+/** The names in directory `host`, read as bytes so that names that are not UTF-8 keep theirs. */
+async function readNames(host: string): Promise<string[]> {
+  return (await fsp.readdir(fsPath(host), { encoding: 'buffer' })).map(bytesToName);
 }
 
 /** Adds `host` and its ancestors to the paths this layer unpacked (kept by its whiteouts). */

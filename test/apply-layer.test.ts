@@ -89,6 +89,27 @@ describe('entry types', () => {
     expect(await readFile(join(root, 'x/y/z/file'), 'utf8')).toBe('1');
   });
 
+  it('creates missing parents exactly 0755 and root:root under umask 077 and a non-root group', async () => {
+    const tar = await buildTar([{ name: 'a/b/c/file', content: 'deep', uid: 7, gid: 8 }]);
+    const oldMask = process.umask(0o077);
+    const oldGid = process.getegid!();
+    // The group new directories get: without a chown they would be 4321's.
+    process.setegid!(4321);
+    let applied: Applied;
+    try {
+      applied = await apply([tar], { isRoot: true });
+    } finally {
+      process.setegid!(oldGid);
+      process.umask(oldMask);
+    }
+    for (const dir of ['a', 'a/b', 'a/b/c']) {
+      const st = await lstat(join(applied.root, dir));
+      expect([dir, st.mode & 0o7777, st.uid, st.gid]).toEqual([dir, 0o755, 0, 0]);
+    }
+    const file = await lstat(join(applied.root, 'a/b/c/file'));
+    expect([file.mode & 0o7777, file.uid, file.gid]).toEqual([0o644, 7, 8]);
+  });
+
   it('creates symlinks with owner and mtime of their own', async () => {
     const { root } = await apply([
       await buildTar([{ name: 'bin/sh', type: 'symlink', linkname: '/bin/busybox', uid: 7, gid: 8, mtime: 1400000000 }]),
@@ -645,6 +666,100 @@ describe('names', () => {
     expect(await readdir(join(root, 'a'))).toEqual(['c']);
     expect(await mode(root)).not.toBe(0o700);
     expect(stats[0]!.entries).toBe(2);
+  });
+});
+
+describe('names that are not UTF-8 (their bytes are kept, as umoci does)', () => {
+  /** A path whose last part is `name`, a string of one char per byte (e.g. 'caf\xe9'). */
+  const raw = (dir: string, name: string): Buffer => Buffer.concat([Buffer.from(`${dir}/`), Buffer.from(name, 'latin1')]);
+  /** The names in `dir`, as one-char-per-byte strings. */
+  const namesIn = async (dir: string | Buffer): Promise<string[]> => (await readdir(dir, { encoding: 'buffer' })).map((b) => b.toString('latin1')).sort();
+  const LONG = `long\xe9${'x'.repeat(150)}`;
+  const LONG_TARGET = `../${'y\xe9'.repeat(60)}`;
+
+  async function rawTree(): Promise<string> {
+    const src = await tmp();
+    await writeFile(raw(src, 'caf\xe9.txt'), 'latin-1\n');
+    // The same name in UTF-8 is another file: the two must not collapse into one.
+    await writeFile(raw(src, 'caf\xc3\xa9.txt'), 'utf-8\n');
+    await mkdir(raw(src, 'dir\xff'));
+    await writeFile(raw(src, 'dir\xff/inner'), 'inner\n');
+    await writeFile(raw(src, `dir\xff/${LONG}`), 'long\n');
+    await symlink(Buffer.from('caf\xe9.txt', 'latin1'), raw(src, 'link\xe9'));
+    await symlink(Buffer.from(LONG_TARGET, 'latin1'), raw(src, 'long-link'));
+    await link(raw(src, 'caf\xe9.txt'), raw(src, 'hard\xe9'));
+    await run('sh', ['-c', 'mkfifo -m 0600 "$(printf "fifo\\351")"'], { cwd: src });
+    return src;
+  }
+
+  for (const format of ['gnu', 'posix'] as const) {
+    it(`keeps file, directory, symlink, hardlink and FIFO names and link targets (GNU tar --format=${format})`, async () => {
+      const tar = await gnuTar(await rawTree(), ['.'], { format });
+      const { root } = await apply([tar]);
+      expect(await namesIn(root)).toEqual(['caf\xc3\xa9.txt', 'caf\xe9.txt', 'dir\xff', 'fifo\xe9', 'hard\xe9', 'link\xe9', 'long-link']);
+      expect(await readFile(raw(root, 'caf\xe9.txt'), 'utf8')).toBe('latin-1\n');
+      expect(await readFile(join(root, 'café.txt'), 'utf8')).toBe('utf-8\n');
+      expect(await namesIn(raw(root, 'dir\xff'))).toEqual(['inner', LONG].sort());
+      expect(await readFile(raw(root, `dir\xff/${LONG}`), 'utf8')).toBe('long\n');
+      expect((await readlink(raw(root, 'link\xe9'), { encoding: 'buffer' })).toString('latin1')).toBe('caf\xe9.txt');
+      expect((await readlink(raw(root, 'long-link'), { encoding: 'buffer' })).toString('latin1')).toBe(LONG_TARGET);
+      expect((await lstat(raw(root, 'hard\xe9'))).ino).toBe((await lstat(raw(root, 'caf\xe9.txt'))).ino);
+      expect((await lstat(raw(root, 'fifo\xe9'))).isFIFO()).toBe(true);
+      expect((await lstat(raw(root, 'fifo\xe9'))).mode & 0o7777).toBe(0o600);
+    });
+  }
+
+  it('applies whiteouts and opaque markers to names that are not UTF-8', async () => {
+    const lower = await tmp();
+    await writeFile(raw(lower, 'gone\xe9'), 'g');
+    await writeFile(raw(lower, 'kept\xe9'), 'k');
+    await mkdir(raw(lower, 'opq\xff'));
+    await writeFile(raw(lower, 'opq\xff/old\xe9'), 'o');
+    const upper = await tmp();
+    await writeFile(raw(upper, '.wh.gone\xe9'), '');
+    await mkdir(raw(upper, 'opq\xff'));
+    await writeFile(raw(upper, 'opq\xff/.wh..wh..opq'), '');
+    await writeFile(raw(upper, 'opq\xff/new\xe9'), 'n');
+    const { root, stats } = await apply([await gnuTar(lower, ['.'], { format: 'gnu' }), await gnuTar(upper, ['.'], { format: 'gnu' })]);
+    expect(await namesIn(root)).toEqual(['kept\xe9', 'opq\xff']);
+    expect(await namesIn(raw(root, 'opq\xff'))).toEqual(['new\xe9']);
+    expect(stats[1]!.whiteouts).toBe(2);
+  });
+
+  it('sets and replaces the xattrs of files and directories whose names are not UTF-8', async () => {
+    const lower = await tmp();
+    await writeFile(raw(lower, 'file\xe9'), 'f');
+    await mkdir(raw(lower, 'dir\xff'));
+    const upper = await tmp();
+    await mkdir(raw(upper, 'dir\xff'));
+    // setfattr cannot take these names as arguments: set them through a shell's printf.
+    const setAttr = (cwd: string, name: string, attr: string, value: string): Promise<Buffer> =>
+      run('sh', ['-c', 'setfattr -n "$1" -v "$2" -- "$(printf "$3")"', 'sh', attr, value, name], { cwd });
+    await setAttr(lower, 'file\\351', 'user.file', 'lower');
+    await setAttr(lower, 'dir\\377', 'user.dir', 'lower');
+    await setAttr(upper, 'dir\\377', 'user.other', 'upper');
+    const { root } = await apply([
+      await gnuTar(lower, ['.'], { format: 'posix', xattrs: true }),
+      await gnuTar(upper, ['.'], { format: 'posix', xattrs: true }),
+    ]);
+    const dump = (await run('getfattr', ['-R', '-d', '-m', '^user\\.', '--absolute-names', root])).toString('latin1');
+    expect(dump).toContain(`# file: ${root}/file\xe9\nuser.file="lower"\n`);
+    expect(dump).toContain(`# file: ${root}/dir\xff\nuser.other="upper"\n\n`);
+    expect(dump).not.toContain('user.dir=');
+  });
+
+  it('creates parents of such names that the layer does not list', async () => {
+    const src = await tmp();
+    await mkdir(raw(src, 'p\xff/q\xe9'), { recursive: true });
+    await writeFile(raw(src, 'p\xff/q\xe9/f'), 'f');
+    // Only the file is listed (tar reads the names in a -T list as bytes): its parents are implicit.
+    const list = join(await tmp(), 'list');
+    await writeFile(list, Buffer.from('p\xff/q\xe9/f\n', 'latin1'));
+    const tar = await run('tar', ['-C', src, '--format=gnu', '--no-recursion', '-cf', '-', '-T', list]);
+    const { root, stats } = await apply([tar]);
+    expect(stats[0]!.entries).toBe(1);
+    expect(await readFile(raw(root, 'p\xff/q\xe9/f'), 'utf8')).toBe('f');
+    for (const dir of ['p\xff', 'p\xff/q\xe9']) expect((await lstat(raw(root, dir))).mode & 0o7777).toBe(0o755);
   });
 });
 

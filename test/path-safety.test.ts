@@ -7,7 +7,8 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { lstat, mkdir, readFile, readdir, readlink, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { cleanEntryName, resolveInRoot } from '../src/safe-path.js';
+import fc from 'fast-check';
+import { bytesToName, cleanEntryName, fsPath, nameToBytes, resolveInRoot } from '../src/safe-path.js';
 import { applyLayers, buildTar, makeTmp, removeTmp, run, type TarEntrySpec } from './helpers/tar.js';
 
 interface Sandbox {
@@ -58,6 +59,35 @@ async function snapshot(dir: string): Promise<string> {
 async function applyAll(layers: TarEntrySpec[][]): Promise<void> {
   const tars = await Promise.all(layers.map((l) => buildTar(l)));
   await applyLayers(tars, { into: box });
+}
+
+/**
+ * Tars of `layers` in which every `@@` of a name or link target is the bytes 0xff 0xfe (not
+ * UTF-8), header checksums fixed: tar-stream's pack only writes names as UTF-8.
+ */
+async function applyRaw(layers: TarEntrySpec[][]): Promise<void> {
+  const tars = await Promise.all(layers.map(async (l) => withBytes(await buildTar(l), '@@', Buffer.from([0xff, 0xfe]))));
+  await applyLayers(tars, { into: box });
+}
+
+function withBytes(tar: Buffer, placeholder: string, bytes: Buffer): Buffer {
+  const out = Buffer.from(tar);
+  const from = Buffer.from(placeholder);
+  const headers = new Set<number>();
+  for (let at = out.indexOf(from); at >= 0; at = out.indexOf(from, at + 1)) {
+    const block = at - (at % 512);
+    if (headers.has(block) || Number.parseInt(out.toString('latin1', block + 148, block + 155), 8) === headerSum(out, block)) headers.add(block);
+    bytes.copy(out, at);
+  }
+  for (const block of headers) out.write(`${headerSum(out, block).toString(8).padStart(6, '0')}\0 `, block + 148, 'latin1');
+  return out;
+}
+
+/** The ustar header checksum: every byte of the block, the checksum field counted as spaces. */
+function headerSum(tar: Buffer, block: number): number {
+  let sum = 0;
+  for (let i = 0; i < 512; i++) sum += i >= 148 && i < 156 ? 0x20 : (tar[block + i] as number);
+  return sum;
 }
 
 async function inRoot(rel: string): Promise<string> {
@@ -269,6 +299,38 @@ describe('metadata', () => {
   });
 });
 
+describe('names that are not UTF-8', () => {
+  it('refuses a name that is not UTF-8 and climbs out with .. (0xff 0xfe/../../outside)', async () => {
+    await expect(applyRaw([[{ name: '@@/../../outside/pwned', content: 'x' }]])).rejects.toMatchObject({ code: 'UNSAFE_PATH' });
+  });
+
+  it('refuses a PAX path that is not UTF-8 and climbs out with ..', async () => {
+    const name = `@@${'/.'.repeat(130)}/../../outside/pwned`;
+    expect((await buildTar([{ name }])).includes(Buffer.from(' path='))).toBe(true);
+    await expect(applyRaw([[{ name, content: 'x' }]])).rejects.toMatchObject({ code: 'UNSAFE_PATH' });
+  });
+
+  it('refuses a hardlink whose target is not UTF-8 and climbs out with ..', async () => {
+    await expect(applyRaw([[{ name: 'h', type: 'link', linkname: '@@/../../outside/secret' }]])).rejects.toMatchObject({ code: 'UNSAFE_PATH' });
+  });
+
+  it('does not follow a symlink whose target is not UTF-8 out of the root', async () => {
+    await applyRaw([[{ name: 'esc', type: 'symlink', linkname: '@@/../../../outside' }], [{ name: 'esc/pwned', content: 'in' }]]);
+    expect(await readlink(join(box.root, 'esc'), { encoding: 'buffer' })).toEqual(Buffer.from('\xff\xfe/../../../outside', 'latin1'));
+    expect(await inRoot('outside/pwned')).toBe('in');
+  });
+
+  it('keeps overlong-encoded . and / (0xc0 0xae, 0xc0 0xaf) as the bytes of one name in the root', async () => {
+    const dot = '\xc0\xae';
+    const slash = '\xc0\xaf';
+    const name = Buffer.from(`${dot}${dot}${slash}${dot}${dot}${slash}outside${slash}pwned`, 'latin1');
+    const placeholder = 'N'.repeat(name.length);
+    const tar = withBytes(await buildTar([{ name: placeholder, content: 'x' }]), placeholder, name);
+    await applyLayers([tar], { into: box });
+    expect(await readdir(box.root, { encoding: 'buffer' })).toEqual([name]);
+  });
+});
+
 describe('safe-path', () => {
   it('cleanEntryName normalizes and refuses escapes', () => {
     expect(cleanEntryName('./a//b/./c/')).toBe('a/b/c');
@@ -278,6 +340,25 @@ describe('safe-path', () => {
     for (const bad of ['..', '../a', 'a/../../b', '/etc/passwd', '/', 'a\0b']) {
       expect(() => cleanEntryName(bad), bad).toThrow(expect.objectContaining({ code: 'UNSAFE_PATH' }));
     }
+  });
+
+  it('name strings map bytes one to one, keep every ASCII byte, and leave UTF-8 names as they are', () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 40 }), (raw) => {
+        const bytes = Buffer.from(raw);
+        const name = bytesToName(bytes);
+        expect(nameToBytes(name).equals(bytes)).toBe(true);
+        expect(Buffer.from(fsPath(name)).equals(bytes)).toBe(true);
+        // `/`, `.` and NUL stay where the bytes have them, so cleanEntryName sees the kernel's components.
+        for (const c of ['/', '.', '\0']) expect(name.split(c).length).toBe(bytes.toString('latin1').split(c).length);
+      }),
+    );
+    fc.assert(
+      fc.property(fc.string({ unit: 'grapheme', maxLength: 20 }), (text) => {
+        expect(bytesToName(Buffer.from(text, 'utf8'))).toBe(text);
+        expect(fsPath(text)).toBe(text);
+      }),
+    );
   });
 
   it('resolveInRoot re-roots absolute targets, clamps .., keeps a final link unless asked', async () => {
