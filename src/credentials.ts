@@ -246,10 +246,12 @@ async function fromHelper(name: string, lookup: Lookup): Promise<Found | undefin
     lookup.notices.push(`credential helper ${program} could not run: ${firstLine(result.message)}`);
   } else if (result.exitCode !== 0) {
     const output = `${result.stdout}\n${result.stderr}`;
+    // Only stderr is quoted: a helper's stdout is its answer, and may hold the secret.
+    const said = firstLine(result.stderr.trim());
     lookup.notices.push(
       output.includes(NOT_FOUND_TEXT)
         ? `credential helper ${program} has no credentials for ${lookup.serverUrl}`
-        : `credential helper ${program} failed (exit ${result.exitCode}): ${firstLine(output.trim()) || 'no output'}`,
+        : `credential helper ${program} failed (exit ${result.exitCode})${said ? `: ${said}` : ''}`,
     );
   } else {
     const credentials = helperCredentials(result.stdout);

@@ -86,6 +86,12 @@ async function sweepStaleStaging(dest: string, onNotice?: (message: string) => v
   for (const name of names) {
     const owner = await readFile(join(parent, name, OWNER_FILE), 'utf8').catch(() => undefined);
     if (owner === undefined || !(await ownerIsGone(owner))) continue;
+    // Killed between the two renames of commitStaging: put the user's old DIR back first.
+    const previous = join(parent, name, 'previous');
+    if ((await lstat(previous).catch(() => undefined))?.isDirectory() && !(await lstat(dest).catch(() => undefined))) {
+      await rename(previous, dest);
+      onNotice?.(`restored ${dest}, which an interrupted pull had moved aside`);
+    }
     await removeTree(join(parent, name));
     onNotice?.(`removed ${join(parent, name)}, left by an interrupted pull`);
   }

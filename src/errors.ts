@@ -88,9 +88,9 @@ const SECRET_PATTERNS: Array<[RegExp, string]> = [
   // user:password@ in URLs.
   [/(\b[a-z][a-z0-9+.-]*:\/\/)[^/\s:@]+:[^/\s@]+@/gi, '$1[REDACTED]@'],
   // token=..., access_token=..., password=..., refresh_token=... in query strings or forms.
-  [/\b(access_token|refresh_token|token|password|identitytoken)=([^&\s"']+)/gi, '$1=[REDACTED]'],
+  [/\b(access_token|refresh_token|token|password|identitytoken|secret)=([^&\s"']+)/gi, '$1=[REDACTED]'],
   // JSON fields holding secrets.
-  [/"(access_token|refresh_token|token|password|identitytoken|auth)"\s*:\s*"[^"]*"/gi, '"$1":"[REDACTED]"'],
+  [/"(access_token|refresh_token|token|password|identitytoken|auth|secret)"\s*:\s*"[^"]*"/gi, '"$1":"[REDACTED]"'],
 ];
 
 /** Removes tokens, passwords and Authorization values from text meant for humans or logs. */
@@ -98,4 +98,14 @@ export function redactSecrets(text: string): string {
   let out = text;
   for (const [pattern, replacement] of SECRET_PATTERNS) out = out.replace(pattern, replacement);
   return out;
+}
+
+/** A copy of a JSON-able value (a registry's error `detail`) with secrets redacted. */
+export function redactValue(value: unknown): unknown {
+  if (value === undefined) return undefined;
+  try {
+    return JSON.parse(redactSecrets(JSON.stringify(value))) as unknown;
+  } catch {
+    return '[unreadable detail]';
+  }
 }

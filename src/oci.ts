@@ -198,6 +198,11 @@ function checkDescriptor(value: unknown, where: string): Descriptor {
     if (!p || typeof p !== 'object' || typeof p['os'] !== 'string' || typeof p['architecture'] !== 'string') {
       throw new PullUnpackError('INVALID_MANIFEST', `${where} has an invalid platform`);
     }
+    const optionalString = (key: string): boolean => p[key] === undefined || typeof p[key] === 'string';
+    const features = p['os.features'];
+    if (!optionalString('variant') || !optionalString('os.version') || !(features === undefined || (Array.isArray(features) && features.every((f) => typeof f === 'string')))) {
+      throw new PullUnpackError('INVALID_MANIFEST', `${where} has an invalid platform (variant, os.version or os.features)`);
+    }
   }
   return d as unknown as Descriptor;
 }

@@ -3,7 +3,7 @@
  * resumed-range checks. Pure functions of a response; no state.
  */
 import type { Dispatcher } from 'undici';
-import { PullUnpackError, RegistryError } from './errors.js';
+import { PullUnpackError, redactValue, RegistryError } from './errors.js';
 
 /** Maps an HTTP error response to a typed error, using the registry's JSON error body when it has one. */
 export function registryErrorFrom(status: number, body: Buffer, contentType: string, what: string, registry: string): RegistryError {
@@ -16,7 +16,8 @@ export function registryErrorFrom(status: number, body: Buffer, contentType: str
   }
   const registryCode = typeof first?.code === 'string' ? first.code : undefined;
   const said = first?.message ? `: ${first.message}` : contentType.includes('html') ? ' (the server answered an HTML page)' : '';
-  const info = { status, registryCode, detail: first?.detail };
+  // Registries may echo the request (Authorization included) in `detail`.
+  const info = { status, registryCode, detail: redactValue(first?.detail) };
   const label = registryCode ? ` ${registryCode}` : '';
   if (status === 404) {
     return new RegistryError('NOT_FOUND', `${what} not found (HTTP 404${label}${said})`, info, {

@@ -60,3 +60,18 @@ describe('staging directories', () => {
     await discardStaging(staging);
   });
 });
+
+describe('a pull killed between the two renames of a commit', () => {
+  it('gets the old DIR back from the staging directory it left', async () => {
+    const parent = await mkdtemp(join(tmpdir(), 'pu-dest-'));
+    const dest = join(parent, 'rootfs');
+    const stale = join(parent, '.rootfs.pull-unpack-dead02');
+    await mkdir(join(stale, 'previous'), { recursive: true });
+    await writeFile(join(stale, 'previous', 'mine'), 'keep me');
+    await writeFile(join(stale, 'owner'), `${deadPid()}\n${hostname()}\n`);
+    const staging = await createStaging(dest);
+    expect(await readFile(join(dest, 'mine'), 'utf8')).toBe('keep me');
+    await discardStaging(staging);
+    expect((await readdir(parent)).sort()).toEqual(['rootfs']);
+  });
+});
