@@ -19,21 +19,30 @@ import * as fsp from 'node:fs/promises';
 import { finished } from 'node:stream';
 import type { Readable } from 'node:stream';
 import { PullUnpackError, abortError, isPullUnpackError } from './errors.js';
-import { cleanEntryName, fsPath, lstatOrNull } from './safe-path.js';
-import { ApplyState, ensureParentDir, joinHost, type ApplyContext, type DeferredDir, type Entry, type LayerApplyStats, type LayerRun } from './apply-state.js';
+import { limitError, resolveLimits } from './limits.js';
+import { cleanEntryName, fsPath, lstatOrNull, nameToBytes } from './safe-path.js';
+import { ApplyState, type ApplyLimits, ensureParentDir, joinHost, type ApplyContext, type DeferredDir, type Entry, type LayerApplyStats, type LayerRun } from './apply-state.js';
 import { makeDirectory, makeHardlink, makeSpecialFile, makeSymlink, writeRegularFile } from './apply-entries.js';
 import { applyWhiteout, markLayerPath, WHITEOUT_PREFIX } from './whiteouts.js';
 import { createExtract, flushXattrs } from './apply-xattrs.js';
 
-export type { ApplyContext, LayerApplyStats } from './apply-state.js';
+export type { ApplyContext, ApplyLimits, LayerApplyStats } from './apply-state.js';
 export { WHITEOUT_META_PREFIX, WHITEOUT_OPAQUE, WHITEOUT_PREFIX } from './whiteouts.js';
 export { parsePaxXattrs } from './apply-xattrs.js';
 
-/** Creates the state for one pull onto `root` (an existing, empty directory). */
-export function createApplyContext(root: string, options: { isRoot?: boolean | undefined; onWarning?: ((m: string) => void) | undefined } = {}): ApplyContext {
+/**
+ * Creates the state for one pull onto `root` (an existing, empty directory). `limits` (defaults
+ * in DEFAULT_LIMITS) hold for all the layers applied on this context together.
+ */
+export function createApplyContext(
+  root: string,
+  options: { isRoot?: boolean | undefined; onWarning?: ((m: string) => void) | undefined; limits?: Partial<ApplyLimits> | undefined } = {},
+): ApplyContext {
   const absolute = root === '/' ? root : root.replace(/\/+$/, '');
   if (!absolute.startsWith('/')) throw new PullUnpackError('DESTINATION_INVALID', `rootfs path must be absolute: ${root}`);
-  return new ApplyState(absolute, options.isRoot ?? process.getuid?.() === 0, options.onWarning ?? (() => undefined));
+  const { maxEntries, maxPathDepth, maxNameLength } = resolveLimits(options.limits);
+  const limits = { maxEntries, maxPathDepth, maxNameLength };
+  return new ApplyState(absolute, options.isRoot ?? process.getuid?.() === 0, options.onWarning ?? (() => undefined), limits);
 }
 
 /**
@@ -120,7 +129,7 @@ async function applyEntryInContext(run: LayerRun, entry: Entry, what: string): P
   try {
     await applyEntry(run, entry);
   } catch (err) {
-    throw entryError(err, `${what}: ${JSON.stringify(entry.header.name)}`);
+    throw entryError(err, `${what}: ${quoteName(entry.header.name)}`);
   }
 }
 
@@ -128,9 +137,11 @@ async function applyEntry(run: LayerRun, entry: Entry): Promise<void> {
   const { ctx, stats } = run;
   const header = entry.header;
   stats.entries++;
+  checkNameLimits(ctx, header.name, header.linkname);
   const rel = cleanEntryName(header.name);
   // containerd ignores entries that resolve to the root: the rootfs directory is the caller's.
   if (rel === null) return drain(entry);
+  checkDepth(ctx.limits.maxPathDepth, rel);
   const slash = rel.lastIndexOf('/');
   const parentRel = slash < 0 ? '' : rel.slice(0, slash);
   const base = rel.slice(slash + 1);
@@ -173,6 +184,34 @@ async function applyEntry(run: LayerRun, entry: Entry): Promise<void> {
       throw new PullUnpackError('UNSUPPORTED_ENTRY', `unsupported tar entry type ${String(type)}`);
   }
   markLayerPath(run, host);
+}
+
+/**
+ * The entry-count and name-length limits (limits.ts), checked before an entry touches the disk.
+ * Cheap on purpose: a name of at most limit/3 UTF-16 units cannot exceed `limit` UTF-8 bytes, so
+ * only longer names are measured.
+ */
+function checkNameLimits(ctx: ApplyState, name: string, linkname: string | null | undefined): void {
+  const { maxEntries, maxNameLength } = ctx.limits;
+  if (++ctx.entriesApplied > maxEntries) throw limitError('tar entries, all layers together', maxEntries, '--max-entries');
+  for (const [kind, text] of [['entry name', name], ['link target', linkname]] as const) {
+    if (!text || text.length * 3 <= maxNameLength) continue;
+    const bytes = nameToBytes(text).length;
+    if (bytes > maxNameLength) throw limitError(`${kind} of ${bytes} bytes`, maxNameLength, '--max-name-length');
+  }
+}
+
+/** The path-depth limit on a cleaned name; a name shorter than 2 * limit bytes cannot exceed it. */
+function checkDepth(maxPathDepth: number, rel: string): void {
+  if (rel.length < 2 * maxPathDepth) return;
+  let components = 1;
+  for (let i = rel.indexOf('/'); i >= 0; i = rel.indexOf('/', i + 1)) components++;
+  if (components > maxPathDepth) throw limitError(`path of ${components} components`, maxPathDepth, '--max-path-depth');
+}
+
+/** An entry name for a message, its middle elided when it is very long (a hostile name may be KBs). */
+function quoteName(name: string): string {
+  return JSON.stringify(name.length <= 200 ? name : `${name.slice(0, 100)}…${name.slice(-60)}`);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -8,8 +8,12 @@ import type { Stats } from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import type { Extract } from 'tar-stream';
 import { PullUnpackError } from './errors.js';
+import type { Limits } from './limits.js';
 import { fsPath, lstatOrNull, resolveInRoot } from './safe-path.js';
 import { flushXattrs, hasPendingXattrsAt } from './apply-xattrs.js';
+
+/** The resource limits the applier enforces itself (limits.ts documents each). */
+export type ApplyLimits = Pick<Limits, 'maxEntries' | 'maxPathDepth' | 'maxNameLength'>;
 
 /** Mode of the parent directories a layer does not list (containerd, umoci). */
 const IMPLICIT_DIR_MODE = 0o755;
@@ -63,6 +67,8 @@ export class ApplyState implements ApplyContext {
    * bits of 0755), and, as root, a chown to 0:0 (the process group is not root's).
    */
   readonly fixImplicitDirs: { chmod: boolean; chown: boolean };
+  /** Tar entries applied so far, all layers together (checked against limits.maxEntries). */
+  entriesApplied = 0;
   skippedDevices = 0;
   skippedXattrs = 0;
   setfattrMissing = false;
@@ -71,6 +77,7 @@ export class ApplyState implements ApplyContext {
     readonly root: string,
     readonly isRoot: boolean,
     readonly onWarning: (message: string) => void,
+    readonly limits: Readonly<ApplyLimits>,
   ) {
     this.fixImplicitDirs = { chmod: (IMPLICIT_DIR_MODE & this.umask) !== 0, chown: isRoot && process.getegid?.() !== 0 };
   }

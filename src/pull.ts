@@ -267,6 +267,7 @@ async function unpackLayers(
   const ctx = rootfs === undefined ? undefined : createApplyContext(rootfs, {
     isRoot: options.isRoot,
     onWarning: (message) => options.onEvent?.({ type: 'warning', message }),
+    limits,
   });
   const layerPaths: string[] = [];
   const budget = { remaining: limits.maxUncompressedBytes, limit: limits.maxUncompressedBytes };
