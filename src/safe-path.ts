@@ -39,6 +39,8 @@ const NON_ASCII = /[^\x00-\x7f]/;
  */
 export function cleanEntryName(name: string): string | null {
   if (name.includes('\0')) throw unsafePath(name, 'contains a NUL byte');
+  // `umoci insert ... /` writes the root itself as "/": that names no path outside.
+  if (/^[/.]+$/.test(name) && !name.includes('..')) return null;
   if (name.startsWith('/')) throw unsafePath(name, 'is absolute');
   const parts: string[] = [];
   for (const part of name.split('/')) {
