@@ -855,9 +855,9 @@ describe('pulls through the cache', () => {
       expect(sha256(await readFile(join(dir, 'big.bin')))).toBe(sha256(big));
       expect(await verifiedBlobs(cache)).toContain(layer.digest);
       expect(await ls(ingest)).toEqual([]);
-      // The killed run's staging directory is not cleaned up by the next pull (see the report);
-      // the next pull leaves none of its own.
-      expect(await stagingDirs(parent)).toEqual(leftFromKilled);
+      // The next pull sweeps the killed run's staging directory and leaves none of its own.
+      expect(leftFromKilled.length).toBeGreaterThan(0);
+      expect(await stagingDirs(parent)).toEqual([]);
     } finally {
       await proxy.close();
     }
