@@ -17,4 +17,10 @@ trap cleanup EXIT
 PULL_UNPACK_TEST_REGISTRY=$(node testdata/registry.mjs start --state-dir "$state")
 export PULL_UNPACK_TEST_REGISTRY
 echo "test: registry on $PULL_UNPACK_TEST_REGISTRY" >&2
-npx vitest run "$@"
+status=0
+npx vitest run --reporter=default --reporter=json --outputFile="$state/results.json" "$@" || status=$?
+# One plain closing line for CI logs: "N passed, N failed".
+if [ -f "$state/results.json" ]; then
+  node -e 'const r = require(process.argv[1]); console.log(`${r.numPassedTests} passed, ${r.numFailedTests} failed` + (r.numPendingTests ? `, ${r.numPendingTests} skipped` : ""))' "$state/results.json"
+fi
+exit "$status"
