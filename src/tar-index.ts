@@ -8,6 +8,7 @@
  * tar-stream cannot report offsets, so the headers are walked here: POSIX ustar (name prefix),
  * pax 'x' records (path, linkpath, size), GNU 'L'/'K' long names and base-256 sizes.
  */
+import { createReadStream } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { posix } from 'node:path';
 import { Readable } from 'node:stream';
@@ -76,10 +77,13 @@ export class TarIndex {
     throw new PullUnpackError('UNSAFE_PATH', `${this.path}: "${name}" is a chain of more than ${MAX_LINK_HOPS} links`);
   }
 
-  /** A stream of the member's bytes; the caller consumes or destroys it. */
+  /**
+   * A stream of the member's bytes on a file descriptor of its own; the caller consumes or
+   * destroys it. (A stream over the shared FileHandle would close it for everyone on destroy.)
+   */
   stream(member: TarMember): Readable {
     if (member.size === 0) return Readable.from([]);
-    return this.handle.createReadStream({ start: member.offset, end: member.offset + member.size - 1, autoClose: false });
+    return createReadStream(this.path, { start: member.offset, end: member.offset + member.size - 1, highWaterMark: 1 << 20 });
   }
 
   /** Reads a member into memory; the caller has checked its size against a cap. */
