@@ -1,5 +1,5 @@
 # pull-unpack: `make demo` for the offline tour, `make test` for the whole suite.
-.PHONY: all install build demo test typecheck clean
+.PHONY: all install build demo test typecheck clean bench
 
 all: build
 
@@ -14,6 +14,11 @@ demo:
 
 test:
 	scripts/test.sh
+
+# Side-by-side benchmark (docs/performance.md); e.g. make bench BENCH_ARGS=--quick
+bench:
+	scripts/setup.sh
+	node bench/run.mjs $(BENCH_ARGS)
 
 typecheck:
 	npx tsc -p tsconfig.test.json
