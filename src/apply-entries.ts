@@ -35,7 +35,11 @@ export async function writeRegularFile(run: LayerRun, host: string, entry: Entry
   try {
     run.stats.bytes += await writeBody(fd, entry);
     // chown clears setuid/setgid, so ownership first, then the mode (as containerd and umoci).
-    if (ctx.isRoot) fs.fchownSync(fd, header.uid ?? 0, header.gid ?? 0);
+    const uid = header.uid ?? 0;
+    const gid = header.gid ?? 0;
+    // A new inode already belongs to the process (see ownerOfNewFiles): no chown needed then.
+    const owned = ctx.ownerOfNewFiles !== undefined && ctx.ownerOfNewFiles.uid === uid && ctx.ownerOfNewFiles.gid === gid;
+    if (ctx.isRoot && !owned) fs.fchownSync(fd, uid, gid);
     if (needsChmod(ctx, mode)) fs.fchmodSync(fd, mode);
     const t = timesOf(header);
     fs.futimesSync(fd, t.atime, t.mtime);

@@ -4,6 +4,7 @@
  * path goes through removePath here, so the cache, the deferred directory records and pending
  * xattr work never act through a path the layers have since replaced.
  */
+import * as fs from 'node:fs';
 import type { Stats } from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import type { Extract } from 'tar-stream';
@@ -67,6 +68,12 @@ export class ApplyState implements ApplyContext {
    * bits of 0755), and, as root, a chown to 0:0 (the process group is not root's).
    */
   readonly fixImplicitDirs: { chmod: boolean; chown: boolean };
+  /**
+   * The owner a new file gets without a chown: the process's own ids, unless the root is setgid
+   * (then new files take its group). Directories are created without setgid until finishApply,
+   * so inside the root only the root itself can hand its group down.
+   */
+  readonly ownerOfNewFiles: { uid: number; gid: number } | undefined;
   /** Tar entries applied so far, all layers together (checked against limits.maxEntries). */
   entriesApplied = 0;
   skippedDevices = 0;
@@ -80,6 +87,10 @@ export class ApplyState implements ApplyContext {
     readonly limits: Readonly<ApplyLimits>,
   ) {
     this.fixImplicitDirs = { chmod: (IMPLICIT_DIR_MODE & this.umask) !== 0, chown: isRoot && process.getegid?.() !== 0 };
+    const rootSetgid = (fs.statSync(fsPath(root)).mode & 0o2000) !== 0;
+    const uid = process.geteuid?.();
+    const gid = process.getegid?.();
+    this.ownerOfNewFiles = rootSetgid || uid === undefined || gid === undefined ? undefined : { uid, gid };
   }
 }
 
