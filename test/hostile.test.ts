@@ -4,57 +4,16 @@
  * trailing garbage, devices and setuid as non-root). As there, each test puts a sentinel tree
  * OUTSIDE the root, and afterEach checks it is unchanged and nothing appeared next to the root.
  */
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import { lstat, mkdir, readFile, readdir, readlink, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { applyLayer, createApplyContext, finishApply, type ApplyLimits } from '../src/apply-layer.js';
+import { sentinelSandbox } from './helpers/sandbox.js';
 import { applyLayers, buildTar, makeTmp, removeTmp, run, type Applied, type TarEntrySpec } from './helpers/tar.js';
 
-interface Sandbox {
-  base: string;
-  root: string;
-  /** The sentinel directory, a sibling of root. */
-  outside: string;
-}
-
-let box: Sandbox;
-let before: string;
-
-beforeEach(async () => {
-  const base = await makeTmp('pu-hostile-');
-  box = { base, root: join(base, 'root'), outside: join(base, 'outside') };
-  await mkdir(box.root);
-  await mkdir(join(box.outside, 'sub'), { recursive: true });
-  await writeFile(join(box.outside, 'secret'), 'do not touch');
-  await writeFile(join(box.outside, 'sub', 'passwd'), 'root:x:0:0');
-  await run('setfattr', ['-n', 'user.sentinel', '-v', 'yes', join(box.outside, 'secret')]);
-  before = await snapshot(box.outside);
-});
-
-afterEach(async () => {
-  expect(await snapshot(box.outside)).toBe(before);
-  expect((await readdir(box.base)).sort()).toEqual(['outside', 'root']);
-  await removeTmp(box.base);
-});
-
-/** Names, types, modes, owners, mtimes, contents, link targets and xattrs of a tree, as text. */
-async function snapshot(dir: string): Promise<string> {
-  const lines: string[] = [];
-  async function walk(rel: string): Promise<void> {
-    const p = join(dir, rel);
-    const st = await lstat(p);
-    let extra = '';
-    if (st.isFile()) extra = (await readFile(p)).toString('base64');
-    if (st.isSymbolicLink()) extra = await readlink(p);
-    const xattrs = (await run('getfattr', ['-h', '-d', '-m', '-', '--absolute-names', '-e', 'hex', p])).toString().replace(/^# file:.*$/m, '');
-    lines.push([rel, st.mode.toString(8), st.uid, st.gid, st.nlink, st.mtimeMs, extra, xattrs.trim()].join(' | '));
-    if (st.isDirectory()) for (const name of (await readdir(p)).sort()) await walk(join(rel, name));
-  }
-  await walk('.');
-  return lines.join('\n');
-}
+const box = sentinelSandbox('pu-hostile-');
 
 /** Applies tars of `layers` onto box.root with the helper (default limits). */
 async function applyAll(layers: TarEntrySpec[][], options: { isRoot?: boolean } = {}): Promise<Applied> {

@@ -4,57 +4,15 @@
  * of it), snapshots it, applies the hostile layers, and checks that the sentinel is unchanged and
  * that nothing appeared next to the root.
  */
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { lstat, mkdir, readFile, readdir, readlink, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { bytesToName, cleanEntryName, fsPath, nameToBytes, resolveInRoot } from '../src/safe-path.js';
+import { sentinelSandbox } from './helpers/sandbox.js';
 import { applyLayers, buildTar, makeTmp, removeTmp, run, type TarEntrySpec } from './helpers/tar.js';
 
-interface Sandbox {
-  base: string;
-  root: string;
-  /** The sentinel directory, a sibling of root. */
-  outside: string;
-}
-
-let box: Sandbox;
-let before: string;
-
-beforeEach(async () => {
-  const base = await makeTmp('pu-safety-');
-  box = { base, root: join(base, 'root'), outside: join(base, 'outside') };
-  await mkdir(box.root);
-  await mkdir(join(box.outside, 'sub'), { recursive: true });
-  await writeFile(join(box.outside, 'secret'), 'do not touch');
-  await writeFile(join(box.outside, 'sub', 'passwd'), 'root:x:0:0');
-  await run('setfattr', ['-n', 'user.sentinel', '-v', 'yes', join(box.outside, 'secret')]);
-  before = await snapshot(box.outside);
-});
-
-afterEach(async () => {
-  // The sentinel is intact and nothing was created next to the root.
-  expect(await snapshot(box.outside)).toBe(before);
-  expect((await readdir(box.base)).sort()).toEqual(['outside', 'root']);
-  await removeTmp(box.base);
-});
-
-/** Names, types, modes, owners, mtimes, contents, link targets and xattrs of a tree, as text. */
-async function snapshot(dir: string): Promise<string> {
-  const lines: string[] = [];
-  async function walk(rel: string): Promise<void> {
-    const p = join(dir, rel);
-    const st = await lstat(p);
-    let extra = '';
-    if (st.isFile()) extra = (await readFile(p)).toString('base64');
-    if (st.isSymbolicLink()) extra = await readlink(p);
-    const xattrs = (await run('getfattr', ['-h', '-d', '-m', '-', '--absolute-names', '-e', 'hex', p])).toString().replace(/^# file:.*$/m, '');
-    lines.push([rel, st.mode.toString(8), st.uid, st.gid, st.nlink, st.mtimeMs, extra, xattrs.trim()].join(' | '));
-    if (st.isDirectory()) for (const name of (await readdir(p)).sort()) await walk(join(rel, name));
-  }
-  await walk('.');
-  return lines.join('\n');
-}
+const box = sentinelSandbox('pu-safety-');
 
 async function applyAll(layers: TarEntrySpec[][]): Promise<void> {
   const tars = await Promise.all(layers.map((l) => buildTar(l)));
