@@ -17,8 +17,8 @@ const PAX_XATTR_PREFIX = 'SCHILY.xattr.';
 /** Files whose xattrs are set by one `setfattr --restore` run. */
 const XATTR_BATCH_FILES = 1000;
 const MAX_XATTR_WARNINGS = 20;
-/** Host-specific xattrs never set from a layer nor cleared (umoci's ignoreXattrs). */
-const KEEP_XATTRS = new Set(['security.selinux', 'system.nfs4_acl']);
+/** Host-specific xattrs never set from a layer nor cleared nor exported (umoci's ignoreXattrs). */
+export const KEEP_XATTRS = new Set(['security.selinux', 'system.nfs4_acl']);
 /** Paths per getfattr / setfattr -x command line. */
 const XATTR_ARGS_PER_RUN = 256;
 /** `getfattr` options for a `--dump` of every xattr, values in hex. */

@@ -9,6 +9,7 @@
  * becomes 0644, and sub-second mtimes are dropped. The format is pax (POSIX.1-2001): a ustar
  * header, preceded by an extended header ('x') only for what ustar cannot hold.
  */
+import { KEEP_XATTRS } from './apply-xattrs.js';
 import { spawn } from 'node:child_process';
 import { constants, type BigIntStats } from 'node:fs';
 import { lstat, open, readdir, readlink } from 'node:fs/promises';
@@ -23,8 +24,6 @@ const ZEROS = Buffer.alloc(64 * 1024);
 const MAX_OCTAL_7 = 0o7777777;
 const MAX_OCTAL_11 = 0o77777777777;
 const PAX_XATTR_PREFIX = 'SCHILY.xattr.';
-/** Labels the host put on the staging tree, never an image's (the applier does not set them either). */
-const HOST_XATTRS = new Set(['security.selinux', 'system.nfs4_acl']);
 const MAX_WARNINGS = 20;
 
 export type TarEntryType = 'file' | 'link' | 'symlink' | 'character-device' | 'block-device' | 'directory' | 'fifo';
@@ -335,7 +334,8 @@ function parseXattrDump(dump: Buffer, root: string, warn: (message: string) => v
     if (current === null || eq <= 0 || line.startsWith('#')) continue;
     const name = unescapeDump(line.slice(0, eq)).toString('utf8');
     const value = line.slice(eq + 1);
-    if (HOST_XATTRS.has(name)) continue;
+    // Labels the host put on the staging tree, never an image's (the applier does not set them).
+    if (KEEP_XATTRS.has(name)) continue;
     // A PAX keyword ends at the first '=', so such a name cannot be archived.
     if (name.includes('=')) warn(`extended attribute ${JSON.stringify(name)} not archived: its name holds '='`);
     else current.set(name, value.startsWith('0s') ? Buffer.from(value.slice(2), 'base64') : Buffer.alloc(0));

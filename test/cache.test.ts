@@ -5,6 +5,7 @@
  * registry gone, a second pull downloading nothing, two processes pulling through one cache at
  * once, a pull SIGKILLed mid-blob and resumed, `cache ls/prune`, and the --json event stream.
  */
+import { spawnCli } from './helpers/crash-fixtures.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
@@ -560,54 +561,10 @@ async function pushLayered(url: string, repo: string, tag: string | null): Promi
   });
 }
 
-interface SpawnedPull {
-  child: ChildProcess;
-  /** Resolves with the exit code once the process has exited and its output is read. */
-  closed: Promise<number | null>;
-  stdout(): string;
-  stderr(): string;
-  /** The first --json event matching `match` (rejects if the process ends first). */
-  until(match: (event: PullEventLine) => boolean): Promise<PullEventLine>;
-}
-
-/** Runs the built CLI (`node bin/pull-unpack.js ARGS`) as a separate process. */
-function spawnPull(args: string[]): SpawnedPull {
-  const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  let err = '';
-  let pending = '';
-  const events: PullEventLine[] = [];
-  const waiters: Array<{ match: (e: PullEventLine) => boolean; resolve: (e: PullEventLine) => void }> = [];
-  child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
-    out += chunk;
-    pending += chunk;
-    for (let nl = pending.indexOf('\n'); nl >= 0; nl = pending.indexOf('\n')) {
-      const line = pending.slice(0, nl);
-      pending = pending.slice(nl + 1);
-      if (line === '') continue;
-      const event = JSON.parse(line) as PullEventLine;
-      events.push(event);
-      for (const w of waiters.filter((w) => w.match(event))) {
-        waiters.splice(waiters.indexOf(w), 1);
-        w.resolve(event);
-      }
-    }
-  });
-  child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (err += chunk));
-  const closed = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
-  return {
-    child,
-    closed,
-    stdout: () => out,
-    stderr: () => err,
-    until: (match) =>
-      new Promise((resolve, reject) => {
-        const seen = events.find(match);
-        if (seen) return resolve(seen);
-        waiters.push({ match, resolve });
-        void closed.then(() => reject(new Error(`the pull ended before the awaited event; stderr: ${err}`)));
-      }),
-  };
+/** The built CLI as a separate process (test/helpers/crash-fixtures.ts), with its exit code as `closed`. */
+function spawnPull(args: string[]) {
+  const spawned = spawnCli(args);
+  return { ...spawned, closed: spawned.exited.then((e) => e.code) };
 }
 
 interface ProxiedRequest {

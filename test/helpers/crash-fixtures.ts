@@ -104,7 +104,7 @@ export interface SpawnedCli {
   readonly events: EventLine[];
   readonly stdout: () => string;
   readonly stderr: () => string;
-  /** Resolves with the first event (already seen or still to come) that `match` accepts. */
+  /** Resolves with the first event (already seen or still to come) that `match` accepts; rejects if the process ends first. */
   until(match: (event: EventLine) => boolean): Promise<EventLine>;
   /** Settles when the process has exited: its exit code, or the signal that ended it. */
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
@@ -148,7 +148,11 @@ export function spawnCli(args: string[], options: { env?: NodeJS.ProcessEnv; kil
     stderr: () => err,
     until: (match) => {
       const seen = events.find(match);
-      return seen ? Promise.resolve(seen) : new Promise((resolve) => waiters.push({ match, resolve }));
+      if (seen) return Promise.resolve(seen);
+      return new Promise((resolve, reject) => {
+        waiters.push({ match, resolve });
+        void exited.then(() => reject(new Error(`the process ended before the awaited event; stderr: ${err}`)));
+      });
     },
     exited,
   };
