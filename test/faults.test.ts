@@ -8,6 +8,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createServer } from 'node:http';
+import { existsSync } from 'node:fs';
 import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -117,6 +118,19 @@ async function startFaultProxy(target: string, port = 0): Promise<FaultProxy> {
 
 const blobDigest = (url: string): string | undefined => /\/blobs\/(sha256:[0-9a-f]{64})$/.exec(url)?.[1];
 const isManifest = (url: string): boolean => url.includes('/manifests/');
+
+/** Waits until a pull-through registry has linked `digests` into `repo` in its storage. */
+async function waitForMirrorBlobs(registry: RunningRegistry, repo: string, digests: string[]): Promise<void> {
+  const layers = join(registry.dir, 'storage/docker/registry/v2/repositories', repo, '_layers/sha256');
+  const deadline = Date.now() + 10_000;
+  for (const digest of digests) {
+    const link = join(layers, digest.slice('sha256:'.length), 'link');
+    while (!existsSync(link)) {
+      if (Date.now() > deadline) throw new Error(`the mirror did not store ${digest} within 10 s`);
+      await sleep(20);
+    }
+  }
+}
 
 let proxy: FaultProxy;
 
@@ -333,6 +347,10 @@ describe('pull-through mirror (distribution in proxy mode)', () => {
     // Manifest, config and both layers came from the mirror.
     expect(mirrorFront.log.filter((l) => l.status === 200 && (isManifest(l.url) || blobDigest(l.url))).length).toBe(4);
 
+    // The mirror stores a blob while streaming it and commits it after the response ends:
+    // stop the upstream only once everything it served is in its own storage.
+    const served = mirrorFront.log.filter((l) => l.status === 200).map((l) => blobDigest(l.url));
+    await waitForMirrorBlobs(mirror, 'faults/small', served.filter((d): d is string => d !== undefined));
     await upstream.stop();
     const second = out();
     const r2 = await runCliStdin(argv(second), isolatedEnv(work));
