@@ -27,6 +27,11 @@ export interface IngestOptions {
   onBytes?: ((received: number) => void) | undefined;
   /** Called when another process is downloading the same blob and this one waits for it. */
   onWait?: (() => void) | undefined;
+  /**
+   * Sees the partial file grow: called after each write with its length; `fresh` when this
+   * transfer started it at byte 0 (see blob-follow.ts).
+   */
+  onWritten?: ((partial: string, length: number, fresh: boolean) => void) | undefined;
 }
 
 export interface IngestResult {
@@ -162,7 +167,7 @@ export class BlobStore {
     try {
       if (options.signal?.aborted) throw abortError(options.signal);
       // A partial file that is already complete (killed before its rename) needs no request.
-      if (resumed < descriptor.size) await appendFrom(open, resumed, hasher, partial, options.signal);
+      if (resumed < descriptor.size) await appendFrom(open, resumed, hasher, partial, options);
       if (hasher.bytes < descriptor.size) {
         throw new PullUnpackError('NETWORK', `${what}: the transfer stopped after ${hasher.bytes} of ${descriptor.size} bytes`, {
           hint: 'run the pull again: it resumes from where this one stopped',
@@ -196,15 +201,19 @@ class ResumedCorrupt extends Error {
  * before reading the next: whatever was received when the transfer stops (an error, an abort)
  * is in the file for the next attempt to resume from, and nothing is written after this settles.
  */
-async function appendFrom(open: BlobOpener, offset: number, hasher: HashingCounter, partial: string, signal: AbortSignal | undefined): Promise<void> {
+async function appendFrom(open: BlobOpener, offset: number, hasher: HashingCounter, partial: string, options: IngestOptions): Promise<void> {
+  const { signal, onWritten } = options;
   const body = await open(offset);
   let file;
   try {
     if (signal) addAbortSignal(signal, body);
     file = await openFile(partial, offset > 0 ? 'a' : 'w');
+    let length = offset;
     for await (const chunk of body as AsyncIterable<Buffer>) {
       hasher.add(chunk);
       for (let written = 0; written < chunk.length; ) written += (await file.write(chunk, written)).bytesWritten;
+      length += chunk.length;
+      onWritten?.(partial, length, offset === 0);
     }
   } finally {
     body.destroy();

@@ -2,6 +2,7 @@
  * Bounded parallel downloads into a BlobStore, store first. Each blob is verified on its way in.
  */
 import pLimit from 'p-limit';
+import type { BlobFollower } from './blob-follow.js';
 import type { BlobStore } from './cache.js';
 import { abortError, isPullUnpackError, PullUnpackError } from './errors.js';
 import type { Descriptor } from './oci.js';
@@ -24,6 +25,8 @@ export interface BlobRequest {
   descriptor: Descriptor;
   /** Names the blob in messages and events, e.g. 'layer 2/5'. */
   what: string;
+  /** Told about the download's progress and outcome, to read the blob while it arrives. */
+  follower?: BlobFollower | undefined;
 }
 
 /**
@@ -33,14 +36,24 @@ export interface BlobRequest {
  */
 export function fetchBlobs(source: ImageSource, store: BlobStore, blobs: BlobRequest[], options: FetchOptions): Array<Promise<string>> {
   const limit = pLimit(Math.max(1, options.concurrency));
-  return blobs.map(({ descriptor, what }) => {
-    const task = limit(() => fetchOne(source, store, descriptor, what, options));
-    task.catch(() => undefined);
+  return blobs.map(({ descriptor, what, follower }) => {
+    const task = limit(() => fetchOne(source, store, descriptor, what, options, follower));
+    task.then(
+      (path) => follower?.settle({ path }),
+      (error: unknown) => follower?.settle({ error }),
+    );
     return task;
   });
 }
 
-async function fetchOne(source: ImageSource, store: BlobStore, descriptor: Descriptor, what: string, options: FetchOptions): Promise<string> {
+async function fetchOne(
+  source: ImageSource,
+  store: BlobStore,
+  descriptor: Descriptor,
+  what: string,
+  options: FetchOptions,
+  follower: BlobFollower | undefined,
+): Promise<string> {
   const { onEvent, signal } = options;
   // A queued download whose turn comes after the fetch was stopped neither starts nor reports.
   if (signal?.aborted) throw abortError(signal);
@@ -62,6 +75,7 @@ async function fetchOne(source: ImageSource, store: BlobStore, descriptor: Descr
     signal,
     onBytes: onEvent && ((bytes) => onEvent({ type: 'blob-progress', digest: descriptor.digest, bytes, size: descriptor.size })),
     onWait: () => onEvent?.({ type: 'blob-wait', digest: descriptor.digest, what }),
+    onWritten: follower && ((partial, length, fresh) => follower.written(partial, length, fresh)),
   });
   // fetched is 0 when another process downloaded the blob while this one waited.
   const fromCache = result.fetched === 0 && result.resumed === 0;

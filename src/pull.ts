@@ -3,11 +3,11 @@
  * into a staging directory that replaces DIR only when everything succeeded.
  * One AbortSignal runs end to end; the first failure aborts every other download.
  */
-import { createReadStream } from 'node:fs';
 import { resolve as resolvePath } from 'node:path';
 import { parseLocalReference } from './layout-source.js';
 import { pipeline, Transform, type Readable } from 'node:stream';
 import { applyLayer, createApplyContext, finishApply, type ApplyContext } from './apply-layer.js';
+import { BlobFollower } from './blob-follow.js';
 import { BlobStore } from './cache.js';
 import { recordRef } from './cache-index.js';
 import { cachingSource, offlineSource } from './cached-source.js';
@@ -239,8 +239,8 @@ function checkLayers(resolved: ResolvedImage, config: ImageConfig, name: string,
 }
 
 /**
- * Downloads all layers in parallel and applies each as soon as it and every layer before it
- * are ready. Returns the number of bytes downloaded.
+ * Downloads all layers in parallel and applies them in order, each while it downloads once the
+ * layers before it are applied. Returns the number of bytes downloaded.
  */
 async function unpackLayers(
   source: ImageSource,
@@ -260,7 +260,13 @@ async function unpackLayers(
     }
     options.onEvent?.(event);
   };
-  const requests = layers.map((l, i) => ({ descriptor: descriptorOf(l), what: `layer ${i + 1}/${layers.length} of ${source.name} (${l.digest})` }));
+  // Each layer is read while it downloads (blob-follow.ts): applying overlaps the download.
+  const followers = layers.map(() => new BlobFollower());
+  const requests = layers.map((l, i) => ({
+    descriptor: descriptorOf(l),
+    what: `layer ${i + 1}/${layers.length} of ${source.name} (${l.digest})`,
+    follower: followers[i],
+  }));
   const downloads = fetchBlobs(source, store, requests, { concurrency: options.concurrency ?? DEFAULT_CONCURRENCY, signal, onEvent });
   // The first failed download stops the others at once instead of after the layers before it.
   for (const d of downloads) d.catch((err: unknown) => controller.abort(err));
@@ -273,12 +279,18 @@ async function unpackLayers(
   const budget = { remaining: limits.maxUncompressedBytes, limit: limits.maxUncompressedBytes };
   try {
     for (const [i, layer] of layers.entries()) {
-      const path = await downloads[i]!;
       if (signal.aborted) throw signal.reason ?? abortError(signal);
       const what = requests[i]!.what;
-      const opened = openLayerTar(path, layer, what, budget);
-      const entries = ctx ? await applyLayerFile(ctx, opened, what, signal) : await checkDiffId(opened, signal);
-      layerPaths.push(path);
+      const opened = openLayerTar(followers[i]!.stream(), layer, what, budget);
+      let entries: number;
+      try {
+        entries = ctx ? await applyLayerFile(ctx, opened, what, signal) : await checkDiffId(opened, signal);
+      } catch (err) {
+        // Bytes that do not match the blob's digest explain any failure to unpack them.
+        throw (await downloadError(downloads[i]!)) ?? err;
+      }
+      // The applied bytes are the verified blob's: the follower ends only after verification.
+      layerPaths.push(await downloads[i]!);
       options.onEvent?.({ type: 'layer-applied', index: i, digest: layer.digest, diffId: layer.diffId, entries });
     }
     if (ctx) await finishApply(ctx);
@@ -292,7 +304,13 @@ async function unpackLayers(
   return { ...bytes, layerPaths };
 }
 
-/** Decompresses a verified blob only to check it against its DiffID (no rootfs is written). */
+/** The download's own failure (not an abort caused by another one), once it settled. */
+async function downloadError(download: Promise<string>): Promise<unknown> {
+  const error = await download.then(() => undefined, (err: unknown) => err);
+  return isPullUnpackError(error, 'ABORTED') ? undefined : error;
+}
+
+/** Decompresses a blob only to check it against its DiffID (no rootfs is written). */
 async function checkDiffId({ tar, done }: LayerTar, signal: AbortSignal): Promise<number> {
   signal.addEventListener('abort', () => tar.destroy(abortError(signal)), { once: true });
   tar.resume();
@@ -304,7 +322,7 @@ function descriptorOf(layer: PulledLayer): Descriptor {
   return { mediaType: layer.mediaType, digest: layer.digest, size: layer.size };
 }
 
-/** Decompresses a verified blob, checks it against its DiffID, and applies it. */
+/** Decompresses a blob, checks it against its DiffID, and applies it. */
 async function applyLayerFile(ctx: ApplyContext, { tar, done }: LayerTar, what: string, signal: AbortSignal): Promise<number> {
   try {
     const stats = await applyLayer(ctx, tar, { signal, what });
@@ -331,8 +349,8 @@ interface Budget {
   readonly limit: number;
 }
 
-/** The uncompressed tar stream of a layer blob, counted against `budget` and checked against the DiffID. */
-function openLayerTar(path: string, layer: PulledLayer, what: string, budget: Budget): LayerTar {
+/** The uncompressed tar stream of a layer blob (as it downloads), counted against `budget` and checked against the DiffID. */
+function openLayerTar(blob: Readable, layer: PulledLayer, what: string, budget: Budget): LayerTar {
   let settle!: (err?: Error | null) => void;
   const done = new Promise<void>((resolve, reject) => {
     settle = (err) => (err ? reject(err) : resolve());
@@ -349,7 +367,7 @@ function openLayerTar(path: string, layer: PulledLayer, what: string, budget: Bu
     },
   });
   const tar = pipeline(
-    createReadStream(path, { highWaterMark: 1 << 20 }),
+    blob,
     createDecompressor(layerCompression(layer.mediaType), what),
     count,
     new VerifyingStream({ digest: layer.diffId, what, code: 'DIFFID_MISMATCH' }),

@@ -8,9 +8,9 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createServer } from 'node:http';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { rm, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -229,6 +229,36 @@ describe('a connection cut in the middle of a large blob', () => {
     expect(gets[1]).toMatchObject({ status: 206 });
     expect(gets[1]!.range).toMatch(/^bytes=\d+-$/);
     expect(notices.some((w) => /connection lost at byte/.test(w))).toBe(true);
+  });
+
+  it('applies a layer while it downloads: its file grows in the staging directory before the blob has arrived', async () => {
+    let stalled = false;
+    proxy.plan = (req) => {
+      if (blobDigest(req.url ?? '') === bigLayer.digest && !stalled) {
+        stalled = true;
+        return { stallAfter: BIG / 2 };
+      }
+      return {};
+    };
+    const dir = out();
+    // While the blob is stalled at half its size, big.bin in the staging rootfs already holds most of that half.
+    let seenWhileStalled = 0;
+    const watch = setInterval(() => {
+      if (proxy.log.filter((l) => blobDigest(l.url) === bigLayer.digest).length !== 1) return;
+      for (const name of readdirSync(work)) {
+        if (!name.startsWith(`.${basename(dir)}.pull-unpack-`)) continue;
+        const size = statSync(join(work, name, 'out/big.bin'), { throwIfNoEntry: false })?.size ?? 0;
+        seenWhileStalled = Math.max(seenWhileStalled, size);
+      }
+    }, 20);
+    try {
+      await pull(`${proxy.host}/faults/big:v1`, dir, { transport: { idleTimeout: 1500 }, backoffMs: 20, onNotice: () => undefined });
+    } finally {
+      clearInterval(watch);
+    }
+    expect(seenWhileStalled).toBeGreaterThan(BIG / 4);
+    expect(await hashTree(dir)).toEqual(expectedBig);
+    expect(readdirSync(work).filter((n) => n.startsWith(`.${basename(dir)}.`))).toEqual([]);
   });
 });
 
