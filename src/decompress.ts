@@ -1,15 +1,17 @@
 /**
  * Layer decompression: which compression a layer media type declares, and a streaming
  * decompressor that checks the content really is that compression before inflating it.
- * The only file that knows compression libraries (node:zlib, fzstd).
+ * With zstd-worker.ts and zstd-cli.ts, the only files that know compression libraries and
+ * programs (node:zlib, the zstd program, fzstd).
  */
 import { once } from 'node:events';
 import { Transform, type TransformCallback } from 'node:stream';
 import * as zlib from 'node:zlib';
-import { Decompress as FzstdDecompress } from 'fzstd';
 import { PullUnpackError } from './errors.js';
 import { MediaType } from './oci.js';
 import { ZstdFrameReader } from './zstd-frames.js';
+import { FzstdWorker, type Emit } from './zstd-worker.js';
+import { zstdProgram, ZstdProcess } from './zstd-cli.js';
 
 export type Compression = 'gzip' | 'zstd' | 'none';
 
@@ -45,12 +47,20 @@ export function layerCompression(mediaType: string): Compression {
   throw new PullUnpackError('UNSUPPORTED_MEDIA_TYPE', `unsupported layer media type "${mediaType}"`, { hint });
 }
 
+export type ZstdDecoder = 'native' | 'cli' | 'fzstd';
+
 export interface DecompressorOptions {
   /**
-   * Which zstd decoder to use: node:zlib's (Node >= 22.15), the pure-JS fzstd, or the first of
-   * those that exists ('auto', the default). Tests and benchmarks pin one.
+   * Which zstd decoder to use: node:zlib's (Node >= 22.15), the system's zstd program
+   * (zstd-cli.ts), the pure-JS fzstd on a worker thread (zstd-worker.ts), or the first of those
+   * that exists ('auto', the default). Tests and benchmarks pin one.
    */
-  zstd?: 'auto' | 'native' | 'fzstd';
+  zstd?: 'auto' | ZstdDecoder;
+}
+
+/** The zstd decoders this process can use, best first. */
+export function zstdDecoders(): ZstdDecoder[] {
+  return [...(nativeZstd() ? (['native'] as const) : []), ...(zstdProgram() ? (['cli'] as const) : []), 'fzstd'];
 }
 
 /**
@@ -65,6 +75,7 @@ export function createDecompressor(compression: Compression, what: string, optio
   if (zstd === 'native' && nativeZstd() === undefined) {
     throw new Error(`node:zlib has no zstd decoder in Node ${process.versions.node} (it needs 22.15 or later)`);
   }
+  if (zstd === 'cli' && zstdProgram() === null) throw new Error('there is no zstd program on PATH');
   return new LayerDecompressor(compression, what, zstd);
 }
 
@@ -75,9 +86,6 @@ function nativeZstd(): ZstdDecompressFactory | undefined {
   const factory = (zlib as unknown as { createZstdDecompress?: unknown }).createZstdDecompress;
   return typeof factory === 'function' ? (factory as ZstdDecompressFactory) : undefined;
 }
-
-/** Hands one piece of output on; the promise, when there is one, resolves once it may go on. */
-type Emit = (out: Uint8Array) => Promise<void> | undefined;
 
 interface Engine {
   write(chunk: Buffer): Promise<void> | undefined;
@@ -130,13 +138,13 @@ function checkMagic(head: Buffer, compression: Compression, what: string): void 
 class LayerDecompressor extends Transform {
   private readonly compression: Compression;
   private readonly what: string;
-  private readonly zstdChoice: 'auto' | 'native' | 'fzstd';
+  private readonly zstdChoice: 'auto' | ZstdDecoder;
   private head: Buffer[] = [];
   private headLength = 0;
   private engine: Engine | undefined;
   private resumeOutput: (() => void) | undefined;
 
-  constructor(compression: Compression, what: string, zstdChoice: 'auto' | 'native' | 'fzstd') {
+  constructor(compression: Compression, what: string, zstdChoice: 'auto' | ZstdDecoder) {
     super({ readableHighWaterMark: OUTPUT_HIGH_WATER_MARK });
     this.compression = compression;
     this.what = what;
@@ -206,10 +214,15 @@ class LayerDecompressor extends Transform {
     const emit: Emit = (out) => this.pushOutput(out);
     if (this.compression === 'none') return new PassThroughEngine(emit);
     if (this.compression === 'gzip') return new ZlibEngine(zlib.createGunzip({ chunkSize: ZLIB_CHUNK }), emit);
-    const native = this.zstdChoice === 'fzstd' ? undefined : nativeZstd();
-    if (native) {
+    const choice = this.zstdChoice === 'auto' ? zstdDecoders()[0]! : this.zstdChoice;
+    const native = nativeZstd();
+    if (choice === 'native' && native) {
       const frames = new ZstdFrameReader(this.what, { scanOnly: true });
       return new ZlibEngine(native({ chunkSize: ZLIB_CHUNK }), emit, frames);
+    }
+    const program = zstdProgram();
+    if (choice === 'cli' && program !== null) {
+      return new ScannedEngine(new ZstdProcess(program, emit), new ZstdFrameReader(this.what, { scanOnly: true }));
     }
     return new FzstdEngine(this.what, emit);
   }
@@ -295,46 +308,60 @@ class ZlibEngine implements Engine {
 }
 
 /**
- * zstd through fzstd. The frame reader cuts the input into whole blocks so each push decodes
- * at most one block (<= 128 KiB of output) and backpressure can act between blocks; it also
- * notices a stream that stops mid-frame, which fzstd on its own would not report.
- * fzstd does not check the optional content checksum: the DiffID check covers that.
+ * The zstd program behind a scanning frame reader, which checks the framing and the window size
+ * on the way in, so a stream cut off mid-frame fails the same way whichever decoder runs.
+ */
+class ScannedEngine implements Engine {
+  private readonly inner: ZstdProcess;
+  private readonly frames: ZstdFrameReader;
+
+  constructor(inner: ZstdProcess, frames: ZstdFrameReader) {
+    this.inner = inner;
+    this.frames = frames;
+  }
+
+  write(chunk: Buffer): Promise<void> | undefined {
+    this.frames.append(chunk);
+    while (this.frames.next() !== undefined);
+    return this.inner.write(chunk);
+  }
+
+  end(): Promise<void> {
+    this.frames.finish();
+    return this.inner.end();
+  }
+
+  destroy(): void {
+    this.inner.destroy();
+  }
+}
+
+/**
+ * zstd through fzstd, decoding on a worker thread (zstd-worker.ts). The frame reader cuts the
+ * input into whole blocks so each decodes to at most 128 KiB and backpressure can act between
+ * batches of them; it also notices a stream that stops mid-frame, which fzstd on its own would
+ * not report. fzstd does not check the optional content checksum: the DiffID check covers that.
  */
 class FzstdEngine implements Engine {
   private readonly frames: ZstdFrameReader;
-  private readonly emitOut: Emit;
-  private readonly decoder: FzstdDecompress;
-  private pending: Uint8Array[] = [];
+  private readonly decoder: FzstdWorker;
 
   constructor(what: string, emit: Emit) {
     this.frames = new ZstdFrameReader(what);
-    this.emitOut = emit;
-    this.decoder = new FzstdDecompress((data) => {
-      if (data.length > 0) this.pending.push(data);
-    });
+    this.decoder = new FzstdWorker(emit);
   }
 
   async write(chunk: Buffer): Promise<void> {
     this.frames.append(chunk);
-    for (let unit = this.frames.next(); unit !== undefined; unit = this.frames.next()) {
-      this.decoder.push(unit);
-      await this.flushPending();
-    }
+    for (let unit = this.frames.next(); unit !== undefined; unit = this.frames.next()) await this.decoder.push(unit);
   }
 
   async end(): Promise<void> {
     this.frames.finish();
-    this.decoder.push(new Uint8Array(0), true);
-    await this.flushPending();
+    await this.decoder.end();
   }
 
   destroy(): void {
-    this.pending = [];
-  }
-
-  private async flushPending(): Promise<void> {
-    const out = this.pending;
-    this.pending = [];
-    for (const piece of out) await this.emitOut(piece);
+    this.decoder.destroy();
   }
 }

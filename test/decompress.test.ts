@@ -1,18 +1,18 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import * as zlib from 'node:zlib';
-import { createDecompressor, layerCompression, type Compression, type DecompressorOptions } from '../src/decompress.js';
+import { createDecompressor, layerCompression, zstdDecoders, type Compression, type DecompressorOptions, type ZstdDecoder } from '../src/decompress.js';
 import { PullUnpackError } from '../src/errors.js';
 import { ZstdFrameReader } from '../src/zstd-frames.js';
 import { MediaType } from '../src/oci.js';
 
 const WHAT = 'layer 1 of test/image:1';
 const hasNativeZstd = typeof (zlib as unknown as { createZstdDecompress?: unknown }).createZstdDecompress === 'function';
-/** fzstd always; node:zlib's decoder too where this Node has one. */
-const zstdEngines: Array<'fzstd' | 'native'> = hasNativeZstd ? ['fzstd', 'native'] : ['fzstd'];
+/** fzstd always; node:zlib's decoder where this Node has one; the zstd program (the suite installs it). */
+const zstdEngines: ZstdDecoder[] = ['fzstd', ...(hasNativeZstd ? (['native'] as const) : []), 'cli'];
 
 function zstd(input: Buffer, ...args: string[]): Buffer {
   const result = spawnSync('zstd', ['-q', '-c', ...args], { input, maxBuffer: 1 << 30 });
@@ -270,6 +270,30 @@ describe('decoder choice', () => {
     const make = (): unknown => createDecompressor('zstd', WHAT, { zstd: 'native' });
     if (hasNativeZstd) expect(make()).toBeDefined();
     else expect(make).toThrow(/no zstd decoder/);
+  });
+
+  it('auto picks node:zlib, then the zstd program, then fzstd; without the program on PATH, fzstd', async () => {
+    expect(zstdDecoders()).toEqual(hasNativeZstd ? ['native', 'cli', 'fzstd'] : ['cli', 'fzstd']);
+    // A fresh module instance looks the program up again, on an empty PATH.
+    const saved = process.env['PATH'];
+    process.env['PATH'] = '/nonexistent';
+    try {
+      vi.resetModules();
+      const fresh = await import('../src/decompress.js');
+      expect(fresh.zstdDecoders()).toEqual(hasNativeZstd ? ['native', 'fzstd'] : ['fzstd']);
+      expect(() => fresh.createDecompressor('zstd', WHAT, { zstd: 'cli' })).toThrow(/no zstd program on PATH/);
+    } finally {
+      process.env['PATH'] = saved;
+    }
+  });
+
+  it('reports what the zstd program says when it fails, as CORRUPT_LAYER', async () => {
+    // A valid frame header and block framing around garbage that only decoding can reject.
+    const good = zstd(sampleText(300_000));
+    const bad = Buffer.from(good);
+    for (let i = 40; i < bad.length - 40; i += 97) bad[i] ^= 0x5a;
+    const err = await failure(decompress('zstd', bad, 4096, { zstd: 'cli' }));
+    expect(err).toMatchObject({ code: 'CORRUPT_LAYER', message: expect.stringMatching(/zstd failed \(exit \d+\)/) });
   });
 });
 
