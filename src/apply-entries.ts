@@ -154,7 +154,7 @@ export async function makeHardlink(run: LayerRun, host: string, header: Headers)
   const slash = targetRel.lastIndexOf('/');
   const targetDir = await lookupDir(ctx, slash < 0 ? '' : targetRel.slice(0, slash));
   const target = joinHost(targetDir, targetRel.slice(slash + 1));
-  const st = await lstatOrNull(target);
+  const st = lstatOrNull(target);
   if (st === null) throw new PullUnpackError('CORRUPT_LAYER', `hardlink target ${JSON.stringify(header.linkname)} does not exist`);
   if (st.isDirectory()) throw new PullUnpackError('CORRUPT_LAYER', `hardlink target ${JSON.stringify(header.linkname)} is a directory`);
   if (target === host) return;

@@ -15,7 +15,7 @@
  * extractor and extended attributes). This file holds the public API, the per-layer loop and the
  * final directory restore.
  */
-import * as fsp from 'node:fs/promises';
+import * as fs from 'node:fs';
 import { finished } from 'node:stream';
 import type { Readable } from 'node:stream';
 import { PullUnpackError, abortError, isPullUnpackError } from './errors.js';
@@ -108,7 +108,7 @@ export async function applyLayer(
  */
 export async function finishApply(ctx: ApplyContext): Promise<void> {
   const state = asState(ctx);
-  await restoreDirectories(state);
+  restoreDirectories(state);
   if (state.skippedDevices > 0) {
     state.onWarning(`skipped ${state.skippedDevices} device node(s): creating device nodes needs root (outside a user namespace)`);
   }
@@ -217,34 +217,34 @@ function quoteName(name: string): string {
 // ---------------------------------------------------------------------------------------------
 // Directory restore
 
-async function restoreDirectories(ctx: ApplyState): Promise<void> {
+function restoreDirectories(ctx: ApplyState): void {
   // Check every record first (parents before children): each component must still be a real
   // directory and the record's own directory the same inode, or the record is dropped.
   const valid = new Map<string, boolean>([[ctx.root, true]]);
   const todo: Array<{ host: string; meta: DeferredDir; mode: number }> = [];
   const records = [...ctx.deferredDirs].sort((a, b) => a[0].length - b[0].length);
   for (const [host, meta] of records) {
-    if (!(await isRealDirChain(ctx.root, host.slice(0, host.lastIndexOf('/')), valid))) continue;
-    const st = await lstatOrNull(host);
+    if (!isRealDirChain(ctx.root, host.slice(0, host.lastIndexOf('/')), valid)) continue;
+    const st = lstatOrNull(host);
     valid.set(host, st !== null && st.isDirectory());
     if (st !== null && st.isDirectory() && st.ino === meta.ino) todo.push({ host, meta, mode: st.mode & 0o7777 });
   }
   ctx.deferredDirs.clear();
   todo.sort((a, b) => depth(b.host) - depth(a.host));
+  // Synchronous, like the per-entry calls: one thread-pool round trip per directory cost more
+  // than the calls themselves.
   for (const { host, meta, mode } of todo) {
     const path = fsPath(host);
-    if (mode !== meta.mode) await fsp.chmod(path, meta.mode);
-    await fsp.utimes(path, meta.atime, meta.mtime);
+    if (mode !== meta.mode) fs.chmodSync(path, meta.mode);
+    fs.utimesSync(path, meta.atime, meta.mtime);
   }
 }
 
-async function isRealDirChain(root: string, host: string, memo: Map<string, boolean>): Promise<boolean> {
+function isRealDirChain(root: string, host: string, memo: Map<string, boolean>): boolean {
   const known = memo.get(host);
   if (known !== undefined) return known;
   if (!host.startsWith(root === '/' ? '/' : `${root}/`)) return false;
-  const ok =
-    (await isRealDirChain(root, host.slice(0, host.lastIndexOf('/')) || '/', memo)) &&
-    (await lstatOrNull(host))?.isDirectory() === true;
+  const ok = isRealDirChain(root, host.slice(0, host.lastIndexOf('/')) || '/', memo) && lstatOrNull(host)?.isDirectory() === true;
   memo.set(host, ok);
   return ok;
 }

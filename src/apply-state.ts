@@ -123,10 +123,10 @@ export async function ensureParentDir(ctx: ApplyState, rel: string): Promise<str
   if (rel === '') return ctx.root;
   const cached = ctx.dirCache.get(rel);
   if (cached !== undefined) return cached;
-  const host = await resolveInRoot(ctx.root, rel, { followFinal: true });
+  const host = resolveInRoot(ctx.root, rel, { followFinal: true });
   try {
-    const first = await fsp.mkdir(fsPath(host), { recursive: true, mode: IMPLICIT_DIR_MODE });
-    if (first !== undefined && (ctx.fixImplicitDirs.chmod || ctx.fixImplicitDirs.chown)) await fixCreatedDirs(ctx, host, first);
+    const first = fs.mkdirSync(fsPath(host), { recursive: true, mode: IMPLICIT_DIR_MODE });
+    if (first !== undefined && (ctx.fixImplicitDirs.chmod || ctx.fixImplicitDirs.chown)) fixCreatedDirs(ctx, host, first);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'EEXIST' || code === 'ENOTDIR') {
@@ -143,29 +143,29 @@ export async function ensureParentDir(ctx: ApplyState, rel: string): Promise<str
  * 0755 and, as root, owner 0:0. Only `first`'s number of components is used: mkdir returns it
  * decoded from bytes, so it may not spell an escaped name the way `host` does.
  */
-async function fixCreatedDirs(ctx: ApplyState, host: string, first: string): Promise<void> {
+function fixCreatedDirs(ctx: ApplyState, host: string, first: string): void {
   const firstSlashes = first.split('/').length - 1;
   const ends: number[] = [];
   for (let i = host.indexOf('/'), seen = 1; i >= 0; i = host.indexOf('/', i + 1), seen++) if (seen > firstSlashes) ends.push(i);
   ends.push(host.length);
   for (const end of ends) {
     const dir = fsPath(host.slice(0, end));
-    if (ctx.fixImplicitDirs.chown) await fsp.lchown(dir, 0, 0);
-    if (ctx.fixImplicitDirs.chmod) await fsp.chmod(dir, IMPLICIT_DIR_MODE);
+    if (ctx.fixImplicitDirs.chown) fs.lchownSync(dir, 0, 0);
+    if (ctx.fixImplicitDirs.chmod) fs.chmodSync(dir, IMPLICIT_DIR_MODE);
   }
 }
 
 /** Host path that `rel` names inside the root, symlinks in it followed; nothing is created. */
 export async function lookupDir(ctx: ApplyState, rel: string): Promise<string> {
   if (rel === '') return ctx.root;
-  return ctx.dirCache.get(rel) ?? (await resolveInRoot(ctx.root, rel, { followFinal: true }));
+  return ctx.dirCache.get(rel) ?? resolveInRoot(ctx.root, rel, { followFinal: true });
 }
 
 /** Like lookupDir, but null unless that is an existing directory. */
 export async function existingDir(ctx: ApplyState, rel: string): Promise<string | null> {
   const host = await lookupDir(ctx, rel);
   if (host === ctx.root) return host;
-  const st = await lstatOrNull(host);
+  const st = lstatOrNull(host);
   if (st === null || !st.isDirectory()) return null;
   cacheDir(ctx, rel, host);
   return host;
@@ -202,7 +202,7 @@ export async function createReplacing<T>(run: LayerRun, host: string, create: ()
  */
 export async function removePath(run: LayerRun, host: string, known?: Stats): Promise<void> {
   const { ctx } = run;
-  const st = known ?? (await lstatOrNull(host));
+  const st = known ?? lstatOrNull(host);
   if (st === null) return;
   if (hasPendingXattrsAt(run, host)) await flushXattrs(run);
   if (st.isDirectory()) {
@@ -213,7 +213,7 @@ export async function removePath(run: LayerRun, host: string, known?: Stats): Pr
     for (const p of ctx.deferredDirs.keys()) if (p === host || p.startsWith(prefix)) ctx.deferredDirs.delete(p);
     return;
   }
-  await fsp.unlink(fsPath(host));
+  fs.unlinkSync(fsPath(host));
   if (st.isSymbolicLink()) {
     ctx.dirCache.clear();
     ctx.cacheHasIndirect = false;

@@ -75,7 +75,7 @@ export const MAX_ACCOUNT_FILE_BYTES = 16 * 1024 * 1024;
 async function readAccountFile(rootfs: string, relPath: string, warn: (message: string) => void): Promise<string | undefined> {
   let file;
   try {
-    const path = fsPath(await resolveInRoot(rootfs, relPath, { followFinal: true }));
+    const path = fsPath(resolveInRoot(rootfs, relPath, { followFinal: true }));
     file = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
@@ -106,7 +106,7 @@ async function readAccountFile(rootfs: string, relPath: string, warn: (message: 
  * runc could not mount there either.
  */
 async function createMountPoint(rootfs: string, mountPoint: string): Promise<void> {
-  const path = fsPath(await resolveInRoot(rootfs, mountPoint.replace(/^\/+/, ''), { followFinal: true }));
+  const path = fsPath(resolveInRoot(rootfs, mountPoint.replace(/^\/+/, ''), { followFinal: true }));
   try {
     await mkdir(path, { recursive: true, mode: 0o755 });
   } catch (err) {

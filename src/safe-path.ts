@@ -12,8 +12,7 @@
  * `/`, `.` and NUL mean what they mean to the kernel), and lets valid names pass through
  * unchanged; fsPath turns an escaped string back into its bytes at each filesystem call.
  */
-import { lstat, readlink } from 'node:fs/promises';
-import type { Stats } from 'node:fs';
+import { lstatSync, readlinkSync, type Stats } from 'node:fs';
 import { isUtf8 } from 'node:buffer';
 import { PullUnpackError } from './errors.js';
 
@@ -66,7 +65,7 @@ export function cleanEntryName(name: string): string | null {
  * result names the link itself, which is what creating, replacing, hardlinking or removing needs.
  * The result is a name string (link targets are read as bytes): give fs calls fsPath(result).
  */
-export async function resolveInRoot(root: string, relPath: string, opts: { followFinal?: boolean } = {}): Promise<string> {
+export function resolveInRoot(root: string, relPath: string, opts: { followFinal?: boolean } = {}): string {
   const followFinal = opts.followFinal ?? false;
   const pending = splitReversed(relPath);
   const resolved: string[] = [];
@@ -85,14 +84,14 @@ export async function resolveInRoot(root: string, relPath: string, opts: { follo
     if (pending.length === 0 && !followFinal) break;
     if (resolved.length - 1 > missingAt) continue;
     const host = joinRoot(root, resolved);
-    const st = await lstatOrNull(host);
+    const st = lstatOrNull(host);
     if (st === null) {
       missingAt = resolved.length - 1;
       continue;
     }
     if (!st.isSymbolicLink()) continue;
     if (++links > MAX_SYMLINKS) throw unsafePath(relPath, 'has too many levels of symbolic links (a loop?)');
-    const target = bytesToName(await readlink(fsPath(host), { encoding: 'buffer' }));
+    const target = bytesToName(readlinkSync(fsPath(host), { encoding: 'buffer' }));
     resolved.pop();
     if (target.startsWith('/')) resolved.length = 0;
     pending.push(...splitReversed(target));
@@ -100,10 +99,13 @@ export async function resolveInRoot(root: string, relPath: string, opts: { follo
   return joinRoot(root, resolved);
 }
 
-/** lstat that answers null for a path that does not exist (ENOENT, or ENOTDIR for a file parent). */
-export async function lstatOrNull(hostPath: string): Promise<Stats | null> {
+/**
+ * lstat that answers null for a path that does not exist (ENOENT, or ENOTDIR for a file parent).
+ * Synchronous, like the applier's other per-entry calls (apply-entries.ts says why).
+ */
+export function lstatOrNull(hostPath: string): Stats | null {
   try {
-    return await lstat(fsPath(hostPath));
+    return lstatSync(fsPath(hostPath));
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'ENOTDIR') return null;

@@ -43,7 +43,7 @@ export async function applyWhiteout(run: LayerRun, parentRel: string, base: stri
  * only apply to lower layers).
  */
 async function pruneLower(run: LayerRun, host: string): Promise<void> {
-  const st = await lstatOrNull(host);
+  const st = lstatOrNull(host);
   if (st === null) return;
   if (!run.layerPaths.has(host)) return removePath(run, host, st);
   if (!st.isDirectory()) return;
