@@ -13,7 +13,7 @@ import * as fsp from 'node:fs/promises';
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { promisify } from 'node:util';
-import type { Header as Headers } from 'tar-stream';
+import type { TarHeader } from './tar-reader.js';
 import { PullUnpackError } from './errors.js';
 import { cleanEntryName, fsPath, lstatOrNull } from './safe-path.js';
 import { cacheDir, createReplacing, joinHost, lookupDir, noteNewSymlink, removePath, type ApplyState, type Entry, type LayerRun } from './apply-state.js';
@@ -99,7 +99,7 @@ function writeAllSync(fd: number, buffers: Buffer[], size: number, written: numb
  * (layer.md "Changeset over existing files"); over anything else, the old path is removed first.
  * Mode and times are deferred to finishApply; until then the owner can always write into it.
  */
-export async function makeDirectory(run: LayerRun, rel: string, host: string, header: Headers): Promise<void> {
+export async function makeDirectory(run: LayerRun, rel: string, host: string, header: TarHeader): Promise<void> {
   const { ctx } = run;
   const mode = modeOf(header, 0o755);
   const createMode = ctx.isRoot ? mode & 0o777 : (mode & 0o777) | 0o700;
@@ -128,7 +128,7 @@ export async function makeDirectory(run: LayerRun, rel: string, host: string, he
 }
 
 /** A symlink is created as it is: its target is only ever read by resolveInRoot, re-rooted. */
-export async function makeSymlink(run: LayerRun, host: string, header: Headers): Promise<void> {
+export async function makeSymlink(run: LayerRun, host: string, header: TarHeader): Promise<void> {
   const { ctx } = run;
   const target = header.linkname;
   if (!target) throw new PullUnpackError('CORRUPT_LAYER', 'symlink entry without a target');
@@ -147,7 +147,7 @@ export async function makeSymlink(run: LayerRun, host: string, header: Headers):
  * symlink itself (link(2) semantics) and never a host file outside the root. A hardlink has no
  * metadata of its own: the inode keeps its target's (GNU tar and umoci do not re-apply it).
  */
-export async function makeHardlink(run: LayerRun, host: string, header: Headers): Promise<void> {
+export async function makeHardlink(run: LayerRun, host: string, header: TarHeader): Promise<void> {
   const { ctx } = run;
   const targetRel = cleanEntryName(header.linkname ?? '');
   if (targetRel === null) throw new PullUnpackError('CORRUPT_LAYER', 'hardlink to the root directory');
@@ -166,7 +166,7 @@ export async function makeHardlink(run: LayerRun, host: string, header: Headers)
 }
 
 /** FIFOs and (as root) device nodes. Resolves false when mknod was refused (counted as skipped). */
-export async function makeSpecialFile(run: LayerRun, host: string, header: Headers, type: 'character-device' | 'block-device' | 'fifo'): Promise<boolean> {
+export async function makeSpecialFile(run: LayerRun, host: string, header: TarHeader, type: 'character-device' | 'block-device' | 'fifo'): Promise<boolean> {
   const { ctx } = run;
   const mode = modeOf(header, 0o644);
   await removePath(run, host);
@@ -214,7 +214,7 @@ async function makeNode(ctx: ApplyState, host: string, make: (at: string) => Pro
 // ---------------------------------------------------------------------------------------------
 // Metadata
 
-function modeOf(header: Headers, fallback: number): number {
+function modeOf(header: TarHeader, fallback: number): number {
   return (header.mode ?? fallback) & 0o7777;
 }
 
@@ -224,7 +224,7 @@ function needsChmod(ctx: ApplyState, mode: number): boolean {
 }
 
 /** Seconds since the epoch; PAX `mtime`/`atime` keep sub-second precision (GNU tar writes them). */
-function timesOf(header: Headers): { atime: number; mtime: number } {
+function timesOf(header: TarHeader): { atime: number; mtime: number } {
   const pax = paxOf(header);
   const fromHeader = header.mtime instanceof Date ? header.mtime.getTime() / 1000 : Number.NaN;
   const mtime = paxTime(pax?.mtime) ?? (Number.isFinite(fromHeader) ? fromHeader : Date.now() / 1000);

@@ -16,7 +16,6 @@
  * final directory restore.
  */
 import * as fs from 'node:fs';
-import { finished } from 'node:stream';
 import type { Readable } from 'node:stream';
 import { PullUnpackError, abortError, isPullUnpackError } from './errors.js';
 import { limitError, resolveLimits } from './limits.js';
@@ -24,11 +23,12 @@ import { cleanEntryName, fsPath, lstatOrNull, nameToBytes } from './safe-path.js
 import { ApplyState, type ApplyLimits, ensureParentDir, joinHost, type ApplyContext, type DeferredDir, type Entry, type LayerApplyStats, type LayerRun } from './apply-state.js';
 import { makeDirectory, makeHardlink, makeSpecialFile, makeSymlink, writeRegularFile } from './apply-entries.js';
 import { applyWhiteout, markLayerPath, WHITEOUT_PREFIX } from './whiteouts.js';
-import { createExtract, flushXattrs } from './apply-xattrs.js';
+import { flushXattrs } from './apply-xattrs.js';
+import { TarReader } from './tar-reader.js';
 
 export type { ApplyContext, ApplyLimits, LayerApplyStats } from './apply-state.js';
 export { WHITEOUT_META_PREFIX, WHITEOUT_OPAQUE, WHITEOUT_PREFIX } from './whiteouts.js';
-export { parsePaxXattrs } from './apply-xattrs.js';
+export { parsePaxXattrs } from './tar-reader.js';
 
 /**
  * Creates the state for one pull onto `root` (an existing, empty directory). `limits` (defaults
@@ -60,7 +60,6 @@ export async function applyLayer(
   const { signal } = options;
   const what = options.what ?? 'layer';
   const source = tar as Readable;
-  const ex = createExtract();
   const run: LayerRun = {
     ctx: state,
     stats: { entries: 0, files: 0, bytes: 0, whiteouts: 0, skipped: 0 },
@@ -69,24 +68,13 @@ export async function applyLayer(
     xattrPaths: new Set(),
     xattrClear: new Set(),
   };
-  // Errors reach us through the iterator; this listener keeps a destroy() before the first
-  // next() (an already-aborted signal) from becoming an uncaught 'error' event.
-  ex.on('error', () => undefined);
-  const stop = (err: Error): void => {
-    ex.destroy(err);
-    source.unpipe?.(ex as unknown as NodeJS.WritableStream);
-    // Without an error: the caller owns the source's error handling and gets our rejection.
-    source.destroy?.();
-  };
-  const onAbort = (): void => stop(abortError(signal));
+  // An abort ends the source, which ends whatever read is waiting on it; the caller owns the
+  // source's error handling and gets our rejection (ABORTED) instead.
+  const onAbort = (): void => void source.destroy?.();
   signal?.addEventListener('abort', onAbort, { once: true });
-  const stopWatching = finished(source, { writable: false }, (err) => {
-    if (err) ex.destroy(err);
-  });
   try {
     if (signal?.aborted) throw abortError(signal);
-    source.pipe(ex as unknown as NodeJS.WritableStream);
-    for await (const entry of ex) {
+    for await (const entry of new TarReader(source)) {
       if (signal?.aborted) throw abortError(signal);
       await applyEntryInContext(run, entry, what);
     }
@@ -94,11 +82,10 @@ export async function applyLayer(
     return run.stats;
   } catch (err) {
     const error = signal?.aborted ? abortError(signal) : streamError(err, what);
-    stop(error);
+    source.destroy?.();
     throw error;
   } finally {
     signal?.removeEventListener('abort', onAbort);
-    stopWatching();
   }
 }
 
@@ -258,7 +245,7 @@ function depth(host: string): number {
 // ---------------------------------------------------------------------------------------------
 // Streams and errors
 
-/** Reads and discards an entry body (tar-stream needs every body consumed to go on). */
+/** Reads and discards an entry body (the reader would skip it too; this keeps the order plain). */
 async function drain(entry: Entry): Promise<void> {
   for await (const chunk of entry) void chunk;
 }

@@ -7,11 +7,11 @@
 import * as fs from 'node:fs';
 import type { Stats } from 'node:fs';
 import * as fsp from 'node:fs/promises';
-import type { Extract } from 'tar-stream';
 import { PullUnpackError } from './errors.js';
 import type { Limits } from './limits.js';
 import { fsPath, lstatOrNull, resolveInRoot } from './safe-path.js';
 import { flushXattrs, hasPendingXattrsAt } from './apply-xattrs.js';
+import type { TarEntry } from './tar-reader.js';
 
 /** The resource limits the applier enforces itself (limits.ts documents each). */
 export type ApplyLimits = Pick<Limits, 'maxEntries' | 'maxPathDepth' | 'maxNameLength'>;
@@ -37,8 +37,8 @@ export interface LayerApplyStats {
   skipped: number;
 }
 
-/** One tar entry: its header and a readable body (tar-stream's Source). */
-export type Entry = Extract extends AsyncIterable<infer T> ? T : never;
+/** One tar entry: its header and its body. */
+export type Entry = TarEntry;
 
 /** A directory's mode and times from its entry, restored by finishApply. */
 export interface DeferredDir {

@@ -1,19 +1,15 @@
 /**
  * Extended attributes (PAX SCHILY.xattr.*), set with `setfattr` from Debian's attr package since
  * Node has no xattr API. Values are binary (security.capability), so they go base64-encoded.
- *
- * Also the tar-stream extractor the applier reads layers with, since it must capture those values
- * (and entry names) as bytes before tar-stream decodes them.
+ * The values come as bytes from the tar reader (tar-reader.ts).
  */
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
-import { extract as tarExtract } from 'tar-stream';
-import type { Extract, Header as Headers } from 'tar-stream';
+import type { TarHeader } from './tar-reader.js';
 import type { ApplyState, LayerRun } from './apply-state.js';
-import { bytesToName, fsPath, latin1ToName, nameToBytes } from './safe-path.js';
+import { bytesToName, fsPath, nameToBytes } from './safe-path.js';
 
-const PAX_XATTR_PREFIX = 'SCHILY.xattr.';
 /** Files whose xattrs are set by one `setfattr --restore` run. */
 const XATTR_BATCH_FILES = 1000;
 const MAX_XATTR_WARNINGS = 20;
@@ -26,123 +22,15 @@ const DUMP_ARGS = ['-d', '-m', '-', '-e', 'hex', '--absolute-names'];
 /** How a tool run with an extra descriptor (fd 3) names the file it refers to. */
 const FD_PATH = '/proc/self/fd/3';
 
-/** Raw (binary-safe) PAX xattrs of an entry header, captured before tar-stream decodes them as UTF-8. */
-const rawXattrs = new WeakMap<Headers, Map<string, Buffer>>();
-let rawPaxCapture = true;
-
-interface ExtractInternals {
-  /** The header being decoded; its `type` may also be a meta type such as 'pax-header'. */
-  _header: (Omit<Headers, 'type'> & { type: string | null }) | null;
-  _decodeLongHeader?: (this: ExtractInternals, buf: Buffer) => void;
-  _applyLongHeaders?: (this: ExtractInternals) => void;
-  /** The PAX records (decoded as UTF-8) _applyLongHeaders applies to the entry. */
-  _pax?: Record<string, string> | null;
+/** The PAX records of an entry header (UTF-8 strings). */
+export function paxOf(header: TarHeader): Record<string, string> | undefined {
+  return header.pax ?? undefined;
 }
 
-/** The PAX records the extractor reads as bytes. */
-interface RawPax {
-  xattrs: Map<string, Buffer> | null;
-  path?: Buffer;
-  linkpath?: Buffer;
-}
-
-/**
- * A tar-stream extractor that keeps names and PAX xattr values as bytes: tar-stream 3 decodes
- * names and PAX records as UTF-8, which corrupts names that are not UTF-8 and binary values such
- * as security.capability. Names are read as 'latin1' (one char per byte) and turned into name
- * strings (safe-path.ts) once per entry; PAX `path`, `linkpath` and xattrs are re-read from the
- * record bytes. It hooks two internal methods of the pinned tar-stream 3.2.2; if they are gone,
- * tar-stream's own UTF-8 decoding is used (and the tests of binary capabilities and of names that
- * are not UTF-8 in test/apply-layer.test.ts fail).
- */
-export function createExtract(): Extract {
-  const ex = tarExtract({ allowUnknownFormat: true, filenameEncoding: 'latin1' } as Parameters<typeof tarExtract>[0]);
-  const internals = ex as unknown as ExtractInternals;
-  const decode = internals._decodeLongHeader;
-  const applyLong = internals._applyLongHeaders;
-  if (typeof decode !== 'function' || typeof applyLong !== 'function' || !('_pax' in internals)) {
-    rawPaxCapture = false;
-    // allowUnknownFormat: pre-POSIX (v7) headers too; the header checksum is still verified.
-    return tarExtract({ allowUnknownFormat: true } as Parameters<typeof tarExtract>[0]);
-  }
-  let pending: RawPax | null = null;
-  let global: RawPax | null = null;
-  internals._decodeLongHeader = function (buf) {
-    if (this._header?.type === 'pax-header') pending = parsePaxRecords(buf);
-    // tar-stream merges a global header's records into those of each later PAX header.
-    if (this._header?.type === 'pax-global-header') global = parsePaxRecords(buf);
-    decode.call(this, buf);
-  };
-  internals._applyLongHeaders = function () {
-    // tar-stream's decoded PAX records of this entry (a global header's merged in), or null.
-    const pax = this._pax;
-    applyLong.call(this);
-    const header = this._header;
-    if (header === null) return;
-    header.name = pax?.path ? paxName(pax.path, pending?.path ?? global?.path) : latin1ToName(header.name);
-    if (pax?.linkpath) header.linkname = paxName(pax.linkpath, pending?.linkpath ?? global?.linkpath);
-    else if (header.linkname) header.linkname = latin1ToName(header.linkname);
-    if (pending?.xattrs) rawXattrs.set(header as Headers, pending.xattrs);
-    pending = null;
-  };
-  return ex;
-}
-
-/** A PAX path or linkpath from its record bytes, or as tar-stream decoded it if they were not found. */
-function paxName(decoded: string, raw: Buffer | undefined): string {
-  return raw !== undefined && raw.length > 0 ? bytesToName(raw) : decoded;
-}
-
-/** PAX records are `LEN KEY=VALUE\n`, LEN counting the whole record; values are raw bytes. */
-export function parsePaxXattrs(buf: Buffer): Map<string, Buffer> | null {
-  return parsePaxRecords(buf).xattrs;
-}
-
-function parsePaxRecords(buf: Buffer): RawPax {
-  const found: RawPax = { xattrs: null };
-  let off = 0;
-  while (off < buf.length) {
-    const space = buf.indexOf(0x20, off);
-    if (space < 0) break;
-    const len = Number.parseInt(buf.toString('latin1', off, space), 10);
-    if (!(len > 0) || off + len > buf.length) break;
-    const record = buf.subarray(space + 1, off + len - 1);
-    const eq = record.indexOf(0x3d);
-    // The keys this reads are ASCII up to the xattr name, which may hold any bytes.
-    const key = eq < 0 ? '' : record.toString('latin1', 0, eq);
-    if (key.startsWith(PAX_XATTR_PREFIX) && key.length > PAX_XATTR_PREFIX.length) {
-      found.xattrs ??= new Map();
-      found.xattrs.set(bytesToName(record.subarray(PAX_XATTR_PREFIX.length, eq)), Buffer.from(record.subarray(eq + 1)));
-    } else if (key === 'path' || key === 'linkpath') {
-      found[key] = Buffer.from(record.subarray(eq + 1));
-    }
-    off += len;
-  }
-  return found;
-}
-
-/** The PAX records of an entry header, as tar-stream decoded them (UTF-8 strings). */
-export function paxOf(header: Headers): Record<string, string> | undefined {
-  return (header.pax ?? undefined) as Record<string, string> | undefined;
-}
-
-function xattrsOf(header: Headers): Map<string, Buffer> | null {
-  const raw = rawXattrs.get(header);
-  if (raw !== undefined || rawPaxCapture) return raw ?? null;
-  const pax = paxOf(header);
-  if (!pax) return null;
-  let found: Map<string, Buffer> | null = null;
-  for (const [key, value] of Object.entries(pax)) {
-    if (!key.startsWith(PAX_XATTR_PREFIX)) continue;
-    found ??= new Map();
-    found.set(key.slice(PAX_XATTR_PREFIX.length), Buffer.from(value, 'utf8'));
-  }
-  return found;
-}
 
 /** Queues the entry's xattrs, in `getfattr --dump` form, for the next setfattr run. */
-export async function queueXattrs(run: LayerRun, host: string, header: Headers): Promise<void> {
-  const attrs = xattrsOf(header);
+export async function queueXattrs(run: LayerRun, host: string, header: TarHeader): Promise<void> {
+  const attrs = header.xattrs;
   if (attrs === null || run.ctx.setfattrMissing) return;
   const lines = [`# file: ${dumpEscape(host)}`];
   for (const [name, value] of attrs) {
