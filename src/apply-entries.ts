@@ -35,11 +35,7 @@ export async function writeRegularFile(run: LayerRun, host: string, entry: Entry
   try {
     run.stats.bytes += await writeBody(fd, entry);
     // chown clears setuid/setgid, so ownership first, then the mode (as containerd and umoci).
-    const uid = header.uid ?? 0;
-    const gid = header.gid ?? 0;
-    // A new inode already belongs to the process (see ownerOfNewFiles): no chown needed then.
-    const owned = ctx.ownerOfNewFiles !== undefined && ctx.ownerOfNewFiles.uid === uid && ctx.ownerOfNewFiles.gid === gid;
-    if (ctx.isRoot && !owned) fs.fchownSync(fd, uid, gid);
+    if (needsChown(ctx, header)) fs.fchownSync(fd, header.uid ?? 0, header.gid ?? 0);
     if (needsChmod(ctx, mode)) fs.fchmodSync(fd, mode);
     const t = timesOf(header);
     fs.futimesSync(fd, t.atime, t.mtime);
@@ -104,6 +100,7 @@ export async function makeDirectory(run: LayerRun, rel: string, host: string, he
   const mode = modeOf(header, 0o755);
   const createMode = ctx.isRoot ? mode & 0o777 : (mode & 0o777) | 0o700;
   const path = fsPath(host);
+  let merged = false;
   try {
     fs.mkdirSync(path, createMode);
   } catch (err) {
@@ -112,6 +109,7 @@ export async function makeDirectory(run: LayerRun, rel: string, host: string, he
     if (existing.isDirectory()) {
       // layer.md: the existing directory's attributes MUST be replaced by the entry's, xattrs
       // included (as umoci does; containerd only adds).
+      merged = true;
       run.xattrClear.add(host);
       run.xattrPaths.add(host);
     } else {
@@ -119,7 +117,7 @@ export async function makeDirectory(run: LayerRun, rel: string, host: string, he
       fs.mkdirSync(path, createMode);
     }
   }
-  if (ctx.isRoot) fs.lchownSync(path, header.uid ?? 0, header.gid ?? 0);
+  if (ctx.isRoot && (merged || needsChown(ctx, header))) fs.lchownSync(path, header.uid ?? 0, header.gid ?? 0);
   const st = fs.lstatSync(path);
   const t = timesOf(header);
   ctx.deferredDirs.set(host, { mode, atime: t.atime, mtime: t.mtime, ino: st.ino });
@@ -135,7 +133,7 @@ export async function makeSymlink(run: LayerRun, host: string, header: TarHeader
   const path = fsPath(host);
   await createReplacing(run, host, () => fs.symlinkSync(fsPath(target), path));
   noteNewSymlink(ctx);
-  if (ctx.isRoot) fs.lchownSync(path, header.uid ?? 0, header.gid ?? 0);
+  if (needsChown(ctx, header)) fs.lchownSync(path, header.uid ?? 0, header.gid ?? 0);
   const t = timesOf(header);
   fs.lutimesSync(path, t.atime, t.mtime);
   await queueXattrs(run, host, header);
@@ -216,6 +214,16 @@ async function makeNode(ctx: ApplyState, host: string, make: (at: string) => Pro
 
 function modeOf(header: TarHeader, fallback: number): number {
   return (header.mode ?? fallback) & 0o7777;
+}
+
+/**
+ * Whether a path this process just created needs a chown to get the entry's owner: only as root,
+ * and not when it already has it (a new inode belongs to the process, see ownerOfNewFiles).
+ */
+function needsChown(ctx: ApplyState, header: TarHeader): boolean {
+  if (!ctx.isRoot) return false;
+  const owner = ctx.ownerOfNewFiles;
+  return owner === undefined || owner.uid !== (header.uid ?? 0) || owner.gid !== (header.gid ?? 0);
 }
 
 /** False when creating with `mode & 0o777` under the umask already gave exactly `mode`. */
