@@ -10,7 +10,7 @@
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, open as openFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, open as openFile, rename, rm, stat, utimes, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { addAbortSignal, type Readable } from 'node:stream';
 import { parseDigest, verifyBytes } from './digest.js';
@@ -43,6 +43,8 @@ export interface IngestResult {
 }
 
 const LAYOUT_FILE = JSON.stringify({ imageLayoutVersion: '1.0.0' });
+/** Downloaded bytes are written to the partial file in batches of about this size. */
+const WRITE_BATCH_BYTES = 256 * 1024;
 
 export class BlobStore {
   /** The layout's root directory. */
@@ -197,28 +199,52 @@ class ResumedCorrupt extends Error {
 }
 
 /**
- * Streams the blob from `offset` through `hasher` onto the end of `partial`, writing each chunk
- * before reading the next: whatever was received when the transfer stops (an error, an abort)
- * is in the file for the next attempt to resume from, and nothing is written after this settles.
+ * Streams the blob from `offset` through `hasher` onto the end of `partial`, in writes of up to
+ * WRITE_BATCH_BYTES (one thread-pool round trip each instead of one per network chunk). What was
+ * received is written before this settles, also when the transfer stops (an error, an abort), so
+ * the next attempt resumes from it; nothing is written after this settles.
  */
 async function appendFrom(open: BlobOpener, offset: number, hasher: HashingCounter, partial: string, options: IngestOptions): Promise<void> {
   const { signal, onWritten } = options;
   const body = await open(offset);
-  let file;
+  let file: FileHandle | undefined;
+  let length = offset;
+  let pending: Buffer[] = [];
+  let pendingBytes = 0;
+  const flush = async (): Promise<void> => {
+    if (file === undefined || pendingBytes === 0) return;
+    const buffers = pending;
+    const size = pendingBytes;
+    pending = [];
+    pendingBytes = 0;
+    await writeAll(file, buffers, size);
+    length += size;
+    onWritten?.(partial, length, offset === 0);
+  };
   try {
     if (signal) addAbortSignal(signal, body);
     file = await openFile(partial, offset > 0 ? 'a' : 'w');
-    let length = offset;
     for await (const chunk of body as AsyncIterable<Buffer>) {
       hasher.add(chunk);
-      for (let written = 0; written < chunk.length; ) written += (await file.write(chunk, written)).bytesWritten;
-      length += chunk.length;
-      onWritten?.(partial, length, offset === 0);
+      pending.push(chunk);
+      pendingBytes += chunk.length;
+      if (pendingBytes >= WRITE_BATCH_BYTES) await flush();
     }
+    await flush();
   } finally {
     body.destroy();
+    // Keep what arrived for a resume; a failing write here leaves a shorter (still valid) prefix.
+    await flush().catch(() => undefined);
     await file?.close();
   }
+}
+
+/** Writes `buffers` (`size` bytes in all) at the end of `file`, finishing a short writev. */
+async function writeAll(file: FileHandle, buffers: Buffer[], size: number): Promise<void> {
+  const { bytesWritten } = await file.writev(buffers);
+  if (bytesWritten === size) return;
+  const rest = Buffer.concat(buffers, size).subarray(bytesWritten);
+  for (let written = 0; written < rest.length; ) written += (await file.write(rest, written)).bytesWritten;
 }
 
 /**
