@@ -4,7 +4,7 @@
  */
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { request, type Dispatcher } from 'undici';
+import type { Dispatcher } from 'undici';
 import { basicAuthorization, parseChallenges, parseTokenResponse, pullScope, TokenCache, type Credentials } from './auth.js';
 import { digestOf, parseDigest } from './digest.js';
 import { PullUnpackError, RegistryError, abortError } from './errors.js';
@@ -12,7 +12,7 @@ import { MANIFEST_ACCEPT, MediaType, type Descriptor } from './oci.js';
 import { registryEndpoint } from './reference.js';
 import { checkRange, CREDENTIALS_REFUSED_HINT, headerValue, LOGIN_HINT, readCapped, registryErrorFrom, unauthorized } from './registry-http.js';
 import { backoffDelay, isRetryableStatus, retryAfterMs, rateLimitSummary } from './retry.js';
-import { certsDirFor, createDispatcher, isNotTls, isRetryableNetworkError, networkError, type TransportOptions } from './transport.js';
+import { certsDirFor, loadHttp, isNotTls, isRetryableNetworkError, networkError, type Http, type TransportOptions } from './transport.js';
 
 /** Manifests and indexes larger than this are refused (containerd and the distribution registry use 4 MiB). */
 export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
@@ -86,7 +86,9 @@ export class RegistryClient {
   private readonly endpoint: string;
   private readonly insecure: boolean;
   private readonly mayUseHttp: boolean;
-  private readonly dispatcher: Dispatcher;
+  private readonly transportOptions: TransportOptions | undefined;
+  private readonly givenDispatcher: Dispatcher | undefined;
+  private httpReady: Promise<Http> | undefined;
   private readonly maxManifestBytes: number;
   private readonly attempts: number;
   private readonly backoffMs: number;
@@ -105,7 +107,8 @@ export class RegistryClient {
     const listed = (options.insecureRegistries ?? []).some((h) => h === options.registry || h === this.endpoint || h === hostOnly(this.endpoint));
     this.insecure = listed;
     this.mayUseHttp = listed || isLoopbackRegistry(this.endpoint);
-    this.dispatcher = options.dispatcher ?? createDispatcher(this.endpoint, listed, options.transport);
+    this.transportOptions = options.transport;
+    this.givenDispatcher = options.dispatcher;
     this.maxManifestBytes = options.maxManifestBytes ?? MAX_MANIFEST_BYTES;
     this.attempts = Math.max(1, options.attempts ?? DEFAULT_ATTEMPTS);
     this.backoffMs = options.backoffMs ?? 500;
@@ -242,14 +245,21 @@ export class RegistryClient {
     }
   }
 
+  /** undici and this registry's dispatcher, loaded on the first request (transport.ts). */
+  private http(): Promise<Http> {
+    this.httpReady ??= loadHttp(this.endpoint, this.insecure, this.transportOptions, this.givenDispatcher);
+    return this.httpReady;
+  }
+
   private async probeOrigin(signal: AbortSignal | undefined): Promise<string> {
     const https = `https://${this.endpoint}`;
     if (!this.mayUseHttp) return https;
+    const { request, dispatcher } = await this.http();
     // As docker does for insecure and loopback registries: try TLS first, fall back to plain HTTP
     // only when the server does not speak TLS. A certificate that fails verification is an error
     // unless the user listed the host with --insecure-registry.
     try {
-      const res = await request(`${https}/v2/`, { method: 'GET', dispatcher: this.dispatcher, signal, headers: { 'user-agent': USER_AGENT } });
+      const res = await request(`${https}/v2/`, { method: 'GET', dispatcher, signal, headers: { 'user-agent': USER_AGENT } });
       await res.body.dump();
       if (this.insecure) this.onNotice(`${this.registry} is an insecure registry: its TLS certificate is not verified`);
       return https;
@@ -345,8 +355,9 @@ export class RegistryClient {
     signal: AbortSignal | undefined,
     what: string,
   ): Promise<Dispatcher.ResponseData> {
+    const { request, dispatcher } = await this.http();
     try {
-      return await request(url, { method, headers: { 'user-agent': USER_AGENT, ...headers }, signal, dispatcher: this.dispatcher });
+      return await request(url, { method, headers: { 'user-agent': USER_AGENT, ...headers }, signal, dispatcher });
     } catch (err) {
       if (signal?.aborted) throw abortError(signal);
       throw networkError(err, new URL(url).host, what);
@@ -396,7 +407,7 @@ export class RegistryClient {
     const mayCarrySecrets = realm.protocol === 'https:' || realm.host === base.host || (isLoopbackRegistry(base.host) && isLoopbackRegistry(realm.host));
     const url = new URL(realm);
     const headers: Record<string, string> = { 'user-agent': USER_AGENT, accept: 'application/json' };
-    const dispatcher = this.dispatcher;
+    const { request, dispatcher } = await this.http();
     const identityToken = mayCarrySecrets ? credentials?.identityToken : undefined;
     let form: string | undefined;
     if (identityToken) {

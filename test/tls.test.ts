@@ -78,6 +78,17 @@ describe('HTTPS registry with a private CA', () => {
     expect(await hashTree(dir)).toEqual(expected);
   });
 
+  it('a --cacert or certs.d client key that cannot be read is a usage error, before any connection', async () => {
+    const r = await runCliStdin([`${https.host}/${REPO}:v1`, out(), '--cacert', join(work, 'missing-ca.pem')], isolatedEnv(work));
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/^pull-unpack: cannot read the CA bundle .*missing-ca\.pem/);
+    const certs = await certsDir(https.host, { 'ca.crt': pki.caCert, 'client.cert': pki.caCert });
+    await expect(pull(`${https.host}/${REPO}:v1`, out(), { transport: { certsDir: certs } })).rejects.toMatchObject({
+      code: 'USAGE',
+      message: expect.stringMatching(/cannot read the client key .*client\.key/),
+    });
+  });
+
   it('works with the CA in a certs.d directory (HOST:PORT/ca.crt)', async () => {
     const dir = out();
     const certs = await certsDir(https.host, { 'ca.crt': pki.caCert });
