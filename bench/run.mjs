@@ -164,8 +164,7 @@ async function benchImage(image, runs, features, root) {
   const timed = active.filter((c) => result.verify.ok || !c.id.startsWith('pull-unpack'));
   if (!result.verify.ok) for (const c of active) if (c.id.startsWith('pull-unpack')) result.contenders[c.id] = { reason: 'not timed: tree differs from GNU tar' };
   for (let round = 0; round < runs; round++) {
-    // Round-robin with a rotating start, so no contender always runs first (or right after another).
-    const order = timed.map((_, i) => timed[(i + round) % timed.length]).filter((c) => result.contenders[c.id].failed === undefined);
+    const order = roundOrder(timed, round).filter((c) => result.contenders[c.id].failed === undefined);
     for (const c of order) {
       const run = await timedRun(c, work);
       if (!run.ok) {
@@ -315,4 +314,19 @@ try {
   process.exitCode = 1;
 } finally {
   await stop();
+}
+
+/**
+ * The order of round `round`: a different start and a different stride each round. A rotating
+ * start alone keeps every contender right after the same one (the one that pays for its
+ * predecessor's writeback, e.g. skopeo + umoci's two copies of the image); with strides coprime
+ * to the count, each contender follows a different one from round to round.
+ */
+export function roundOrder(items, round) {
+  const n = items.length;
+  const gcd = (a, b) => (b === 0 ? a : gcd(b, a % b));
+  const strides = [];
+  for (let s = 1; s < n; s++) if (gcd(s, n) === 1) strides.push(s);
+  const stride = strides.length > 0 ? strides[round % strides.length] : 1;
+  return items.map((_, i) => items[(round + i * stride) % n]);
 }
