@@ -216,14 +216,9 @@ class LayerDecompressor extends Transform {
     if (this.compression === 'gzip') return new ZlibEngine(zlib.createGunzip({ chunkSize: ZLIB_CHUNK }), emit);
     const choice = this.zstdChoice === 'auto' ? zstdDecoders()[0]! : this.zstdChoice;
     const native = nativeZstd();
-    if (choice === 'native' && native) {
-      const frames = new ZstdFrameReader(this.what, { scanOnly: true });
-      return new ZlibEngine(native({ chunkSize: ZLIB_CHUNK }), emit, frames);
-    }
+    if (choice === 'native' && native) return new ScannedEngine(new ZlibEngine(native({ chunkSize: ZLIB_CHUNK }), emit), this.what);
     const program = zstdProgram();
-    if (choice === 'cli' && program !== null) {
-      return new ScannedEngine(new ZstdProcess(program, emit), new ZstdFrameReader(this.what, { scanOnly: true }));
-    }
+    if (choice === 'cli' && program !== null) return new ScannedEngine(new ZstdProcess(program, emit), this.what);
     return new FzstdEngine(this.what, emit);
   }
 
@@ -267,19 +262,13 @@ class PassThroughEngine implements Engine {
   destroy(): void {}
 }
 
-/**
- * gzip and native zstd: a zlib stream fed by write() and read by a pump that awaits each emit.
- * For zstd a scanning frame reader also checks the framing, so a stream cut off mid-frame
- * fails the same way whichever decoder runs.
- */
+/** gzip and native zstd: a zlib stream fed by write() and read by a pump that awaits each emit. */
 class ZlibEngine implements Engine {
   private readonly inner: Transform;
   private readonly pump: Promise<void>;
-  private readonly frames: ZstdFrameReader | undefined;
 
-  constructor(inner: Transform, emit: Emit, frames?: ZstdFrameReader) {
+  constructor(inner: Transform, emit: Emit) {
     this.inner = inner;
-    this.frames = frames;
     this.pump = (async () => {
       for await (const out of inner as AsyncIterable<Buffer>) await emit(out);
     })();
@@ -288,16 +277,11 @@ class ZlibEngine implements Engine {
   }
 
   write(chunk: Buffer): Promise<void> | undefined {
-    if (this.frames) {
-      this.frames.append(chunk);
-      while (this.frames.next() !== undefined);
-    }
     if (this.inner.write(chunk)) return undefined;
     return Promise.race([once(this.inner, 'drain').then(() => undefined), this.pump]);
   }
 
   end(): Promise<void> {
-    this.frames?.finish();
     this.inner.end();
     return this.pump;
   }
@@ -308,16 +292,17 @@ class ZlibEngine implements Engine {
 }
 
 /**
- * The zstd program behind a scanning frame reader, which checks the framing and the window size
- * on the way in, so a stream cut off mid-frame fails the same way whichever decoder runs.
+ * A native zstd decoder (node:zlib's or the zstd program) behind a scanning frame reader, which
+ * checks the framing and the window size on the way in, so a stream cut off mid-frame fails the
+ * same way whichever decoder runs (fzstd's engine reads the frames itself).
  */
 class ScannedEngine implements Engine {
-  private readonly inner: ZstdProcess;
+  private readonly inner: Engine;
   private readonly frames: ZstdFrameReader;
 
-  constructor(inner: ZstdProcess, frames: ZstdFrameReader) {
+  constructor(inner: Engine, what: string) {
     this.inner = inner;
-    this.frames = frames;
+    this.frames = new ZstdFrameReader(what, { scanOnly: true });
   }
 
   write(chunk: Buffer): Promise<void> | undefined {
@@ -326,7 +311,7 @@ class ScannedEngine implements Engine {
     return this.inner.write(chunk);
   }
 
-  end(): Promise<void> {
+  end(): Promise<void> | undefined {
     this.frames.finish();
     return this.inner.end();
   }

@@ -40,8 +40,6 @@ export interface TarHeader {
   gid: number;
   size: number;
   mtime: Date;
-  uname: string;
-  gname: string;
   devmajor: number;
   devminor: number;
   /** The entry's pax records (a global header's merged under them), decoded as UTF-8; or null. */
@@ -113,8 +111,8 @@ export class TarReader implements AsyncIterable<TarEntry> {
         const data = size === 0 ? Buffer.alloc(0) : await this.read(size);
         if (data === null) throw unexpectedEnd();
         await this.skip(padding(size));
-        if (kind === 'gnu-long-path') longPath = latin1ToName(cString(data, 'latin1'));
-        else if (kind === 'gnu-long-link-path') longLinkPath = latin1ToName(cString(data, 'latin1'));
+        if (kind === 'gnu-long-path') longPath = latin1ToName(cString(data));
+        else if (kind === 'gnu-long-link-path') longLinkPath = latin1ToName(cString(data));
         else if (kind === 'pax-global-header') global = parsePax(data);
         else pax = mergePax(global, parsePax(data));
         continue;
@@ -239,10 +237,10 @@ function decodeHeader(block: Buffer): { typeflag: number; size: number; header: 
   if (sum === 8 * 32) return null;
   if (sum !== decodeNumber(block, 148, 8)) throw new Error('Invalid tar header. Maybe the tar is corrupted or it needs to be gunzipped?');
   let typeflag = block[156] === 0 ? 0 : block[156]! - 48;
-  let name = cString(block.subarray(0, 100), 'latin1');
+  let name = cString(block.subarray(0, 100));
   // POSIX ustar ("ustar\0"): the prefix field holds the start of a long name.
   if (block[257] === 0x75 && block.toString('latin1', 257, 263) === 'ustar\0' && block[345] !== 0) {
-    name = `${cString(block.subarray(345, 500), 'latin1')}/${name}`;
+    name = `${cString(block.subarray(345, 500))}/${name}`;
   }
   // Old tars mark directories with a trailing slash only.
   if (typeflag === 0 && name.endsWith('/')) typeflag = 5;
@@ -252,15 +250,13 @@ function decodeHeader(block: Buffer): { typeflag: number; size: number; header: 
     size,
     header: {
       name,
-      linkname: block[157] === 0 ? null : cString(block.subarray(157, 257), 'latin1'),
+      linkname: block[157] === 0 ? null : cString(block.subarray(157, 257)),
       type: null,
       mode: decodeNumber(block, 100, 8),
       uid: decodeNumber(block, 108, 8),
       gid: decodeNumber(block, 116, 8),
       size,
       mtime: new Date(1000 * decodeNumber(block, 136, 12)),
-      uname: cString(block.subarray(265, 297), 'utf8'),
-      gname: cString(block.subarray(297, 329), 'utf8'),
       devmajor: decodeNumber(block, 329, 8),
       devminor: decodeNumber(block, 337, 8),
       pax: null,
@@ -269,10 +265,10 @@ function decodeHeader(block: Buffer): { typeflag: number; size: number; header: 
   };
 }
 
-/** The bytes up to the first NUL. */
-function cString(bytes: Buffer, encoding: 'latin1' | 'utf8'): string {
+/** The bytes up to the first NUL, one char per byte (latin1). */
+function cString(bytes: Buffer): string {
   const nul = bytes.indexOf(0);
-  return bytes.toString(encoding, 0, nul < 0 ? bytes.length : nul);
+  return bytes.toString('latin1', 0, nul < 0 ? bytes.length : nul);
 }
 
 /** An octal field (leading spaces and NULs skipped, up to a space or the end), or GNU base-256. */

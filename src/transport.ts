@@ -107,29 +107,8 @@ type buildConnectorOptions = Parameters<typeof import('undici').buildConnector>[
 
 /** Fails now (USAGE) when a certificate file tlsMaterial will read is missing or unreadable. */
 function checkTlsFiles(endpoint: string, options: TransportOptions): void {
-  for (const file of options.caFiles ?? []) checkReadable(file, 'CA bundle');
-  const dir = certsDirFor(endpoint, options);
-  let names: string[];
-  try {
-    names = readdirSync(dir);
-  } catch {
-    return;
-  }
-  for (const name of names) {
-    if (name.endsWith('.crt')) checkReadable(join(dir, name), 'CA certificate');
-    else if (name.endsWith('.cert')) {
-      checkReadable(join(dir, name), 'client certificate');
-      checkReadable(join(dir, `${name.slice(0, -'.cert'.length)}.key`), 'client key (it must sit beside the .cert with the same name)');
-    }
-  }
-}
-
-function checkReadable(file: string, what: string): void {
-  try {
-    accessSync(file, constants.R_OK);
-  } catch (cause) {
-    throw new PullUnpackError('USAGE', `cannot read the ${what} ${file}: ${(cause as Error).message}`, { cause });
-  }
+  const { ca, cert, key } = tlsFiles(endpoint, options);
+  for (const file of [...ca, ...(cert && key ? [cert, key] : [])]) checkReadable(file);
 }
 
 /** docker's certificate directory for `endpoint`: CERTS_DIR/HOST[:PORT], without a :443 port. */
@@ -137,10 +116,18 @@ export function certsDirFor(endpoint: string, options: TransportOptions = {}): s
   return join(options.certsDir ?? DEFAULT_CERTS_DIR, endpoint.replace(/:443$/, ''));
 }
 
-function tlsMaterial(endpoint: string, options: TransportOptions): TlsMaterial {
-  const ca = [...rootCertificates];
-  for (const file of options.caFiles ?? []) ca.push(readPem(file, 'CA bundle'));
-  // docker: /etc/docker/certs.d/HOST[:PORT]/*.crt are CAs, *.cert + *.key a client pair.
+/** A certificate file and what it is, for messages. */
+interface TlsFile {
+  path: string;
+  what: string;
+}
+
+/**
+ * The files tlsMaterial reads for `endpoint`: the --cacert bundles, then docker's
+ * CERTS_DIR/HOST[:PORT]/*.crt (CAs) and *.cert with the *.key beside it (a client pair).
+ */
+function tlsFiles(endpoint: string, options: TransportOptions): { ca: TlsFile[]; cert?: TlsFile; key?: TlsFile } {
+  const ca = (options.caFiles ?? []).map((path) => ({ path, what: 'CA bundle' }));
   const dir = certsDirFor(endpoint, options);
   let names: string[];
   try {
@@ -148,24 +135,45 @@ function tlsMaterial(endpoint: string, options: TransportOptions): TlsMaterial {
   } catch {
     return { ca };
   }
-  const material: TlsMaterial = { ca };
+  const files: { ca: TlsFile[]; cert?: TlsFile; key?: TlsFile } = { ca };
   for (const name of names) {
-    if (name.endsWith('.crt')) ca.push(readPem(join(dir, name), 'CA certificate'));
+    if (name.endsWith('.crt')) ca.push({ path: join(dir, name), what: 'CA certificate' });
     else if (name.endsWith('.cert')) {
-      const key = join(dir, `${name.slice(0, -'.cert'.length)}.key`);
-      material.cert = readPem(join(dir, name), 'client certificate');
-      material.key = readPem(key, 'client key (it must sit beside the .cert with the same name)');
+      files.cert = { path: join(dir, name), what: 'client certificate' };
+      files.key = { path: join(dir, `${name.slice(0, -'.cert'.length)}.key`), what: 'client key (it must sit beside the .cert with the same name)' };
     }
+  }
+  return files;
+}
+
+function tlsMaterial(endpoint: string, options: TransportOptions): TlsMaterial {
+  const { ca, cert, key } = tlsFiles(endpoint, options);
+  const material: TlsMaterial = { ca: [...rootCertificates, ...ca.map(readPem)] };
+  if (cert && key) {
+    material.cert = readPem(cert);
+    material.key = readPem(key);
   }
   return material;
 }
 
-function readPem(file: string, what: string): string {
+function checkReadable(file: TlsFile): void {
   try {
-    return readFileSync(file, 'utf8');
+    accessSync(file.path, constants.R_OK);
   } catch (cause) {
-    throw new PullUnpackError('USAGE', `cannot read the ${what} ${file}: ${(cause as Error).message}`, { cause });
+    throw unreadable(file, cause);
   }
+}
+
+function readPem(file: TlsFile): string {
+  try {
+    return readFileSync(file.path, 'utf8');
+  } catch (cause) {
+    throw unreadable(file, cause);
+  }
+}
+
+function unreadable(file: TlsFile, cause: unknown): PullUnpackError {
+  return new PullUnpackError('USAGE', `cannot read the ${file.what} ${file.path}: ${(cause as Error).message}`, { cause });
 }
 
 /** A TLS failure because the server certificate did not verify (untrusted CA, wrong name, expired). */
