@@ -1,4 +1,4 @@
 #!/usr/bin/env node
-import { run } from '../dist/bin.js';
+import { run } from '../dist/cli/bin.js';
 
 process.exitCode = await run();

@@ -1,21 +1,21 @@
 /**
  * The public API of pull-unpack. Everything the CLI does goes through these functions.
  */
-import { inspectImage, type InspectResult } from './inspect.js';
-import { openImage, wantedPlatform, type SourceOptions } from './options.js';
+import { inspectImage, type InspectResult } from './image/inspect.js';
+import { openImage, wantedPlatform, type SourceOptions } from './sources/open.js';
 
 export { PullUnpackError, RegistryError, isPullUnpackError, type ErrorCode } from './errors.js';
-export { parseReference, familiarName, type Reference } from './reference.js';
-export { parsePlatform, formatPlatform, hostPlatform, normalizePlatform, selectPlatform, type PlatformChoice } from './platform.js';
-export { parseDigest, digestOf, VerifyingStream } from './digest.js';
-export { MediaType, parseManifest, parseImageConfig, type Descriptor, type ImageConfig, type ImageIndex, type ImageManifest, type Platform } from './oci.js';
-export { RegistryClient, type RegistryClientOptions } from './registry.js';
-export type { InspectResult, InspectedPlatform } from './inspect.js';
-export type { SourceOptions } from './options.js';
-export { parseLocalReference, type LocalReference } from './layout-source.js';
-export { pullBundle, type BundleOptions, type BundleResult } from './bundle.js';
-export { toRuntimeConfig, applyOverrides, type ConfigOverrides, type RuntimeConfigOptions, type RuntimeSpec } from './runtime-config.js';
-export { pullTar, pullOci } from './outputs.js';
+export { parseReference, familiarName, type Reference } from './image/reference.js';
+export { parsePlatform, formatPlatform, hostPlatform, normalizePlatform, selectPlatform, type PlatformChoice } from './image/platform.js';
+export { parseDigest, digestOf, VerifyingStream } from './image/digest.js';
+export { MediaType, parseManifest, parseImageConfig, type Descriptor, type ImageConfig, type ImageIndex, type ImageManifest, type Platform } from './image/oci.js';
+export { RegistryClient, type RegistryClientOptions } from './registry/client.js';
+export type { InspectResult, InspectedPlatform } from './image/inspect.js';
+export type { SourceOptions } from './sources/open.js';
+export { parseLocalReference, type LocalReference } from './sources/layout.js';
+export { pullBundle, type BundleOptions, type BundleResult } from './outputs/bundle.js';
+export { toRuntimeConfig, applyOverrides, type ConfigOverrides, type RuntimeConfigOptions, type RuntimeSpec } from './outputs/runtime-config.js';
+export { pullTar, pullOci } from './outputs/outputs.js';
 export { pull, type PullOptions, type PullResult, type PullEvent, type PulledLayer } from './pull.js';
 
 export type InspectOptions = SourceOptions;

@@ -4,24 +4,24 @@
  * One AbortSignal runs end to end; the first failure aborts every other download.
  */
 import { resolve as resolvePath } from 'node:path';
-import { parseLocalReference } from './layout-source.js';
+import { parseLocalReference } from './sources/layout.js';
 import { pipeline, Transform, type Readable } from 'node:stream';
-import { applyLayer, createApplyContext, finishApply, type ApplyContext } from './apply-layer.js';
-import { BlobFollower } from './blob-follow.js';
-import { BlobStore } from './cache.js';
-import { recordRef } from './cache-index.js';
-import { cachingSource, offlineSource } from './cached-source.js';
-import { createDecompressor, layerCompression } from './decompress.js';
-import { checkDestination, commitStaging, createStaging, discardStaging, type Staging } from './destination.js';
-import { VerifyingStream } from './digest.js';
+import { applyLayer, createApplyContext, finishApply, type ApplyContext } from './apply/applier.js';
+import { BlobFollower } from './store/blob-follow.js';
+import { BlobStore } from './store/blob-store.js';
+import { recordRef } from './store/cache-index.js';
+import { cachingSource, offlineSource } from './sources/cached.js';
+import { createDecompressor, layerCompression } from './layer/decompress.js';
+import { checkDestination, commitStaging, createStaging, discardStaging, type Staging } from './outputs/staging.js';
+import { VerifyingStream } from './image/digest.js';
 import { abortError, isPullUnpackError, PullUnpackError } from './errors.js';
-import { fetchBlobs, type BlobEvent } from './fetch.js';
-import type { Descriptor, ImageConfig, Platform } from './oci.js';
-import { openImage, wantedPlatform, type OpenedImage, type SourceOptions } from './options.js';
-import { formatPlatform } from './platform.js';
+import { fetchBlobs, type BlobEvent } from './store/fetch.js';
+import type { Descriptor, ImageConfig, Platform } from './image/oci.js';
+import { openImage, wantedPlatform, type OpenedImage, type SourceOptions } from './sources/open.js';
+import { formatPlatform } from './image/platform.js';
 import { limitError, resolveLimits, type Limits } from './limits.js';
-import { fetchConfig, resolveImage, type ResolvedImage } from './resolve.js';
-import type { ImageSource } from './source.js';
+import { fetchConfig, resolveImage, type ResolvedImage } from './image/resolve.js';
+import type { ImageSource } from './sources/source.js';
 
 export const DEFAULT_CONCURRENCY = 4;
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { basicAuthorization, parseChallenges, parseTokenResponse, pullScope, TokenCache } from '../src/auth.js';
+import { basicAuthorization, parseChallenges, parseTokenResponse, pullScope, TokenCache } from '../src/registry/auth.js';
 
 describe('parseChallenges', () => {
   it('parses a Docker Hub bearer challenge', () => {

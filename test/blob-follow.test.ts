@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { BlobFollower } from '../src/blob-follow.js';
+import { BlobFollower } from '../src/store/blob-follow.js';
 import { PullUnpackError } from '../src/errors.js';
 
 let dir: string;

@@ -10,9 +10,9 @@ import { lstat, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MAX_ACCOUNT_FILE_BYTES, pullBundle } from '../src/bundle.js';
+import { MAX_ACCOUNT_FILE_BYTES, pullBundle } from '../src/outputs/bundle.js';
 import { isPullUnpackError, PullUnpackError } from '../src/errors.js';
-import { DEFAULT_PATH, VOLUME_TMPFS_OPTIONS, type RuntimeSpec } from '../src/runtime-config.js';
+import { DEFAULT_PATH, VOLUME_TMPFS_OPTIONS, type RuntimeSpec } from '../src/outputs/runtime-config.js';
 import { pushImage, tarLayer, type TarEntry } from '../testdata/lib/image-builder.mjs';
 import { runCli, testRegistry, uniqueRepo } from './helpers/registry.js';
 import { runtimeSchemaErrors } from './helpers/runtime-schema.js';

@@ -20,10 +20,10 @@ import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BlobStore, type BlobOpener } from '../src/cache.js';
-import { listCache, parseDuration, pruneCache, readRefs, recordRef } from '../src/cache-index.js';
+import { BlobStore, type BlobOpener } from '../src/store/blob-store.js';
+import { listCache, parseDuration, pruneCache, readRefs, recordRef } from '../src/store/cache-index.js';
 import { isPullUnpackError } from '../src/errors.js';
-import type { Descriptor } from '../src/oci.js';
+import type { Descriptor } from '../src/image/oci.js';
 import { pushImage, pushIndex, tarLayer, type PushedImage } from '../testdata/lib/image-builder.mjs';
 import { startRegistry, type RunningRegistry } from '../testdata/lib/registry-server.mjs';
 import { startRegistryProxy } from './helpers/proxy.js';
@@ -458,7 +458,7 @@ describe('cache index, listing and pruning', () => {
 // Pulls through the cache against a real registry.
 
 const BIN = fileURLToPath(new URL('../bin/pull-unpack.js', import.meta.url));
-const BUILT_CLI = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
+const BUILT_CLI = fileURLToPath(new URL('../dist/cli/main.js', import.meta.url));
 const MiB = 1 << 20;
 const BLOB_PATH = /^\/v2\/.+\/blobs\/(sha256:[0-9a-f]{64})$/;
 

@@ -10,7 +10,7 @@ import {
   readPasswordFromStream,
   type CredentialLookupOptions,
   type HelperResult,
-} from '../src/credentials.js';
+} from '../src/registry/credentials.js';
 import { isPullUnpackError } from '../src/errors.js';
 
 let root: string;

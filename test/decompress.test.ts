@@ -4,10 +4,10 @@ import { createHash } from 'node:crypto';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import * as zlib from 'node:zlib';
-import { createDecompressor, layerCompression, zstdDecoders, type Compression, type DecompressorOptions, type ZstdDecoder } from '../src/decompress.js';
+import { createDecompressor, layerCompression, zstdDecoders, type Compression, type DecompressorOptions, type ZstdDecoder } from '../src/layer/decompress.js';
 import { PullUnpackError } from '../src/errors.js';
-import { ZstdFrameReader } from '../src/zstd-frames.js';
-import { MediaType } from '../src/oci.js';
+import { ZstdFrameReader } from '../src/layer/zstd-frames.js';
+import { MediaType } from '../src/image/oci.js';
 
 const WHAT = 'layer 1 of test/image:1';
 const hasNativeZstd = typeof (zlib as unknown as { createZstdDecompress?: unknown }).createZstdDecompress === 'function';
@@ -279,7 +279,7 @@ describe('decoder choice', () => {
     process.env['PATH'] = '/nonexistent';
     try {
       vi.resetModules();
-      const fresh = await import('../src/decompress.js');
+      const fresh = await import('../src/layer/decompress.js');
       expect(fresh.zstdDecoders()).toEqual(hasNativeZstd ? ['native', 'fzstd'] : ['fzstd']);
       expect(() => fresh.createDecompressor('zstd', WHAT, { zstd: 'cli' })).toThrow(/no zstd program on PATH/);
     } finally {

@@ -3,7 +3,7 @@ import { mkdir, mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { checkDestination, commitStaging, createStaging, discardStaging } from '../src/destination.js';
+import { checkDestination, commitStaging, createStaging, discardStaging } from '../src/outputs/staging.js';
 
 /** A pid that just existed and is gone (a finished child). */
 function deadPid(): number {

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Writable } from 'node:stream';
-import { digestOf, parseDigest, verifyBytes, VerifyingStream } from '../src/digest.js';
+import { digestOf, parseDigest, verifyBytes, VerifyingStream } from '../src/image/digest.js';
 
 const hello = Buffer.from('hello');
 const helloDigest = digestOf(hello);

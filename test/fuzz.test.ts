@@ -9,12 +9,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseDigest } from '../src/digest.js';
+import { parseDigest } from '../src/image/digest.js';
 import { isPullUnpackError, PullUnpackError } from '../src/errors.js';
-import { isAttestation, parseManifest, type Descriptor, type Platform } from '../src/oci.js';
-import { compatiblePlatforms, normalizePlatform, selectPlatform } from '../src/platform.js';
+import { isAttestation, parseManifest, type Descriptor, type Platform } from '../src/image/oci.js';
+import { compatiblePlatforms, normalizePlatform, selectPlatform } from '../src/image/platform.js';
 import { pull } from '../src/pull.js';
-import { parseReference } from '../src/reference.js';
+import { parseReference } from '../src/image/reference.js';
 import { pushImage } from '../testdata/lib/image-builder.mjs';
 import {
   contentType,

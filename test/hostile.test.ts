@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { lstat, mkdir, readFile, readdir, readlink, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { applyLayer, createApplyContext, finishApply, type ApplyLimits } from '../src/apply-layer.js';
+import { applyLayer, createApplyContext, finishApply, type ApplyLimits } from '../src/apply/applier.js';
 import { sentinelSandbox } from './helpers/sandbox.js';
 import { applyLayers, buildTar, makeTmp, removeTmp, run, type Applied, type TarEntrySpec } from './helpers/tar.js';
 

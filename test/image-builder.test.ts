@@ -9,7 +9,7 @@ import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import * as zlib from 'node:zlib';
 import tarStream from 'tar-stream';
-import { createDecompressor, layerCompression } from '../src/decompress.js';
+import { createDecompressor, layerCompression } from '../src/layer/decompress.js';
 import {
   FIXED_MTIME,
   IN_TOTO_MEDIA_TYPE,

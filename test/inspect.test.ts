@@ -6,11 +6,11 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { inspect, type InspectResult } from '../src/index.js';
-import { MediaType } from '../src/oci.js';
-import { parsePlatform } from '../src/platform.js';
-import { parseReference } from '../src/reference.js';
-import { resolveImage } from '../src/resolve.js';
-import { openImage } from '../src/options.js';
+import { MediaType } from '../src/image/oci.js';
+import { parsePlatform } from '../src/image/platform.js';
+import { parseReference } from '../src/image/reference.js';
+import { resolveImage } from '../src/image/resolve.js';
+import { openImage } from '../src/sources/open.js';
 import { pushImage, pushIndex, pushMultiPlatform, tarLayer, type PushedMultiPlatform } from '../testdata/lib/image-builder.mjs';
 import { runCli, testRegistry, uniqueRepo } from './helpers/registry.js';
 

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isPullUnpackError } from '../src/errors.js';
-import { tryFileLock, withFileLock } from '../src/lock.js';
+import { tryFileLock, withFileLock } from '../src/store/lock.js';
 
 let work: string;
 beforeAll(async () => {

@@ -6,12 +6,12 @@ import { mkdir, mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from '
 import { join } from 'node:path';
 import { PassThrough, Writable } from 'node:stream';
 import { extract } from 'tar-stream';
-import { openLocalSource, parseLocalReference } from '../src/layout-source.js';
-import type { Descriptor } from '../src/oci.js';
-import { writeOciLayout, type OciLayoutInput } from '../src/output-oci.js';
-import { encodeTarHeader, writeTreeAsTar } from '../src/output-tar.js';
-import { parsePlatform } from '../src/platform.js';
-import { fetchConfig, resolveImage } from '../src/resolve.js';
+import { openLocalSource, parseLocalReference } from '../src/sources/layout.js';
+import type { Descriptor } from '../src/image/oci.js';
+import { writeOciLayout, type OciLayoutInput } from '../src/outputs/oci-layout.js';
+import { encodeTarHeader, writeTreeAsTar } from '../src/outputs/tar.js';
+import { parsePlatform } from '../src/image/platform.js';
+import { fetchConfig, resolveImage } from '../src/image/resolve.js';
 import { buildRichTree, buildTinyImage, BIG_GID, BIG_UID, CAP_NET_RAW_EP, LONG_BASENAME, type TinyImage } from './helpers/export-fixtures.js';
 import { applyLayers, makeTmp, removeTmp, run, type TarEntrySpec } from './helpers/tar.js';
 import { diffTrees, snapshotTree, type TreeEntry } from './helpers/tree.js';

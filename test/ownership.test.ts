@@ -6,7 +6,7 @@ import { chmod, chown, mkdir, stat } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { applyLayer, createApplyContext, finishApply } from '../src/apply-layer.js';
+import { applyLayer, createApplyContext, finishApply } from '../src/apply/applier.js';
 import { buildTar, makeTmp, removeTmp } from './helpers/tar.js';
 
 const tmps: string[] = [];

@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { lstat, mkdir, readFile, readdir, readlink, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import fc from 'fast-check';
-import { bytesToName, cleanEntryName, fsPath, nameToBytes, resolveInRoot } from '../src/safe-path.js';
+import { bytesToName, cleanEntryName, fsPath, nameToBytes, resolveInRoot } from '../src/apply/safe-path.js';
 import { sentinelSandbox } from './helpers/sandbox.js';
 import { applyLayers, buildTar, makeTmp, removeTmp, run, type TarEntrySpec } from './helpers/tar.js';
 

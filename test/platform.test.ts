@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { PullUnpackError } from '../src/errors.js';
-import { ATTESTATION_ANNOTATION, MediaType, type Descriptor, type Platform } from '../src/oci.js';
+import { ATTESTATION_ANNOTATION, MediaType, type Descriptor, type Platform } from '../src/image/oci.js';
 import {
   compatiblePlatforms,
   formatPlatform,
@@ -8,7 +8,7 @@ import {
   normalizePlatform,
   parsePlatform,
   selectPlatform,
-} from '../src/platform.js';
+} from '../src/image/platform.js';
 
 function thrown(fn: () => unknown): PullUnpackError {
   try {

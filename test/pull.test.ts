@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { main } from '../src/cli.js';
+import { main } from '../src/cli/main.js';
 import { pull, type ErrorCode, type PullEvent } from '../src/index.js';
 import { compressLayer, pushImage, pushIndex, tarLayer } from '../testdata/lib/image-builder.mjs';
 import {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { isPullUnpackError, PullUnpackError } from '../src/errors.js';
-import { familiarName, manifestReference, parseReference, registryEndpoint, withDigest } from '../src/reference.js';
+import { familiarName, manifestReference, parseReference, registryEndpoint, withDigest } from '../src/image/reference.js';
 
 const HEX = 'a'.repeat(64);
 const DIGEST = `sha256:${HEX}`;

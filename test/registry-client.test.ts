@@ -4,10 +4,10 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { afterEach, describe, expect, it } from 'vitest';
-import { digestOf } from '../src/digest.js';
+import { digestOf } from '../src/image/digest.js';
 import { inspect } from '../src/index.js';
-import { MediaType } from '../src/oci.js';
-import { isLoopbackRegistry, RegistryClient } from '../src/registry.js';
+import { MediaType } from '../src/image/oci.js';
+import { isLoopbackRegistry, RegistryClient } from '../src/registry/client.js';
 import { runCli, startServer, type TestServer } from './helpers/registry.js';
 
 const servers: TestServer[] = [];

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { backoffDelay, isRetryableStatus, rateLimitSummary, retryAfterMs } from '../src/retry.js';
+import { backoffDelay, isRetryableStatus, rateLimitSummary, retryAfterMs } from '../src/registry/retry.js';
 
 describe('retry policy', () => {
   it('retries 429, 408 and 5xx but not 501, 505 or 4xx', () => {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { PullUnpackError } from '../src/errors.js';
-import type { ImageConfig, ImageRunConfig } from '../src/oci.js';
-import { parseGroup, parsePasswd } from '../src/passwd.js';
+import type { ImageConfig, ImageRunConfig } from '../src/image/oci.js';
+import { parseGroup, parsePasswd } from '../src/outputs/passwd.js';
 import {
   applyOverrides,
   type ConfigOverrides,
@@ -10,7 +10,7 @@ import {
   type RuntimeSpec,
   toRuntimeConfig,
   volumeMountPoints,
-} from '../src/runtime-config.js';
+} from '../src/outputs/runtime-config.js';
 import { validateConfig } from './helpers/runtime-schema.js';
 
 // ---- schema: every config this file generates goes through validateSpec() ----

@@ -8,8 +8,8 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { extract } from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parsePaxXattrs, TarReader, type TarHeader } from '../src/tar-reader.js';
-import { latin1ToName } from '../src/safe-path.js';
+import { parsePaxXattrs, TarReader, type TarHeader } from '../src/tar/reader.js';
+import { latin1ToName } from '../src/apply/safe-path.js';
 import { buildTar, gnuTar, makeTmp, removeTmp } from './helpers/tar.js';
 
 interface Seen {

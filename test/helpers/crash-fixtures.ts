@@ -17,7 +17,7 @@ import { request } from 'undici';
 import { startServer, type TestServer } from './registry.js';
 
 export const BIN = fileURLToPath(new URL('../../bin/pull-unpack.js', import.meta.url));
-export const BUILT_CLI = fileURLToPath(new URL('../../dist/cli.js', import.meta.url));
+export const BUILT_CLI = fileURLToPath(new URL('../../dist/cli/main.js', import.meta.url));
 
 /** mulberry32: a small seeded PRNG, so a failing run can be replayed from its seed. */
 export function seededRandom(seed: number): () => number {

@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { chmod, chown, link, lutimes, mkdir, readdir, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { MediaType } from '../../src/oci.js';
+import { MediaType } from '../../src/image/oci.js';
 import { buildTar, run, type TarEntrySpec } from './tar.js';
 
 /** The 20-byte security.capability value of `setcap cap_net_raw+ep` (VFS_CAP_REVISION_2). */

@@ -4,7 +4,7 @@
  * manifest documents that are nearly valid. Layer stacks are in fuzz-layers.ts.
  */
 import fc from 'fast-check';
-import type { Descriptor, Platform } from '../../src/oci.js';
+import type { Descriptor, Platform } from '../../src/image/oci.js';
 
 const chars = (text: string): fc.Arbitrary<string> => fc.constantFrom(...text.split(''));
 const LOWER_ALNUM = 'abcdefghijklmnopqrstuvwxyz0123456789';

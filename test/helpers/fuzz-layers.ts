@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import fc from 'fast-check';
 import { expect } from 'vitest';
-import { applyLayer, createApplyContext, finishApply } from '../../src/apply-layer.js';
+import { applyLayer, createApplyContext, finishApply } from '../../src/apply/applier.js';
 import { buildTar, removeTmp, type TarEntrySpec } from './tar.js';
 
 // ---------------------------------------------------------------------------------------------

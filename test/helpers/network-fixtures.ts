@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { promisify } from 'node:util';
-import { main } from '../../src/cli.js';
+import { main } from '../../src/cli/main.js';
 import { pushImage, tarLayer, type PushedImage } from '../../testdata/lib/image-builder.mjs';
 import type { CliRun } from './registry.js';
 

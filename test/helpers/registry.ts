@@ -7,7 +7,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
-import { main } from '../../src/cli.js';
+import { main } from '../../src/cli/main.js';
 
 /** The real distribution registry started by `make test`, e.g. {host: '127.0.0.1:40123'}. */
 export function testRegistry(): { host: string; url: string } {

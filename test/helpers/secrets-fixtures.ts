@@ -10,7 +10,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { basename, dirname, join } from 'node:path';
 import { PassThrough, Readable, Writable } from 'node:stream';
 import { inspect } from 'node:util';
-import { main } from '../../src/cli.js';
+import { main } from '../../src/cli/main.js';
 import { startServer, type CliRun, type TestServer } from './registry.js';
 
 /** One string that must never show: `label` names it in failures without repeating it. */

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { pack } from 'tar-stream';
-import { applyLayer, createApplyContext, finishApply, type ApplyContext, type LayerApplyStats } from '../../src/apply-layer.js';
+import { applyLayer, createApplyContext, finishApply, type ApplyContext, type LayerApplyStats } from '../../src/apply/applier.js';
 
 export type TarEntryType = 'file' | 'directory' | 'symlink' | 'link' | 'character-device' | 'block-device' | 'fifo';
 

@@ -1,0 +1,334 @@
+/**
+ * argv -> library calls. The only module that prints, reads the environment or sets exit codes.
+ * `main` is what bin/pull-unpack.js calls and what tests run in-process.
+ */
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import type { Readable, Writable } from 'node:stream';
+import { isPullUnpackError, PullUnpackError, redactSecrets } from '../errors.js';
+import { inspect, pull, pullBundle, pullOci, pullTar, type InspectResult, type PullEvent, type PullResult } from '../index.js';
+import { cacheCommand, defaultCacheDir } from './cache.js';
+import { NETWORK_FLAGS, sourceOptionsFrom } from './options.js';
+import { formatBytes, ProgressDisplay } from './progress.js';
+import { MediaType } from '../image/oci.js';
+
+export interface CliIo {
+  stdout: Writable & { isTTY?: boolean };
+  stderr: Writable & { isTTY?: boolean };
+  stdin?: Readable | undefined;
+  env: NodeJS.ProcessEnv;
+  signal?: AbortSignal | undefined;
+}
+
+export const EXIT_OK = 0;
+export const EXIT_FAILURE = 1;
+export const EXIT_USAGE = 2;
+
+const VERSION = '0.1.0';
+
+const USAGE = `Usage:
+  pull-unpack IMAGE DIR [options]      pull IMAGE and unpack its root filesystem into DIR
+  pull-unpack --bundle IMAGE DIR [options] [-- CMD...]
+                                       write a runc bundle: DIR/rootfs and DIR/config.json
+  pull-unpack inspect IMAGE [options]  show what IMAGE names: index or manifest, platforms, our pick
+  pull-unpack cache ls [--json]        what the blob cache holds, and its size
+  pull-unpack cache prune --all | --older-than DURATION
+                                       remove cached blobs (all, or unused for DURATION: 30m, 12h, 7d)
+
+Common options:
+  --platform OS/ARCH[/VARIANT]   select this platform instead of the host's (e.g. linux/arm64)
+  --username USER --password-stdin
+                                 log in with USER and the password read from stdin
+  --insecure-registry HOST       allow plain HTTP and unverified TLS for HOST; repeatable
+  --cacert FILE                  trust the CA certificates in FILE (PEM); repeatable
+  --mirror REGISTRY=URL          try the mirror at URL before REGISTRY; repeatable
+  --config FILE                  mirrors and insecure registries (default ~/.config/pull-unpack/config.json)
+  --max-manifest-size SIZE       limits (see SECURITY.md): manifest (4M), config (8M),
+  --max-config-size SIZE           uncompressed layers together (64G), layers (500),
+  --max-uncompressed-size SIZE     tar entries together (10000000), path depth (256),
+  --max-layers N                   name or link target length in bytes (4096)
+  --max-entries N  --max-path-depth N  --max-name-length N
+  --json                         machine-readable output
+  -h, --help                     show this help
+  --version                      show the version
+
+pull options:
+  --force                        replace DIR if it is not empty (still all or nothing)
+  --cache-dir DIR                the blob cache (default $XDG_CACHE_HOME/pull-unpack or ~/.cache/pull-unpack)
+  --no-cache                     keep nothing: downloads are removed when the pull ends
+  --offline                      use only the cache; name what is missing instead of downloading
+  -o, --output rootfs|tar|oci    what to write at DIR: the rootfs (default), the flattened
+                                 filesystem as one tar FILE (- for stdout), or an OCI image layout
+  --concurrency N                parallel layer downloads (default 4)
+  -q, --quiet                    print nothing but errors
+  --json                         NDJSON events on stdout, ending with a summary
+
+bundle options (with --bundle):
+  --entrypoint CMD|JSON          replace the image's Entrypoint (JSON array for several words)
+  -- CMD ARGS...                 after DIR: replace the image's Cmd
+  -e, --env K=V                  set an environment variable; repeatable
+  -w, --workdir DIR              working directory inside the container
+  -u, --user USER[:GROUP]        user (and group) to run as, by name or number
+  --hostname NAME                hostname inside the container (default runc)
+  -t, --tty                      process.terminal: true
+  --rootless                     shape config.json for runc --rootless (default when not root)
+  --volume-mode tmpfs|none       how image Volumes are mounted (default tmpfs)
+
+inspect options:
+  --raw                          print the manifest bytes exactly as served
+
+Examples:
+  pull-unpack alpine ./rootfs
+  pull-unpack alpine --output tar alpine.tar
+  pull-unpack alpine --output oci ./alpine-layout && umoci unpack --image ./alpine-layout:latest ./bundle
+  pull-unpack --platform linux/arm64 localhost:5000/app:1 ./rootfs
+  pull-unpack inspect alpine
+  pull-unpack inspect --platform linux/arm/v7 localhost:5000/demo/hello
+`;
+
+const COMMON = {
+  ...NETWORK_FLAGS,
+  json: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+  version: { type: 'boolean' },
+} as const satisfies ParseArgsConfig['options'];
+
+class UsageError extends Error {}
+
+/** Runs the CLI; resolves to the process exit code. Never throws for expected failures. */
+export async function main(argv: string[], io: CliIo): Promise<number> {
+  try {
+    const [command, ...rest] = argv;
+    if (command === undefined || command === '--help' || command === '-h' || command === 'help') {
+      io.stdout.write(USAGE);
+      return command === undefined ? EXIT_USAGE : EXIT_OK;
+    }
+    if (command === '--version') {
+      io.stdout.write(`pull-unpack ${VERSION}\n`);
+      return EXIT_OK;
+    }
+    if (command === 'inspect') return await inspectCommand(rest, io);
+    if (command === 'pull') return await pullCommand(rest, io);
+    if (command === 'cache') return await cacheCommand(rest, io);
+    return await pullCommand(argv, io);
+  } catch (err) {
+    return reportError(err, io);
+  }
+}
+
+function parse<T extends NonNullable<ParseArgsConfig['options']>>(args: string[], options: T) {
+  try {
+    return parseArgs({ args, options, allowPositionals: true, strict: true });
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+}
+
+async function pullCommand(args: string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parse(args, {
+    ...COMMON,
+    force: { type: 'boolean' },
+    concurrency: { type: 'string' },
+    quiet: { type: 'boolean', short: 'q' },
+    'cache-dir': { type: 'string' },
+    'no-cache': { type: 'boolean' },
+    offline: { type: 'boolean' },
+    output: { type: 'string', short: 'o' },
+    bundle: { type: 'boolean' },
+    entrypoint: { type: 'string' },
+    env: { type: 'string', multiple: true, short: 'e' },
+    workdir: { type: 'string', short: 'w' },
+    user: { type: 'string', short: 'u' },
+    hostname: { type: 'string' },
+    tty: { type: 'boolean', short: 't' },
+    rootless: { type: 'boolean' },
+    'volume-mode': { type: 'string' },
+  });
+  if (values.help) {
+    io.stdout.write(USAGE);
+    return EXIT_OK;
+  }
+  if (positionals.length < 2) throw new UsageError('expected IMAGE and DIR (or a command: inspect)');
+  const [image, dir, ...cmd] = positionals as [string, string, ...string[]];
+  if (values.offline && values['no-cache']) throw new UsageError('--offline reads the cache: it cannot go with --no-cache');
+  const bundleOnly = ['entrypoint', 'env', 'workdir', 'user', 'hostname', 'tty', 'rootless', 'volume-mode'] as const;
+  const misplaced = bundleOnly.find((name) => values[name] !== undefined);
+  if (!values.bundle && (misplaced || cmd.length > 0)) {
+    throw new UsageError(misplaced ? `--${misplaced} needs --bundle` : `unexpected arguments after DIR: ${cmd.join(' ')} (a command for the bundle needs --bundle)`);
+  }
+  const volumeMode = values['volume-mode'];
+  if (volumeMode !== undefined && volumeMode !== 'tmpfs' && volumeMode !== 'none') {
+    throw new UsageError('--volume-mode takes tmpfs or none');
+  }
+  const concurrency = values.concurrency === undefined ? undefined : Number(values.concurrency);
+  if (concurrency !== undefined && !(Number.isInteger(concurrency) && concurrency >= 1 && concurrency <= 64)) {
+    throw new UsageError('--concurrency takes a whole number from 1 to 64');
+  }
+  const output = values.output ?? 'rootfs';
+  if (output !== 'rootfs' && output !== 'tar' && output !== 'oci') throw new UsageError('--output takes rootfs, tar or oci');
+  if (output !== 'rootfs' && values.bundle) throw new UsageError(`--output ${output} cannot go with --bundle`);
+  if (output === 'tar' && dir === '-' && values.json) throw new UsageError('--output tar - writes the tar to stdout: --json cannot share it');
+  // With the tar on stdout, the final line goes to stderr.
+  const report = output === 'tar' && dir === '-' ? io.stderr : io.stdout;
+  const display = !values.json && !values.quiet && io.stderr.isTTY ? new ProgressDisplay(io.stderr) : undefined;
+  const onEvent = (event: PullEvent): void => {
+    if (values.json) io.stdout.write(`${JSON.stringify(event)}\n`);
+    else if (event.type === 'warning' && !values.quiet) {
+      display?.clear();
+      io.stderr.write(`warning: ${event.message}\n`);
+    }
+    display?.handle(event);
+  };
+  let result: PullResult;
+  try {
+    const common = {
+      ...(await sourceOptionsFrom(values, io.env, io.stdin)),
+      onNotice: (message: string) => onEvent({ type: 'warning', message }),
+      force: values.force,
+      cacheDir: values['no-cache'] ? undefined : values['cache-dir'] ?? defaultCacheDir(io.env),
+      offline: values.offline,
+      concurrency,
+      signal: io.signal,
+      onEvent,
+    };
+    result = output === 'tar'
+      ? await pullTar(image, dir, { ...common, stdout: io.stdout })
+      : output === 'oci'
+      ? await pullOci(image, dir, common)
+      : values.bundle
+      ? await pullBundle(image, dir, {
+          ...common,
+          overrides: {
+            entrypoint: values.entrypoint === undefined ? undefined : parseEntrypoint(values.entrypoint),
+            cmd: cmd.length > 0 ? cmd : undefined,
+            env: values.env,
+            workdir: values.workdir,
+            user: values.user,
+          },
+          hostname: values.hostname,
+          terminal: values.tty,
+          rootless: values.rootless ? true : undefined,
+          volumeMode,
+        })
+      : await pull(image, dir, common);
+  } finally {
+    display?.clear();
+  }
+  if (values.json) io.stdout.write(`${JSON.stringify({ type: 'done', ...summary(result) })}\n`);
+  else if (!values.quiet) report.write(`${formatPullResult(result, dir)}\n`);
+  return EXIT_OK;
+}
+
+/** `--entrypoint sh` or, as JSON, `--entrypoint '["sh","-c"]'`; an empty string clears it. */
+function parseEntrypoint(text: string): string[] {
+  if (text === '') return [];
+  if (!text.trimStart().startsWith('[')) return [text];
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    throw new UsageError('--entrypoint: not a valid JSON array');
+  }
+  if (!Array.isArray(parsed) || !parsed.every((a) => typeof a === 'string')) {
+    throw new UsageError('--entrypoint: a JSON entrypoint must be an array of strings');
+  }
+  return parsed;
+}
+
+function summary(r: PullResult): Record<string, unknown> {
+  const { config: _config, spec: _spec, ...rest } = r as PullResult & { spec?: unknown };
+  return rest;
+}
+
+/** The one line a successful pull prints. */
+export function formatPullResult(r: PullResult, dir: string): string {
+  const total = r.layers.reduce((n, l) => n + l.size, 0);
+  const platform = r.platform ? ` ${r.platform}` : '';
+  const layers = `${r.layers.length} layer${r.layers.length === 1 ? '' : 's'}`;
+  return `${r.reference}${platform} ${r.manifestDigest} -> ${dir} (${layers}, ${formatBytes(total)})`;
+}
+
+async function inspectCommand(args: string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parse(args, { ...COMMON, raw: { type: 'boolean' } });
+  if (values.help) {
+    io.stdout.write(USAGE);
+    return EXIT_OK;
+  }
+  if (positionals.length !== 1) throw new UsageError('inspect takes exactly one IMAGE');
+  const notices: string[] = [];
+  const result = await inspect(positionals[0]!, {
+    ...(await sourceOptionsFrom(values, io.env, io.stdin)),
+    signal: io.signal,
+    onNotice: (m) => notices.push(m),
+  });
+  if (values.raw) {
+    io.stdout.write(result.raw);
+    return EXIT_OK;
+  }
+  if (values.json) {
+    const { raw: _raw, ...doc } = result;
+    io.stdout.write(`${JSON.stringify({ ...doc, notices }, null, 2)}\n`);
+    return EXIT_OK;
+  }
+  for (const n of notices) io.stderr.write(`note: ${n}\n`);
+  io.stdout.write(formatInspect(result));
+  return EXIT_OK;
+}
+
+const KIND_NAMES: Record<string, string> = {
+  [MediaType.OciIndex]: 'OCI image index',
+  [MediaType.DockerManifestList]: 'Docker manifest list',
+  [MediaType.OciManifest]: 'OCI image manifest',
+  [MediaType.DockerManifest]: 'Docker image manifest (schema 2)',
+};
+
+/** The human-readable inspect report. */
+export function formatInspect(r: InspectResult): string {
+  const lines = [
+    r.reference,
+    `  type:      ${KIND_NAMES[r.mediaType] ?? r.mediaType} (${r.kind === 'index' ? 'multi-platform' : 'single manifest'})`,
+    `  mediaType: ${r.mediaType}`,
+    `  digest:    ${r.digest}`,
+    `  size:      ${r.size} bytes`,
+  ];
+  if (r.kind === 'index') {
+    lines.push(`  platforms (${r.platforms.length}):`);
+    const width = Math.max(...r.platforms.map((p) => (p.platform ?? '-').length), 8);
+    for (const p of r.platforms) {
+      const marks = [p.attestation ? 'attestation' : '', p.via.length ? `nested in ${p.via.at(-1)!.slice(0, 19)}` : '']
+        .filter(Boolean)
+        .join(', ');
+      const picked = 'digest' in r.pick && r.pick.digest === p.digest && !p.attestation ? '*' : ' ';
+      lines.push(`   ${picked} ${(p.platform ?? '-').padEnd(width)}  ${p.digest}  ${String(p.size).padStart(6)} B${marks ? `  (${marks})` : ''}`);
+    }
+  } else if (r.configPlatform) {
+    lines.push(`  platform:  ${r.configPlatform} (from the image config)`);
+  }
+  if ('digest' in r.pick) {
+    lines.push(`  for ${r.wanted}: ${r.pick.platform} ${r.pick.digest}`, `    why: ${r.pick.reason}`);
+    for (const n of r.pick.notes) lines.push(`    note: ${n}`);
+  } else {
+    lines.push(`  for ${r.wanted}: no match`, `    ${r.pick.error}`);
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+function reportError(err: unknown, io: CliIo): number {
+  if (err instanceof UsageError) {
+    io.stderr.write(`pull-unpack: ${err.message}\nRun 'pull-unpack --help' for usage.\n`);
+    return EXIT_USAGE;
+  }
+  if (isPullUnpackError(err)) {
+    io.stderr.write(`pull-unpack: ${err.message}\n`);
+    if (err.hint) io.stderr.write(`hint: ${err.hint}\n`);
+    return exitCodeFor(err);
+  }
+  const e = err as Error;
+  io.stderr.write(`pull-unpack: unexpected error: ${redactSecrets(e?.stack ?? String(err))}\n`);
+  return EXIT_FAILURE;
+}
+
+function exitCodeFor(err: PullUnpackError): number {
+  if (err.code === 'ABORTED') return 130;
+  if (err.code === 'USAGE') return EXIT_USAGE;
+  return EXIT_FAILURE;
+}

@@ -1,0 +1,125 @@
+/**
+ * runc bundles: DIR/rootfs + DIR/config.json, all or nothing. The file I/O around the pure
+ * conversion in runtime-config.ts: read passwd/group inside the rootfs, create volume mount
+ * points, write config.json.
+ */
+import { constants } from 'node:fs';
+import { mkdir, open, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { PullUnpackError } from '../errors.js';
+import { pullInto, type PullOptions, type PullResult } from '../pull.js';
+import { applyOverrides, toRuntimeConfig, volumeMountPoints, type ConfigOverrides, type RuntimeSpec } from './runtime-config.js';
+import { fsPath, resolveInRoot } from '../apply/safe-path.js';
+
+export interface BundleOptions extends PullOptions {
+  /** Entrypoint, Cmd, Env, WorkingDir and User changes, applied before conversion. */
+  overrides?: ConfigOverrides | undefined;
+  /** Hostname inside the container (default "runc", as `runc spec`). */
+  hostname?: string | undefined;
+  /** process.terminal (default false). */
+  terminal?: boolean | undefined;
+  /** Image volumes as tmpfs mounts (default) or not mounted. */
+  volumeMode?: 'tmpfs' | 'none' | undefined;
+  /** Shape the config for `runc --rootless`; default: when not running as root. */
+  rootless?: boolean | undefined;
+}
+
+export interface BundleResult extends PullResult {
+  /** The generated runtime configuration, as written to DIR/config.json. */
+  spec: RuntimeSpec;
+}
+
+const PROVENANCE_REFERENCE = 'org.opencontainers.image.ref.name';
+// No spec key names the manifest digest; this one is ours.
+const PROVENANCE_DIGEST = 'pull-unpack.manifest.digest';
+
+/** Pulls `image` into `dir` as a runc bundle (rootfs + config.json), all or nothing. */
+export async function pullBundle(image: string, dir: string, options: BundleOptions = {}): Promise<BundleResult> {
+  let spec: RuntimeSpec | undefined;
+  const rootless = options.rootless ?? !isRoot();
+  const result = await pullInto(image, dir, { ...options, isRoot: options.isRoot ?? (rootless ? false : undefined) }, {
+    rootfsIn: (staging) => join(staging.out, 'rootfs'),
+    prepare: async (staging) => {
+      await mkdir(join(staging.out, 'rootfs'), { mode: 0o755 });
+    },
+    finish: async (staging, rootfs, pulled) => {
+      const image = applyOverrides(pulled.config, options.overrides ?? {});
+      const warn = (message: string): void => options.onEvent?.({ type: 'warning', message });
+      spec = toRuntimeConfig(image, {
+        passwd: await readAccountFile(rootfs, 'etc/passwd', warn),
+        group: await readAccountFile(rootfs, 'etc/group', warn),
+        rootless: rootless ? { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 } : undefined,
+        terminal: options.terminal,
+        hostname: options.hostname,
+        volumeMode: options.volumeMode,
+        annotations: { [PROVENANCE_REFERENCE]: pulled.reference, [PROVENANCE_DIGEST]: pulled.manifestDigest },
+      });
+      for (const mountPoint of volumeMountPoints(spec)) await createMountPoint(rootfs, mountPoint);
+      await writeFile(join(staging.out, 'config.json'), `${JSON.stringify(spec, null, '\t')}\n`, { mode: 0o644 });
+    },
+  });
+  if (!spec) throw new PullUnpackError('INVALID_CONFIG', 'the bundle configuration was not written');
+  return { ...result, spec };
+}
+
+/** The most of /etc/passwd or /etc/group read into memory; real ones are far smaller. */
+export const MAX_ACCOUNT_FILE_BYTES = 16 * 1024 * 1024;
+
+/**
+ * Reads /etc/passwd or /etc/group of the rootfs, resolving symlinks inside it; undefined when
+ * absent. Only a regular file is read: the image may make it a FIFO (reading would block forever)
+ * or, unpacked as root, a device such as /dev/zero (endless), so anything else is ignored with a
+ * warning; one over MAX_ACCOUNT_FILE_BYTES is TOO_LARGE. O_NONBLOCK keeps open() of a FIFO from
+ * waiting for a writer.
+ */
+async function readAccountFile(rootfs: string, relPath: string, warn: (message: string) => void): Promise<string | undefined> {
+  let file;
+  try {
+    const path = fsPath(resolveInRoot(rootfs, relPath, { followFinal: true }));
+    file = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
+    throw err;
+  }
+  try {
+    const info = await file.stat();
+    if (!info.isFile()) {
+      if (!info.isDirectory()) warn(`ignoring the image's /${relPath}: not a regular file`);
+      return undefined;
+    }
+    if (info.size > MAX_ACCOUNT_FILE_BYTES) {
+      throw new PullUnpackError(
+        'TOO_LARGE',
+        `the image's /${relPath} is ${info.size} bytes, more than the ${MAX_ACCOUNT_FILE_BYTES} read to resolve the user`,
+      );
+    }
+    return await file.readFile('utf8');
+  } finally {
+    await file.close();
+  }
+}
+
+/**
+ * Creates the directory a volume is mounted on, resolving the path inside the rootfs (an image
+ * symlink cannot send it out). A path that crosses or ends at a non-directory is INVALID_CONFIG:
+ * runc could not mount there either.
+ */
+async function createMountPoint(rootfs: string, mountPoint: string): Promise<void> {
+  const path = fsPath(resolveInRoot(rootfs, mountPoint.replace(/^\/+/, ''), { followFinal: true }));
+  try {
+    await mkdir(path, { recursive: true, mode: 0o755 });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'ENOTDIR' && code !== 'EEXIST') throw err;
+    const what = `the image volume ${JSON.stringify(mountPoint)}`;
+    throw new PullUnpackError('INVALID_CONFIG', `${what} cannot be mounted: the image has a non-directory on that path`, {
+      hint: 'run with --volume-mode none to ignore the image\'s volumes',
+      cause: err,
+    });
+  }
+}
+
+function isRoot(): boolean {
+  return process.getuid?.() === 0;
+}

@@ -1,0 +1,376 @@
+/**
+ * `--output tar`: the unpacked root filesystem (whiteouts already applied) as ONE POSIX tar
+ * stream, like `crane export` but keeping what a layer can hold: hardlinks, devices, fifos,
+ * setuid/setgid/sticky bits, numeric owners, mtimes and every extended attribute.
+ *
+ * Headers are encoded here rather than with tar-stream's `pack`, which cannot write what a
+ * faithful export needs: its PAX records are JS strings (binary security.capability values and
+ * non-UTF-8 names are corrupted), uids/gids above 262143 are silently written as 777777, mode 0
+ * becomes 0644, and sub-second mtimes are dropped. The format is pax (POSIX.1-2001): a ustar
+ * header, preceded by an extended header ('x') only for what ustar cannot hold.
+ */
+import { KEEP_XATTRS } from '../apply/xattrs.js';
+import { spawn } from 'node:child_process';
+import { constants, type BigIntStats } from 'node:fs';
+import { lstat, open, readdir, readlink } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { abortError } from '../errors.js';
+
+const BLOCK = 512;
+const ZEROS = Buffer.alloc(64 * 1024);
+/** Largest values of the ustar octal fields: 7 digits (mode, ids, devices) and 11 (size, mtime). */
+const MAX_OCTAL_7 = 0o7777777;
+const MAX_OCTAL_11 = 0o77777777777;
+const PAX_XATTR_PREFIX = 'SCHILY.xattr.';
+const MAX_WARNINGS = 20;
+
+export type TarEntryType = 'file' | 'link' | 'symlink' | 'character-device' | 'block-device' | 'directory' | 'fifo';
+
+const TYPEFLAG: Record<TarEntryType | 'pax-header', string> = {
+  file: '0',
+  link: '1',
+  symlink: '2',
+  'character-device': '3',
+  'block-device': '4',
+  directory: '5',
+  fifo: '6',
+  'pax-header': 'x',
+};
+
+/** One archive member's metadata. Names are bytes, so non-UTF-8 names survive. */
+export interface TarHeader {
+  /** Relative path without a leading './'; a directory's ends with '/'. */
+  name: Buffer;
+  type: TarEntryType;
+  /** Permission bits incl. setuid, setgid and sticky (the file type bits are ignored). */
+  mode: number;
+  uid: number;
+  gid: number;
+  /** Body length; 0 for everything but 'file'. */
+  size: number;
+  mtimeNs: bigint;
+  /** Symlink target, or for 'link' the earlier member's name. */
+  linkname?: Buffer;
+  devmajor?: number;
+  devminor?: number;
+  /** Extended attributes, written as binary-safe `SCHILY.xattr.NAME` PAX records. */
+  xattrs?: Map<string, Buffer>;
+}
+
+export interface WriteTreeOptions {
+  signal?: AbortSignal | undefined;
+  /** Sockets skipped, files that changed size while read, xattrs not readable. */
+  onWarning?: ((message: string) => void) | undefined;
+}
+
+/**
+ * Writes the tree at `root` as one tar stream to `out` through stream.pipeline(): `out` is ended
+ * when the archive is complete and destroyed on failure (pipeline never ends or destroys
+ * process.stdout, so `-` works; an EPIPE from a closed reader rejects). Members are depth-first
+ * with siblings sorted by name bytes, so parents precede children and the first name of a
+ * hardlinked inode is the 'file' member, later names 'link' members pointing to it. Names are
+ * relative with no './' prefix and the root itself has no member, as `crane export` writes.
+ * Sockets cannot be archived and are skipped with a warning. Resolves with the member count
+ * and the bytes written; rejects with ABORTED when `signal` fires.
+ */
+export async function writeTreeAsTar(root: string, out: NodeJS.WritableStream, options: WriteTreeOptions = {}): Promise<{ entries: number; bytes: number }> {
+  const { signal } = options;
+  if (signal?.aborted) throw abortError(signal);
+  const warnings = warningSink(options.onWarning);
+  const top = resolve(root);
+  const walk: Walk = { xattrs: await readTreeXattrs(top, warnings, signal), inodes: new Map(), warn: warnings, signal, entries: 0, bytes: 0 };
+  const counted = async function* (): AsyncGenerator<Buffer> {
+    for await (const chunk of members(walk, Buffer.from(top), null)) {
+      walk.bytes += chunk.length;
+      yield chunk;
+    }
+    walk.bytes += 2 * BLOCK;
+    yield Buffer.alloc(2 * BLOCK);
+  };
+  try {
+    await pipeline(Readable.from(counted(), { objectMode: false }), out, signal === undefined ? {} : { signal });
+  } catch (err) {
+    if (signal?.aborted) throw abortError(signal);
+    throw err;
+  }
+  return { entries: walk.entries, bytes: walk.bytes };
+}
+
+interface Walk {
+  /** Relative path (bytes as latin1) -> its xattrs. */
+  xattrs: Map<string, Map<string, Buffer>>;
+  /** `dev:ino` of a multiply-linked non-directory -> the name it was first archived under. */
+  inodes: Map<string, Buffer>;
+  warn: (message: string) => void;
+  signal: AbortSignal | undefined;
+  entries: number;
+  bytes: number;
+}
+
+/** The members below directory `host` (named `rel` in the archive; null for the root), in order. */
+async function* members(walk: Walk, host: Buffer, rel: Buffer | null): AsyncGenerator<Buffer> {
+  const names = (await readdir(host, { encoding: 'buffer' })).sort(Buffer.compare);
+  for (const name of names) {
+    if (walk.signal?.aborted) throw abortError(walk.signal);
+    const childHost = Buffer.concat([host, Buffer.from('/'), name]);
+    const childRel = rel === null ? name : Buffer.concat([rel, Buffer.from('/'), name]);
+    const st = await lstat(childHost, { bigint: true });
+    if (st.isSocket()) {
+      walk.warn(`socket not archived: ${childRel.toString('utf8')}`);
+      continue;
+    }
+    const header = await headerOf(walk, childHost, childRel, st);
+    walk.entries++;
+    yield encodeTarHeader(header);
+    if (header.type === 'file') yield* fileBody(walk, childHost, header.size, childRel);
+    if (header.type === 'directory') yield* members(walk, childHost, childRel);
+  }
+}
+
+async function headerOf(walk: Walk, host: Buffer, rel: Buffer, st: BigIntStats): Promise<TarHeader> {
+  const header: TarHeader = {
+    name: rel,
+    type: typeOf(st),
+    mode: Number(st.mode & 0o7777n),
+    uid: Number(st.uid),
+    gid: Number(st.gid),
+    size: 0,
+    mtimeNs: st.mtimeNs,
+  };
+  const xattrs = walk.xattrs.get(rel.toString('latin1'));
+  if (xattrs !== undefined) header.xattrs = xattrs;
+  if (header.type === 'directory') header.name = Buffer.concat([rel, Buffer.from('/')]);
+  if (header.type === 'symlink') header.linkname = await readlink(host, { encoding: 'buffer' });
+  if (header.type === 'character-device' || header.type === 'block-device') {
+    // Linux's dev_t layout (glibc gnu_dev_major / gnu_dev_minor).
+    header.devmajor = Number(((st.rdev >> 8n) & 0xfffn) | ((st.rdev >> 32n) & ~0xfffn));
+    header.devminor = Number((st.rdev & 0xffn) | ((st.rdev >> 12n) & ~0xffn));
+  }
+  if (header.type !== 'file') return header;
+  const key = `${st.dev}:${st.ino}`;
+  const first = st.nlink > 1n ? walk.inodes.get(key) : undefined;
+  if (first !== undefined) {
+    // The inode's data and xattrs travel with its first name.
+    delete header.xattrs;
+    return { ...header, type: 'link', linkname: first };
+  }
+  if (st.nlink > 1n) walk.inodes.set(key, rel);
+  header.size = Number(st.size);
+  return header;
+}
+
+function typeOf(st: BigIntStats): TarEntryType {
+  if (st.isDirectory()) return 'directory';
+  if (st.isSymbolicLink()) return 'symlink';
+  if (st.isCharacterDevice()) return 'character-device';
+  if (st.isBlockDevice()) return 'block-device';
+  if (st.isFIFO()) return 'fifo';
+  return 'file';
+}
+
+/**
+ * Streams exactly `size` bytes of the file plus the padding to a block: the header already
+ * promised `size`, so a file that shrank meanwhile is padded with zeros (as GNU tar does) and
+ * bytes past `size` are not read.
+ */
+async function* fileBody(walk: Walk, host: Buffer, size: number, rel: Buffer): AsyncGenerator<Buffer> {
+  let sent = 0;
+  if (size > 0) {
+    // O_NOFOLLOW: the member is the file that was lstat'ed, never a symlink swapped in since.
+    const handle = await open(host, constants.O_RDONLY | constants.O_NOFOLLOW);
+    // The stream closes the handle when it ends or is destroyed.
+    const stream = handle.createReadStream({ end: size - 1 });
+    for await (const chunk of stream as AsyncIterable<Buffer>) {
+      sent += chunk.length;
+      yield chunk;
+    }
+  }
+  if (sent < size) walk.warn(`${rel.toString('utf8')}: file shrank by ${size - sent} bytes while archived; padded with zeros`);
+  yield* zeros(size - sent + ((BLOCK - (size % BLOCK)) % BLOCK));
+}
+
+function* zeros(count: number): Generator<Buffer> {
+  for (let left = count; left > 0; left -= ZEROS.length) yield ZEROS.subarray(0, Math.min(left, ZEROS.length));
+}
+
+/**
+ * The header blocks of one member: a PAX extended header when ustar cannot hold the name, link
+ * name, ids, size, mtime or xattrs, then the ustar header. The body is not included.
+ */
+export function encodeTarHeader(h: TarHeader): Buffer {
+  const records: Buffer[] = [];
+  const split = splitUstarName(h.name);
+  const longLink = h.linkname !== undefined && (h.linkname.length > 100 || !isPortable(h.linkname));
+  // Names are raw bytes, UTF-8 or not, as GNU tar writes them: no hdrcharset record, which
+  // GNU tar 1.34 does not know and warns about.
+  if (split === null) records.push(paxRecord('path', h.name));
+  if (longLink) records.push(paxRecord('linkpath', h.linkname!));
+  if (h.uid > MAX_OCTAL_7) records.push(paxRecord('uid', String(h.uid)));
+  if (h.gid > MAX_OCTAL_7) records.push(paxRecord('gid', String(h.gid)));
+  if (h.size > MAX_OCTAL_11) records.push(paxRecord('size', String(h.size)));
+  const seconds = floorDiv(h.mtimeNs, 1_000_000_000n);
+  const nanos = h.mtimeNs - seconds * 1_000_000_000n;
+  if (nanos !== 0n || seconds < 0n || seconds > BigInt(MAX_OCTAL_11)) records.push(paxRecord('mtime', paxTime(seconds, nanos)));
+  for (const [name, value] of h.xattrs ?? []) records.push(paxRecord(`${PAX_XATTR_PREFIX}${name}`, value));
+  const ustar = ustarBlock(h, split ?? { name: h.name.subarray(0, 100), prefix: Buffer.alloc(0) }, seconds);
+  if (records.length === 0) return ustar;
+  const data = Buffer.concat(records);
+  const paxName = { name: Buffer.from('././@PaxHeader'), prefix: Buffer.alloc(0) };
+  const paxHeader = ustarBlock({ ...h, type: 'file', mode: 0o644, size: data.length, linkname: undefined }, paxName, seconds);
+  paxHeader[156] = TYPEFLAG['pax-header'].charCodeAt(0);
+  writeChecksum(paxHeader);
+  const pad = (BLOCK - (data.length % BLOCK)) % BLOCK;
+  return Buffer.concat([paxHeader, data, Buffer.alloc(pad), ustar]);
+}
+
+function ustarBlock(h: TarHeader, where: { name: Buffer; prefix: Buffer }, seconds: bigint): Buffer {
+  const b = Buffer.alloc(BLOCK);
+  where.name.copy(b, 0);
+  octal(b, 100, 8, h.mode & 0o7777);
+  numeric(b, 108, 8, h.uid);
+  numeric(b, 116, 8, h.gid);
+  numeric(b, 124, 12, h.size);
+  octal(b, 136, 12, seconds < 0n || seconds > BigInt(MAX_OCTAL_11) ? 0 : Number(seconds));
+  b.write(TYPEFLAG[h.type], 156, 'latin1');
+  if (h.linkname !== undefined) h.linkname.subarray(0, 100).copy(b, 157);
+  b.write('ustar\u000000', 257, 'latin1');
+  octal(b, 329, 8, h.devmajor ?? 0);
+  octal(b, 337, 8, h.devminor ?? 0);
+  where.prefix.copy(b, 345);
+  writeChecksum(b);
+  return b;
+}
+
+/** ustar's name/prefix split, or null when the name needs a PAX path (too long or not portable). */
+function splitUstarName(name: Buffer): { name: Buffer; prefix: Buffer } | null {
+  if (!isPortable(name)) return null;
+  if (name.length <= 100) return { name, prefix: Buffer.alloc(0) };
+  // The prefix ends at a '/' and must leave at most 100 bytes (a trailing '/' included) for the name.
+  for (let i = name.indexOf(0x2f, name.length - 101); i >= 0 && i <= 155; i = name.indexOf(0x2f, i + 1)) {
+    if (i > 0 && i < name.length - 1) return { prefix: name.subarray(0, i), name: name.subarray(i + 1) };
+  }
+  return null;
+}
+
+/** Printable ASCII only: anything else goes in a PAX record, as GNU tar's posix format does. */
+function isPortable(bytes: Buffer): boolean {
+  for (const byte of bytes) if (byte < 0x20 || byte > 0x7e) return false;
+  return true;
+}
+
+/** A PAX record `LEN KEY=VALUE\n`, LEN counting the whole record including its own digits. */
+function paxRecord(key: string, value: string | Buffer): Buffer {
+  const body = Buffer.concat([Buffer.from(` ${key}=`, 'utf8'), Buffer.isBuffer(value) ? value : Buffer.from(value, 'utf8'), Buffer.from('\n')]);
+  let len = body.length + 1;
+  while (String(len).length + body.length !== len) len = String(len).length + body.length;
+  return Buffer.concat([Buffer.from(String(len), 'latin1'), body]);
+}
+
+function paxTime(seconds: bigint, nanos: bigint): string {
+  if (nanos === 0n) return String(seconds);
+  // A negative time is seconds + fraction with seconds floored: -1.5 s is "-1.5" (POSIX pax).
+  const [whole, frac] = seconds < 0n ? [seconds + 1n, 1_000_000_000n - nanos] : [seconds, nanos];
+  const sign = seconds < 0n && whole === 0n ? '-' : '';
+  return `${sign}${whole}.${frac.toString().padStart(9, '0').replace(/0+$/, '')}`;
+}
+
+function floorDiv(a: bigint, b: bigint): bigint {
+  const q = a / b;
+  return a % b !== 0n && a < 0n ? q - 1n : q;
+}
+
+/** A zero-padded octal field with a NUL terminator. */
+function octal(b: Buffer, offset: number, width: number, value: number): void {
+  b.write(`${value.toString(8).padStart(width - 1, '0')}\0`, offset, width, 'latin1');
+}
+
+/** Octal when it fits, else GNU base-256 (read by GNU tar, Go, tar-stream); PAX carries it too. */
+function numeric(b: Buffer, offset: number, width: number, value: number): void {
+  if (value.toString(8).length < width) return octal(b, offset, width, value);
+  b[offset] = 0x80;
+  let v = BigInt(value);
+  for (let i = offset + width - 1; i > offset; i--, v >>= 8n) b[i] = Number(v & 0xffn);
+}
+
+function writeChecksum(b: Buffer): void {
+  b.fill(0x20, 148, 156);
+  let sum = 0;
+  for (const byte of b) sum += byte;
+  b.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 8, 'latin1');
+}
+
+/**
+ * Every xattr below `root` from ONE `getfattr -R -d -m - -h -e base64 --absolute-names` run:
+ * relative path (its bytes as latin1) -> name -> value. Node has no xattr API; without getfattr
+ * (Debian package "attr") the archive has no xattrs and a warning says so.
+ */
+async function readTreeXattrs(root: string, warn: (message: string) => void, signal: AbortSignal | undefined): Promise<Map<string, Map<string, Buffer>>> {
+  const result = await runGetfattr(['-R', '-d', '-m', '-', '-h', '-e', 'base64', '--absolute-names', '--', root], signal);
+  if (result === null) {
+    warn('getfattr (Debian package "attr") was not found: extended attributes such as security.capability are not archived');
+    return new Map();
+  }
+  for (const line of result.stderr.split('\n')) if (line.trim() !== '') warn(`extended attributes not read: ${line}`);
+  return parseXattrDump(result.stdout, root, warn);
+}
+
+/** Parses `getfattr --dump -e base64`: `# file: PATH` then `NAME=0sBASE64` lines, blocks split by blank lines. */
+function parseXattrDump(dump: Buffer, root: string, warn: (message: string) => void): Map<string, Map<string, Buffer>> {
+  const out = new Map<string, Map<string, Buffer>>();
+  const prefix = Buffer.from(root.endsWith('/') ? root : `${root}/`);
+  let current: Map<string, Buffer> | null = null;
+  // latin1: one char per byte; getfattr prints name bytes >= 0x80 raw and escapes others as \ooo.
+  for (const line of dump.toString('latin1').split('\n')) {
+    if (line.startsWith('# file: ')) {
+      const path = unescapeDump(line.slice('# file: '.length));
+      const inside = path.length > prefix.length && path.subarray(0, prefix.length).equals(prefix);
+      current = inside ? new Map() : null;
+      if (inside) out.set(path.subarray(prefix.length).toString('latin1'), current!);
+      continue;
+    }
+    const eq = line.indexOf('=');
+    if (current === null || eq <= 0 || line.startsWith('#')) continue;
+    const name = unescapeDump(line.slice(0, eq)).toString('utf8');
+    const value = line.slice(eq + 1);
+    // Labels the host put on the staging tree, never an image's (the applier does not set them).
+    if (KEEP_XATTRS.has(name)) continue;
+    // A PAX keyword ends at the first '=', so such a name cannot be archived.
+    if (name.includes('=')) warn(`extended attribute ${JSON.stringify(name)} not archived: its name holds '='`);
+    else current.set(name, value.startsWith('0s') ? Buffer.from(value.slice(2), 'base64') : Buffer.alloc(0));
+  }
+  return out;
+}
+
+function unescapeDump(text: string): Buffer {
+  return Buffer.from(text.replace(/\\([0-7]{3})/g, (_m, oct: string) => String.fromCharCode(Number.parseInt(oct, 8))), 'latin1');
+}
+
+/** Runs getfattr; null when it is not installed. stdout is kept as bytes. */
+function runGetfattr(args: string[], signal: AbortSignal | undefined): Promise<{ stdout: Buffer; stderr: string } | null> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('getfattr', args, { stdio: ['ignore', 'pipe', 'pipe'], ...(signal === undefined ? {} : { signal }) });
+    const chunks: Buffer[] = [];
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => chunks.push(d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => {
+      if (stderr.length < 65536) stderr += d;
+    });
+    child.on('error', (err: NodeJS.ErrnoException) => {
+      if (signal?.aborted) reject(abortError(signal));
+      else if (err.code === 'ENOENT') resolve(null);
+      else reject(err);
+    });
+    child.on('close', () => resolve({ stdout: Buffer.concat(chunks), stderr }));
+  });
+}
+
+function warningSink(onWarning: ((m: string) => void) | undefined): (message: string) => void {
+  let count = 0;
+  return (message) => {
+    count++;
+    if (count <= MAX_WARNINGS) onWarning?.(message);
+    else if (count === MAX_WARNINGS + 1) onWarning?.('... further warnings about the tar output are not shown');
+  };
+}

@@ -1,0 +1,88 @@
+/**
+ * HTTP helpers of the registry client: error responses to typed errors, capped body reads,
+ * resumed-range checks. Pure functions of a response; no state.
+ */
+import type { Dispatcher } from 'undici';
+import { PullUnpackError, redactValue, RegistryError } from '../errors.js';
+
+/** Maps an HTTP error response to a typed error, using the registry's JSON error body when it has one. */
+export function registryErrorFrom(status: number, body: Buffer, contentType: string, what: string, registry: string): RegistryError {
+  let first: { code?: string; message?: string; detail?: unknown } | undefined;
+  try {
+    const doc = JSON.parse(body.toString('utf8')) as { errors?: Array<{ code?: string; message?: string; detail?: unknown }> };
+    first = Array.isArray(doc.errors) ? doc.errors[0] : undefined;
+  } catch {
+    first = undefined;
+  }
+  const registryCode = typeof first?.code === 'string' ? first.code : undefined;
+  const said = first?.message ? `: ${first.message}` : contentType.includes('html') ? ' (the server answered an HTML page)' : '';
+  // Registries may echo the request (Authorization included) in `detail`.
+  const info = { status, registryCode, detail: redactValue(first?.detail) };
+  const label = registryCode ? ` ${registryCode}` : '';
+  if (status === 404) {
+    return new RegistryError('NOT_FOUND', `${what} not found (HTTP 404${label}${said})`, info, {
+      hint: 'check the repository name and tag; private images also answer 404 without credentials',
+    });
+  }
+  if (status === 401 || status === 403) {
+    return new RegistryError('UNAUTHORIZED', `${registry} refused access to ${what} (HTTP ${status}${label}${said})`, info, {
+      hint: 'log in (docker login) or check that the repository exists and you may pull it',
+    });
+  }
+  return new RegistryError('REGISTRY_ERROR', `${registry} failed to serve ${what}: HTTP ${status}${label}${said}`, info);
+}
+
+export const CREDENTIALS_REFUSED_HINT = 'the credentials were refused or do not grant pull access to this repository';
+export const LOGIN_HINT = 'log in with docker login, or pass --username and --password-stdin';
+
+export function unauthorized(registry: string, what: string, hadCredentials: boolean, registryCode?: string): RegistryError {
+  const why = registryCode === 'insufficient_scope' ? ' (insufficient_scope: the token does not allow pulling it)' : '';
+  return new RegistryError('UNAUTHORIZED', `${registry} requires authentication for ${what}${why}`, { status: 401, registryCode }, {
+    hint: hadCredentials ? CREDENTIALS_REFUSED_HINT : LOGIN_HINT,
+  });
+}
+
+/** Checks a resumed blob response: 206 from `offset`, or 200 (range ignored) whose prefix to skip. */
+export function checkRange(res: Dispatcher.ResponseData, offset: number, what: string): { body: Dispatcher.ResponseData['body']; skip: number } {
+  if (res.statusCode === 200) return { body: res.body, skip: offset };
+  const range = /^bytes (\d+)-\d+\/(\d+|\*)$/.exec(headerValue(res.headers['content-range']));
+  if (res.statusCode !== 206 || !range || Number(range[1]) !== offset) {
+    res.body.destroy();
+    throw new PullUnpackError('NETWORK', `${what}: the registry answered a resume from byte ${offset} with an unusable range`, {
+      hint: 'try again; the registry or a proxy mangles Range requests',
+    });
+  }
+  return { body: res.body, skip: 0 };
+}
+
+export function headerValue(value: string | string[] | undefined): string {
+  return Array.isArray(value) ? value.join(', ') : value ?? '';
+}
+
+/** Reads a whole body into memory, refusing more than `cap` bytes (checked before and while reading). */
+export async function readCapped(
+  body: Dispatcher.ResponseData['body'],
+  cap: number,
+  contentLength: string | string[] | undefined,
+  what: string,
+  code: 'TOO_LARGE',
+  truncate = false,
+): Promise<Buffer> {
+  const declared = Number(headerValue(contentLength));
+  if (!truncate && Number.isFinite(declared) && declared > cap) {
+    body.destroy();
+    throw new PullUnpackError(code, `${what} is ${declared} bytes, over the ${cap}-byte limit`);
+  }
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for await (const chunk of body) {
+    total += (chunk as Buffer).length;
+    if (total > cap) {
+      body.destroy();
+      if (truncate) break;
+      throw new PullUnpackError(code, `${what} is over the ${cap}-byte limit`);
+    }
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks);
+}

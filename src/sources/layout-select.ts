@@ -1,0 +1,89 @@
+/**
+ * Which entry of an OCI layout's index.json a local reference means: by digest, by ref name,
+ * or the only one. Pure; the errors list what the layout holds so the user can pick.
+ */
+import { PullUnpackError } from '../errors.js';
+import type { Descriptor } from '../image/oci.js';
+import { parseReference } from '../image/reference.js';
+
+/** image-spec annotations.md: the tag (or full reference) an index entry is known by. */
+export const REF_NAME_ANNOTATION = 'org.opencontainers.image.ref.name';
+/** containerd's `ctr export` and docker 25+ `docker save` put the full image name here. */
+export const CONTAINERD_NAME_ANNOTATION = 'io.containerd.image.name';
+
+/**
+ * The index.json entry `tag` names, or the only entry when `tag` is undefined. A tag is matched in three tiers, the first that matches wins: the exact ref name (or containerd image
+ * name); the same image after Docker normalization ('alpine' = 'docker.io/library/alpine:latest');
+ * a bare tag against the tag part of full-reference names. With neither, the only entry.
+ * NOT_FOUND listing the entries when nothing or more than one image matches.
+ */
+export function selectLayoutEntry(entries: Descriptor[], name: string, tag: string | undefined): Descriptor {
+  if (tag === undefined) {
+    if (entries.length === 1) return entries[0]!;
+    if (entries.length === 0) throw new PullUnpackError('NOT_FOUND', `${name} holds no images: its index.json lists no manifests`);
+    throw new PullUnpackError('NOT_FOUND', `${name} holds ${entries.length} images: ${listEntries(entries)}`, {
+      hint: `pick one with ${name}:TAG or ${name}@sha256:HEX`,
+    });
+  }
+  for (const matches of [exactName, sameImage, sameTag]) {
+    const found = entries.filter((e) => names(e).some((n) => matches(n, tag)));
+    const digests = new Set(found.map((e) => e.digest));
+    if (digests.size === 1) return found[0]!;
+    if (digests.size > 1) {
+      throw new PullUnpackError('NOT_FOUND', `${name}: "${tag}" names ${digests.size} different images: ${listEntries(found)}`, {
+        hint: `pick one by digest with ${name}@sha256:HEX`,
+      });
+    }
+  }
+  const tags = [...new Set(entries.flatMap(names))];
+  throw new PullUnpackError('NOT_FOUND', `${name} has no image tagged "${tag}"; ${tags.length ? `it has ${tags.map((t) => `"${t}"`).join(', ')}` : 'its images are untagged'}`, {
+    hint: entries.length ? `pick one with ${name}:TAG or ${name}@sha256:HEX (${listEntries(entries)})` : undefined,
+  });
+}
+
+/** 'latest (sha256:…), sha256:… (untagged)': what a layout holds, for messages. */
+export function listEntries(entries: Descriptor[]): string {
+  return entries.map((e) => {
+    const n = names(e);
+    return n.length ? `${n.join(' / ')} (${e.digest})` : `${e.digest} (untagged)`;
+  }).join(', ');
+}
+
+function names(entry: Descriptor): string[] {
+  const out: string[] = [];
+  for (const key of [REF_NAME_ANNOTATION, CONTAINERD_NAME_ANNOTATION]) {
+    const value = entry.annotations?.[key];
+    if (value && !out.includes(value)) out.push(value);
+  }
+  return out;
+}
+
+function exactName(refName: string, tag: string): boolean {
+  return refName === tag;
+}
+
+/** Only for full-reference names: a bare ref name 'v1' is a tag, not the image 'library/v1'. */
+function sameImage(refName: string, tag: string): boolean {
+  if (!refName.includes(':') && !refName.includes('/')) return false;
+  const a = normalized(refName);
+  return a !== undefined && a === normalized(tag);
+}
+
+function sameTag(refName: string, tag: string): boolean {
+  if (tag.includes('/') || tag.includes(':')) return false;
+  const ref = tryParse(refName);
+  return ref !== undefined && ref.digest === undefined && refName.includes(':') && ref.tag === tag;
+}
+
+function normalized(text: string): string | undefined {
+  return tryParse(text)?.toString();
+}
+
+function tryParse(text: string): ReturnType<typeof parseReference> | undefined {
+  try {
+    return parseReference(text);
+  } catch {
+    // Not a Docker-style reference (e.g. an OCI ref name with '+' or uppercase): it cannot match this way.
+    return undefined;
+  }
+}

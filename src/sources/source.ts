@@ -1,0 +1,89 @@
+/**
+ * The seam between where an image comes from and what is done with it: the resolver, fetcher
+ * and applier see only an ImageSource, whether it is a registry or (later) a local layout.
+ */
+import { Transform, type Readable } from 'node:stream';
+import { isPullUnpackError } from '../errors.js';
+import type { Descriptor } from '../image/oci.js';
+import type { FetchedManifest, RegistryClient } from '../registry/client.js';
+
+export interface ImageSource {
+  /** Names the image in messages, e.g. 'docker.io/library/alpine'. */
+  readonly name: string;
+  /** Manifest or index bytes by tag or digest; verified against the digest when given one. */
+  getManifest(reference: string, signal?: AbortSignal): Promise<FetchedManifest>;
+  /**
+   * The blob's raw (unverified) bytes from `offset` (default 0) on; the caller verifies and
+   * consumes or destroys the stream.
+   */
+  fetchBlob(descriptor: Descriptor, signal?: AbortSignal, what?: string, offset?: number): Promise<Readable>;
+}
+
+/** An ImageSource for one repository of a registry. */
+export function registrySource(client: RegistryClient, repository: string): ImageSource {
+  return {
+    name: `${client.registry}/${repository}`,
+    getManifest: (reference, signal) => client.getManifest(repository, reference, signal),
+    fetchBlob: (descriptor, signal, what, offset) => client.fetchBlob(repository, descriptor, signal, what, offset),
+  };
+}
+
+/**
+ * Tries each source in turn (mirrors first, the upstream last) for every manifest and blob;
+ * a source that fails is reported through `onNotice` and the next one is asked. A mirror that
+ * cannot be reached at all (NETWORK) is skipped for the rest of the operation, so a dead
+ * mirror costs one timeout, not one per blob. Whatever answers is verified by the caller
+ * exactly as if the upstream had answered.
+ */
+export function fallbackSource(sources: readonly ImageSource[], onNotice: (message: string) => void): ImageSource {
+  const last = sources[sources.length - 1];
+  if (!last) throw new Error('fallbackSource needs at least one source');
+  if (sources.length === 1) return last;
+  const unreachable = new Set<ImageSource>();
+  async function tryEach<T>(what: string, call: (s: ImageSource) => Promise<T>): Promise<T> {
+    for (const source of sources.slice(0, -1)) {
+      if (unreachable.has(source)) continue;
+      try {
+        return await call(source);
+      } catch (err) {
+        if (isPullUnpackError(err, 'ABORTED')) throw err;
+        const down = isPullUnpackError(err, 'NETWORK');
+        if (down) unreachable.add(source);
+        onNotice(`mirror ${source.name} failed for ${what} (${(err as Error).message}); ${down ? 'not using it again' : 'trying the next source'}`);
+      }
+    }
+    return call(last!);
+  }
+  return {
+    name: last.name,
+    getManifest: (reference, signal) => tryEach(reference, (s) => s.getManifest(reference, signal)),
+    fetchBlob: (descriptor, signal, what, offset) => tryEach(what ?? descriptor.digest, (s) => s.fetchBlob(descriptor, signal, what, offset)),
+  };
+}
+
+/** Gives `source` offset support by dropping the first bytes of each blob (for local files). */
+export function withBlobOffsets(source: ImageSource): ImageSource {
+  return {
+    name: source.name,
+    getManifest: (reference, signal) => source.getManifest(reference, signal),
+    async fetchBlob(descriptor, signal, what, offset = 0) {
+      const stream = await source.fetchBlob(descriptor, signal, what);
+      if (offset === 0) return stream;
+      let skip = offset;
+      const dropPrefix = new Transform({
+        transform(chunk: Buffer, _encoding, callback) {
+          if (skip >= chunk.length) {
+            skip -= chunk.length;
+            callback();
+            return;
+          }
+          const rest = chunk.subarray(skip);
+          skip = 0;
+          callback(null, rest);
+        },
+      });
+      stream.on('error', (err) => dropPrefix.destroy(err));
+      return stream.pipe(dropPrefix);
+    },
+  };
+}
