@@ -47,7 +47,8 @@ export function selfTimes(profile) {
     functions.set(name, (functions.get(name) ?? 0) + micros);
     scripts.set(file, (scripts.get(file) ?? 0) + micros);
   }
-  const rank = (map) => [...map].sort((a, b) => b[1] - a[1]).map(([name, micros]) => ({ name, ms: micros / 1000, percent: (100 * micros) / total }));
+  const rank = (map) =>
+    [...map].sort((a, b) => b[1] - a[1]).map(([name, micros]) => ({ name, ms: micros / 1000, percent: (100 * micros) / total }));
   return { totalMs: total / 1000, functions: rank(functions), scripts: rank(scripts) };
 }
 
@@ -90,7 +91,10 @@ async function profileImage(registry, image) {
     '',
     align([['self ms', '%', 'script'], ...times.scripts.slice(0, 12).map((f) => [f.ms.toFixed(0), f.percent.toFixed(1), f.name])]),
     '',
-    align([['calls', 'per entry', 'errors', 'syscall'], ...syscalls.slice(0, TOP).map((s) => [s.calls, (s.calls / entries).toFixed(2), s.errors, s.syscall])]),
+    align([
+      ['calls', 'per entry', 'errors', 'syscall'],
+      ...syscalls.slice(0, TOP).map((s) => [s.calls, (s.calls / entries).toFixed(2), s.errors, s.syscall]),
+    ]),
     '',
   ].join('\n');
   await writeFile(join(dir, 'summary.txt'), `${text}\n`);
@@ -103,11 +107,16 @@ function run(command, args) {
 }
 
 async function main() {
-  const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, images: { type: 'string', default: 'distro-gzip,small-files' } } });
+  const { values } = parseArgs({
+    options: { quick: { type: 'boolean', default: false }, images: { type: 'string', default: 'distro-gzip,small-files' } },
+  });
   if (!existsSync(join(ROOT, 'dist', 'cli.js'))) throw new Error('dist/ is missing: run `npm run build` first');
   if (spawnSync('strace', ['-V']).status !== 0) {
     if (process.getuid?.() !== 0) throw new Error('strace is missing: apt-get install strace');
-    execFileSync('apt-get', ['install', '-y', '-qq', 'strace'], { stdio: 'inherit', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
+    execFileSync('apt-get', ['install', '-y', '-qq', 'strace'], {
+      stdio: 'inherit',
+      env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
+    });
   }
   const wanted = values.images.split(',');
   const images = (await prepareImages(CACHE, values.quick ? 'quick' : 'full', log)).filter((i) => wanted.includes(i.name));

@@ -137,7 +137,10 @@ function checkSetup() {
   if (existsSync('/usr/bin/time')) return;
   if (process.getuid?.() !== 0) throw new Error('/usr/bin/time is missing: apt-get install time');
   log('installing GNU time (/usr/bin/time) with apt-get');
-  execFileSync('apt-get', ['install', '-y', '-qq', 'time'], { stdio: 'inherit', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
+  execFileSync('apt-get', ['install', '-y', '-qq', 'time'], {
+    stdio: 'inherit',
+    env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
+  });
 }
 
 /** Push, verify, then `runs` alternating rounds of every contender on one image. */
@@ -162,7 +165,9 @@ async function benchImage(image, runs, features, root) {
   for (const c of active) if (c.fill) await fillCache(c);
   result.verify = await verify(image, active, work);
   const timed = active.filter((c) => result.verify.ok || !c.id.startsWith('pull-unpack'));
-  if (!result.verify.ok) for (const c of active) if (c.id.startsWith('pull-unpack')) result.contenders[c.id] = { reason: 'not timed: tree differs from GNU tar' };
+  if (!result.verify.ok)
+    for (const c of active)
+      if (c.id.startsWith('pull-unpack')) result.contenders[c.id] = { reason: 'not timed: tree differs from GNU tar' };
   for (let round = 0; round < runs; round++) {
     const order = roundOrder(timed, round).filter((c) => result.contenders[c.id].failed === undefined);
     for (const c of order) {
@@ -173,12 +178,20 @@ async function benchImage(image, runs, features, root) {
         continue;
       }
       runsOf[c.id].push(run);
-      log(`[${image.name}] round ${round + 1}/${runs} ${c.label}: ${(run.wallMs / 1000).toFixed(2)} s, CPU ${run.cpuS.toFixed(2)} s, ${(run.treeRssKiB / 1024).toFixed(0)} MiB (load ${run.loadBefore.toFixed(1)})`);
+      log(
+        `[${image.name}] round ${round + 1}/${runs} ${c.label}: ${(run.wallMs / 1000).toFixed(2)} s, CPU ${run.cpuS.toFixed(2)} s, ${(run.treeRssKiB / 1024).toFixed(0)} MiB (load ${run.loadBefore.toFixed(1)})`,
+      );
     }
   }
   for (const c of timed) {
     if (result.contenders[c.id].failed === undefined && runsOf[c.id].length > 0) {
-      const runs = runsOf[c.id].map(({ wallMs, maxRssKiB, treeRssKiB, cpuS, loadBefore }) => ({ wallMs, maxRssKiB, treeRssKiB, cpuS, loadBefore }));
+      const runs = runsOf[c.id].map(({ wallMs, maxRssKiB, treeRssKiB, cpuS, loadBefore }) => ({
+        wallMs,
+        maxRssKiB,
+        treeRssKiB,
+        cpuS,
+        loadBefore,
+      }));
       result.contenders[c.id] = { runs, summary: summarize(runsOf[c.id]) };
     }
   }
@@ -229,7 +242,9 @@ async function verify(image, active, work) {
     await clean(c.paths);
   }
   const verdict = compareTrees(trees[0], trees[1]);
-  log(`[${image.name}] verify: ${verdict.ok ? 'pull-unpack tree == GNU tar tree' : 'TREES DIFFER'} (${verdict.entries} entries, ${verdict.files} files, ${(verdict.bytes / 2 ** 20).toFixed(1)} MiB)`);
+  log(
+    `[${image.name}] verify: ${verdict.ok ? 'pull-unpack tree == GNU tar tree' : 'TREES DIFFER'} (${verdict.entries} entries, ${verdict.files} files, ${(verdict.bytes / 2 ** 20).toFixed(1)} MiB)`,
+  );
   for (const line of [...verdict.errors, ...verdict.warnings]) log(`[${image.name}]   ${line}`);
   return verdict;
 }
@@ -253,7 +268,9 @@ function onPath(tool) {
 
 function version(command, args) {
   try {
-    return execFileSync(command, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).split('\n')[0].trim();
+    return execFileSync(command, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })
+      .split('\n')[0]
+      .trim();
   } catch {
     return 'n/a';
   }
@@ -271,8 +288,18 @@ function environment(opts, features, totalSeconds) {
     cpus: `${cpus().length} x ${cpus()[0]?.model ?? 'unknown'}`,
     memoryGiB: Math.round(totalmem() / 2 ** 30),
     kernel: release(),
-    pullUnpack: { version: version(process.execPath, [BIN, '--version']), commit: version('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD']), ...features },
-    tools: { tar: version('tar', ['--version']), curl: version('curl', ['--version']), zstd: version('zstd', ['--version']), skopeo: version('skopeo', ['--version']), umoci: version('umoci', ['--version']) },
+    pullUnpack: {
+      version: version(process.execPath, [BIN, '--version']),
+      commit: version('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD']),
+      ...features,
+    },
+    tools: {
+      tar: version('tar', ['--version']),
+      curl: version('curl', ['--version']),
+      zstd: version('zstd', ['--version']),
+      skopeo: version('skopeo', ['--version']),
+      umoci: version('umoci', ['--version']),
+    },
     pageCache: 'warm for every contender (nothing dropped); sync after every run, untimed',
   };
 }

@@ -8,13 +8,28 @@ export { PullUnpackError, RegistryError, isPullUnpackError, type ErrorCode } fro
 export { parseReference, familiarName, type Reference } from './image/reference.js';
 export { parsePlatform, formatPlatform, hostPlatform, normalizePlatform, selectPlatform, type PlatformChoice } from './image/platform.js';
 export { parseDigest, digestOf, VerifyingStream } from './image/digest.js';
-export { MediaType, parseManifest, parseImageConfig, type Descriptor, type ImageConfig, type ImageIndex, type ImageManifest, type Platform } from './image/oci.js';
+export {
+  MediaType,
+  parseManifest,
+  parseImageConfig,
+  type Descriptor,
+  type ImageConfig,
+  type ImageIndex,
+  type ImageManifest,
+  type Platform,
+} from './image/oci.js';
 export { RegistryClient, type RegistryClientOptions } from './registry/client.js';
 export type { InspectResult, InspectedPlatform } from './image/inspect.js';
 export type { SourceOptions } from './sources/open.js';
 export { parseLocalReference, type LocalReference } from './sources/layout.js';
 export { pullBundle, type BundleOptions, type BundleResult } from './outputs/bundle.js';
-export { toRuntimeConfig, applyOverrides, type ConfigOverrides, type RuntimeConfigOptions, type RuntimeSpec } from './outputs/runtime-config.js';
+export {
+  toRuntimeConfig,
+  applyOverrides,
+  type ConfigOverrides,
+  type RuntimeConfigOptions,
+  type RuntimeSpec,
+} from './outputs/runtime-config.js';
 export { pullTar, pullOci } from './outputs/outputs.js';
 export { pull, type PullOptions, type PullResult, type PullEvent, type PulledLayer } from './pull.js';
 

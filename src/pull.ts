@@ -44,7 +44,15 @@ export interface PullOptions extends SourceOptions {
 }
 
 export type PullEvent =
-  | { type: 'resolved'; reference: string; digest: string; mediaType: string; manifestDigest: string; platform: string | undefined; reason: string | undefined }
+  | {
+      type: 'resolved';
+      reference: string;
+      digest: string;
+      mediaType: string;
+      manifestDigest: string;
+      platform: string | undefined;
+      reason: string | undefined;
+    }
   | { type: 'config'; digest: string; layers: number; totalSize: number }
   | BlobEvent
   | { type: 'layer-applied'; index: number; digest: string; diffId: string; entries: number }
@@ -107,12 +115,7 @@ export async function pull(image: string, dir: string, options: PullOptions = {}
 }
 
 /** The shared pull: `layout` says where the rootfs goes in the staging dir and what else to write. */
-export async function pullInto(
-  image: string,
-  dir: string,
-  options: PullOptions,
-  layout: Layout,
-): Promise<PullResult> {
+export async function pullInto(image: string, dir: string, options: PullOptions, layout: Layout): Promise<PullResult> {
   if (options.offline && options.cacheDir === undefined && !parseLocalReference(image)) {
     throw new PullUnpackError('USAGE', 'offline pulls read the blob cache: give a cache directory (--cache-dir)');
   }
@@ -126,13 +129,7 @@ export async function pullInto(
   }
 }
 
-async function pullOpened(
-  opened: OpenedImage,
-  dest: string,
-  wanted: Platform,
-  options: PullOptions,
-  layout: Layout,
-): Promise<PullResult> {
+async function pullOpened(opened: OpenedImage, dest: string, wanted: Platform, options: PullOptions, layout: Layout): Promise<PullResult> {
   const controller = new AbortController();
   const stopOnUserAbort = (): void => controller.abort(options.signal?.reason);
   options.signal?.addEventListener('abort', stopOnUserAbort, { once: true });
@@ -145,9 +142,12 @@ async function pullOpened(
     const persistent = options.cacheDir !== undefined && !opened.local;
     const store = new BlobStore(persistent ? resolvePath(options.cacheDir!) : staging.scratch);
     // A local source needs no network: --offline changes nothing for it.
-    const source = options.offline && persistent
-      ? offlineSource(store, opened.source.name, opened.display)
-      : persistent ? cachingSource(opened.source, store) : opened.source;
+    const source =
+      options.offline && persistent
+        ? offlineSource(store, opened.source.name, opened.display)
+        : persistent
+          ? cachingSource(opened.source, store)
+          : opened.source;
     const resolved = await resolveImage(source, opened.reference, wanted, signal);
     emitResolved(opened.display, resolved, options);
     const { config, bytes: configBytes } = await fetchConfig(source, resolved.manifest, signal, limits.maxConfigBytes);
@@ -162,7 +162,15 @@ async function pullOpened(
     });
     await layout.prepare?.(staging);
     const rootfs = layout.rootfsIn(staging);
-    const { layerPaths, ...bytes } = await unpackLayers(source, store, layout.skipApply ? undefined : rootfs, layers, options, controller, limits);
+    const { layerPaths, ...bytes } = await unpackLayers(
+      source,
+      store,
+      layout.skipApply ? undefined : rootfs,
+      layers,
+      options,
+      controller,
+      limits,
+    );
     const pulled = {
       reference: opened.display,
       digest: resolved.top.descriptor.digest,
@@ -221,7 +229,9 @@ function emitResolved(display: string, resolved: ResolvedImage, options: PullOpt
 }
 
 function configPlatform(config: ImageConfig): string | undefined {
-  return config.os && config.architecture ? formatPlatform({ os: config.os, architecture: config.architecture, variant: config.variant }) : undefined;
+  return config.os && config.architecture
+    ? formatPlatform({ os: config.os, architecture: config.architecture, variant: config.variant })
+    : undefined;
 }
 
 /** Pairs each layer with its DiffID; refuses unknown media types before anything is downloaded. */
@@ -230,7 +240,10 @@ function checkLayers(resolved: ResolvedImage, config: ImageConfig, name: string,
   if (layers.length > limits.maxLayers) throw limitError(`${name}: ${layers.length} layers`, limits.maxLayers, '--max-layers');
   const diffIds = config.rootfs.diff_ids;
   if (diffIds.length !== layers.length) {
-    throw new PullUnpackError('INVALID_CONFIG', `${name}: the manifest has ${layers.length} layers but the config lists ${diffIds.length} DiffIDs`);
+    throw new PullUnpackError(
+      'INVALID_CONFIG',
+      `${name}: the manifest has ${layers.length} layers but the config lists ${diffIds.length} DiffIDs`,
+    );
   }
   return layers.map((layer, i) => {
     layerCompression(layer.mediaType);
@@ -270,11 +283,14 @@ async function unpackLayers(
   const downloads = fetchBlobs(source, store, requests, { concurrency: options.concurrency ?? DEFAULT_CONCURRENCY, signal, onEvent });
   // The first failed download stops the others at once instead of after the layers before it.
   for (const d of downloads) d.catch((err: unknown) => controller.abort(err));
-  const ctx = rootfs === undefined ? undefined : createApplyContext(rootfs, {
-    isRoot: options.isRoot,
-    onWarning: (message) => options.onEvent?.({ type: 'warning', message }),
-    limits,
-  });
+  const ctx =
+    rootfs === undefined
+      ? undefined
+      : createApplyContext(rootfs, {
+          isRoot: options.isRoot,
+          onWarning: (message) => options.onEvent?.({ type: 'warning', message }),
+          limits,
+        });
   const layerPaths: string[] = [];
   const budget = { remaining: limits.maxUncompressedBytes, limit: limits.maxUncompressedBytes };
   try {
@@ -306,7 +322,10 @@ async function unpackLayers(
 
 /** The download's own failure (not an abort caused by another one), once it settled. */
 async function downloadError(download: Promise<string>): Promise<unknown> {
-  const error = await download.then(() => undefined, (err: unknown) => err);
+  const error = await download.then(
+    () => undefined,
+    (err: unknown) => err,
+  );
   return isPullUnpackError(error, 'ABORTED') ? undefined : error;
 }
 

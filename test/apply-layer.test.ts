@@ -384,14 +384,20 @@ describe('extended attributes', () => {
       ]),
     ]);
     const names = async (p: string): Promise<string> =>
-      (await run('getfattr', ['-h', '-d', '-m', '-', '--absolute-names', p])).toString().split('\n').filter((l) => l.includes('=')).join(',');
+      (await run('getfattr', ['-h', '-d', '-m', '-', '--absolute-names', p]))
+        .toString()
+        .split('\n')
+        .filter((l) => l.includes('='))
+        .join(',');
     expect(await names(join(root, 'xdir'))).toBe('user.other="upper"');
     expect(await names(join(root, 'plain'))).toBe('');
     expect(await names(join(root, odd))).toBe('user.dir="upper"');
   });
 
   it('does not set host-specific xattrs (security.selinux) from a layer', async () => {
-    const { root } = await apply([await buildTar([{ name: 'f', content: 'x', pax: { 'SCHILY.xattr.security.selinux': 'system_u:object_r:etc_t:s0' } }])]);
+    const { root } = await apply([
+      await buildTar([{ name: 'f', content: 'x', pax: { 'SCHILY.xattr.security.selinux': 'system_u:object_r:etc_t:s0' } }]),
+    ]);
     await expect(getXattr(join(root, 'f'), 'security.selinux')).rejects.toThrow();
   });
 
@@ -445,7 +451,10 @@ describe('extended attributes', () => {
 describe('replacing existing paths (layer.md "Changeset over existing files")', () => {
   it('replaces a directory with a file, removing its contents', async () => {
     const { root } = await apply([
-      await buildTar([{ name: 'p/', type: 'directory' }, { name: 'p/deep/x', content: 'x' }]),
+      await buildTar([
+        { name: 'p/', type: 'directory' },
+        { name: 'p/deep/x', content: 'x' },
+      ]),
       await buildTar([{ name: 'p', content: 'now a file' }]),
     ]);
     expect(await readFile(join(root, 'p'), 'utf8')).toBe('now a file');
@@ -454,7 +463,10 @@ describe('replacing existing paths (layer.md "Changeset over existing files")', 
   it('replaces a file with a directory', async () => {
     const { root } = await apply([
       await buildTar([{ name: 'p', content: 'file' }]),
-      await buildTar([{ name: 'p/', type: 'directory', mode: 0o700 }, { name: 'p/child', content: 'c' }]),
+      await buildTar([
+        { name: 'p/', type: 'directory', mode: 0o700 },
+        { name: 'p/child', content: 'c' },
+      ]),
     ]);
     expect((await lstat(join(root, 'p'))).isDirectory()).toBe(true);
     expect(await mode(join(root, 'p'))).toBe(0o700);
@@ -463,7 +475,11 @@ describe('replacing existing paths (layer.md "Changeset over existing files")', 
 
   it('replaces a directory with a symlink', async () => {
     const { root } = await apply([
-      await buildTar([{ name: 'lib/', type: 'directory' }, { name: 'lib/libc.so', content: 'c' }, { name: 'usr/lib/', type: 'directory' }]),
+      await buildTar([
+        { name: 'lib/', type: 'directory' },
+        { name: 'lib/libc.so', content: 'c' },
+        { name: 'usr/lib/', type: 'directory' },
+      ]),
       await buildTar([{ name: 'lib', type: 'symlink', linkname: 'usr/lib' }]),
     ]);
     expect((await lstat(join(root, 'lib'))).isSymbolicLink()).toBe(true);
@@ -472,8 +488,14 @@ describe('replacing existing paths (layer.md "Changeset over existing files")', 
 
   it('merges a directory over a directory: keeps contents, takes mode, owner and mtime', async () => {
     const { root } = await apply([
-      await buildTar([{ name: 'etc/', type: 'directory', mode: 0o755, mtime: 1000 }, { name: 'etc/keep', content: 'k' }]),
-      await buildTar([{ name: 'etc/', type: 'directory', mode: 0o700, uid: 9, gid: 9, mtime: 2000 }, { name: 'etc/new', content: 'n' }]),
+      await buildTar([
+        { name: 'etc/', type: 'directory', mode: 0o755, mtime: 1000 },
+        { name: 'etc/keep', content: 'k' },
+      ]),
+      await buildTar([
+        { name: 'etc/', type: 'directory', mode: 0o700, uid: 9, gid: 9, mtime: 2000 },
+        { name: 'etc/new', content: 'n' },
+      ]),
     ]);
     expect((await readdir(join(root, 'etc'))).sort()).toEqual(['keep', 'new']);
     const st = await lstat(join(root, 'etc'));
@@ -484,7 +506,10 @@ describe('replacing existing paths (layer.md "Changeset over existing files")', 
 
   it('replaces a file with a new inode, leaving lower-layer hardlinks unchanged', async () => {
     const { root } = await apply([
-      await buildTar([{ name: 'a', content: 'old' }, { name: 'b', type: 'link', linkname: 'a' }]),
+      await buildTar([
+        { name: 'a', content: 'old' },
+        { name: 'b', type: 'link', linkname: 'a' },
+      ]),
       await buildTar([{ name: 'a', content: 'new', mode: 0o600 }]),
     ]);
     expect(await readFile(join(root, 'a'), 'utf8')).toBe('new');
@@ -494,8 +519,15 @@ describe('replacing existing paths (layer.md "Changeset over existing files")', 
 
   it('replaces a symlink to a directory with a real directory for a directory entry', async () => {
     const { root } = await apply([
-      await buildTar([{ name: 'real/', type: 'directory' }, { name: 'real/x', content: 'x' }, { name: 'alias', type: 'symlink', linkname: 'real' }]),
-      await buildTar([{ name: 'alias/', type: 'directory' }, { name: 'alias/y', content: 'y' }]),
+      await buildTar([
+        { name: 'real/', type: 'directory' },
+        { name: 'real/x', content: 'x' },
+        { name: 'alias', type: 'symlink', linkname: 'real' },
+      ]),
+      await buildTar([
+        { name: 'alias/', type: 'directory' },
+        { name: 'alias/y', content: 'y' },
+      ]),
     ]);
     expect((await lstat(join(root, 'alias'))).isDirectory()).toBe(true);
     expect(await readdir(join(root, 'alias'))).toEqual(['y']);
@@ -504,7 +536,11 @@ describe('replacing existing paths (layer.md "Changeset over existing files")', 
 
   it('replaces other entry types (symlink, fifo, hardlink) at an existing path', async () => {
     const { root } = await apply([
-      await buildTar([{ name: 'x', content: 'file' }, { name: 'y', type: 'symlink', linkname: 'x' }, { name: 'z', content: 'z' }]),
+      await buildTar([
+        { name: 'x', content: 'file' },
+        { name: 'y', type: 'symlink', linkname: 'x' },
+        { name: 'z', content: 'z' },
+      ]),
       await buildTar([
         { name: 'x', type: 'fifo' },
         { name: 'y', type: 'link', linkname: 'z' },
@@ -527,7 +563,12 @@ describe('replacing existing paths (layer.md "Changeset over existing files")', 
         { name: 'd/one', content: '1' },
         { name: 'e/', type: 'directory' },
       ]),
-      await buildTar([{ name: '.wh.l' }, { name: 'l/two', content: '2' }, { name: 'd', type: 'symlink', linkname: 'e' }, { name: 'd/two', content: '2' }]),
+      await buildTar([
+        { name: '.wh.l' },
+        { name: 'l/two', content: '2' },
+        { name: 'd', type: 'symlink', linkname: 'e' },
+        { name: 'd/two', content: '2' },
+      ]),
     ]);
     expect(await readdir(join(root, 'real'))).toEqual(['one']);
     expect((await lstat(join(root, 'l'))).isDirectory()).toBe(true);
@@ -537,7 +578,10 @@ describe('replacing existing paths (layer.md "Changeset over existing files")', 
 
   it('writes through a symlinked parent directory inside the root', async () => {
     const { root } = await apply([
-      await buildTar([{ name: 'usr/lib/', type: 'directory' }, { name: 'lib', type: 'symlink', linkname: 'usr/lib' }]),
+      await buildTar([
+        { name: 'usr/lib/', type: 'directory' },
+        { name: 'lib', type: 'symlink', linkname: 'usr/lib' },
+      ]),
       await buildTar([{ name: 'lib/libz.so', content: 'z' }]),
     ]);
     expect(await readFile(join(root, 'usr/lib/libz.so'), 'utf8')).toBe('z');
@@ -572,7 +616,11 @@ describe('whiteouts', () => {
 
   it('removes a symlink itself, not its target', async () => {
     const { root } = await apply([
-      await buildTar([{ name: 'data/', type: 'directory' }, { name: 'data/x', content: 'x' }, { name: 'ln', type: 'symlink', linkname: 'data' }]),
+      await buildTar([
+        { name: 'data/', type: 'directory' },
+        { name: 'data/x', content: 'x' },
+        { name: 'ln', type: 'symlink', linkname: 'data' },
+      ]),
       await buildTar([{ name: '.wh.ln' }]),
     ]);
     expect(await readdir(root)).toEqual(['data']);
@@ -581,7 +629,11 @@ describe('whiteouts', () => {
 
   it('treats a whiteout by name whatever its entry type (directory, hardlink)', async () => {
     const { root } = await apply([
-      await buildTar([{ name: 'a', content: 'a' }, { name: 'b', content: 'b' }, { name: 'c', content: 'c' }]),
+      await buildTar([
+        { name: 'a', content: 'a' },
+        { name: 'b', content: 'b' },
+        { name: 'c', content: 'c' },
+      ]),
       await buildTar([
         { name: '.wh.a/', type: 'directory' },
         { name: '.wh.b', type: 'link', linkname: 'c' },
@@ -592,8 +644,18 @@ describe('whiteouts', () => {
 
   it('keeps an entry of the same layer that a later whiteout names (whiteouts only apply to lower layers)', async () => {
     const { root } = await apply([
-      await buildTar([{ name: 'd/', type: 'directory' }, { name: 'd/lower', content: 'l' }, { name: 'f', content: 'lower f' }]),
-      await buildTar([{ name: 'f', content: 'upper f' }, { name: '.wh.f' }, { name: 'd/', type: 'directory' }, { name: 'd/upper', content: 'u' }, { name: '.wh.d' }]),
+      await buildTar([
+        { name: 'd/', type: 'directory' },
+        { name: 'd/lower', content: 'l' },
+        { name: 'f', content: 'lower f' },
+      ]),
+      await buildTar([
+        { name: 'f', content: 'upper f' },
+        { name: '.wh.f' },
+        { name: 'd/', type: 'directory' },
+        { name: 'd/upper', content: 'u' },
+        { name: '.wh.d' },
+      ]),
     ]);
     expect(await readFile(join(root, 'f'), 'utf8')).toBe('upper f');
     expect(await readdir(join(root, 'd'))).toEqual(['upper']);
@@ -630,7 +692,10 @@ describe('whiteouts', () => {
 
   it('opaque marker keeps files this layer adds without a directory entry for their parent', async () => {
     const { root } = await apply([
-      await buildTar([{ name: 'bin/old', content: 'o' }, { name: 'bin/sub/old', content: 'o' }]),
+      await buildTar([
+        { name: 'bin/old', content: 'o' },
+        { name: 'bin/sub/old', content: 'o' },
+      ]),
       await buildTar([{ name: 'bin/sub/new', content: 'n' }, { name: 'bin/.wh..wh..opq' }]),
     ]);
     expect(await readdir(join(root, 'bin'))).toEqual(['sub']);
@@ -638,7 +703,13 @@ describe('whiteouts', () => {
   });
 
   it('skips aufs metadata whiteouts (.wh..wh.plnk)', async () => {
-    const { root, stats } = await apply([await buildTar([{ name: '.wh..wh.plnk/', type: 'directory' }, { name: '.wh..wh.aufs', content: '' }, { name: 'f', content: 'f' }])]);
+    const { root, stats } = await apply([
+      await buildTar([
+        { name: '.wh..wh.plnk/', type: 'directory' },
+        { name: '.wh..wh.aufs', content: '' },
+        { name: 'f', content: 'f' },
+      ]),
+    ]);
     expect(await readdir(root)).toEqual(['f']);
     expect(stats[0]!.skipped).toBe(2);
   });
@@ -646,7 +717,11 @@ describe('whiteouts', () => {
   it('a whiteout removes a directory whose restrictive mode was deferred (non-root)', async () => {
     const { root } = await apply(
       [
-        await buildTar([{ name: 'locked/', type: 'directory', mode: 0o500 }, { name: 'locked/inner/', type: 'directory', mode: 0o000 }, { name: 'locked/inner/f', content: 'x' }]),
+        await buildTar([
+          { name: 'locked/', type: 'directory', mode: 0o500 },
+          { name: 'locked/inner/', type: 'directory', mode: 0o000 },
+          { name: 'locked/inner/f', content: 'x' },
+        ]),
         await buildTar([{ name: '.wh.locked' }, { name: 'locked', content: 'file now' }]),
       ],
       { isRoot: false },
@@ -673,7 +748,8 @@ describe('names that are not UTF-8 (their bytes are kept, as umoci does)', () =>
   /** A path whose last part is `name`, a string of one char per byte (e.g. 'caf\xe9'). */
   const raw = (dir: string, name: string): Buffer => Buffer.concat([Buffer.from(`${dir}/`), Buffer.from(name, 'latin1')]);
   /** The names in `dir`, as one-char-per-byte strings. */
-  const namesIn = async (dir: string | Buffer): Promise<string[]> => (await readdir(dir, { encoding: 'buffer' })).map((b) => b.toString('latin1')).sort();
+  const namesIn = async (dir: string | Buffer): Promise<string[]> =>
+    (await readdir(dir, { encoding: 'buffer' })).map((b) => b.toString('latin1')).sort();
   const LONG = `long\xe9${'x'.repeat(150)}`;
   const LONG_TARGET = `../${'y\xe9'.repeat(60)}`;
 
@@ -791,19 +867,31 @@ describe('stream handling', () => {
     }
     const dir = await tmp();
     await mkdir(join(dir, 'root'));
-    await expect(applyLayer(createApplyContext(join(dir, 'root')), Readable.from(failing()))).rejects.toMatchObject({ code: 'DIFFID_MISMATCH' });
+    await expect(applyLayer(createApplyContext(join(dir, 'root')), Readable.from(failing()))).rejects.toMatchObject({
+      code: 'DIFFID_MISMATCH',
+    });
   });
 
   it('rejects a hardlink to a missing target and a file under a file with CORRUPT_LAYER', async () => {
     await expect(apply([await buildTar([{ name: 'h', type: 'link', linkname: 'nope' }])])).rejects.toMatchObject({ code: 'CORRUPT_LAYER' });
-    await expect(apply([await buildTar([{ name: 'f', content: 'f' }, { name: 'f/g', content: 'g' }])])).rejects.toMatchObject({
+    await expect(
+      apply([
+        await buildTar([
+          { name: 'f', content: 'f' },
+          { name: 'f/g', content: 'g' },
+        ]),
+      ]),
+    ).rejects.toMatchObject({
       code: 'CORRUPT_LAYER',
       message: expect.stringContaining('layer 1: "f/g"'),
     });
   });
 
   it('aborts mid-file: stops reading, destroys the stream, rejects with ABORTED', async () => {
-    const tar = await buildTar([{ name: 'a', content: 'a' }, { name: 'big', content: randomBytes(1 << 20) }]);
+    const tar = await buildTar([
+      { name: 'a', content: 'a' },
+      { name: 'big', content: randomBytes(1 << 20) },
+    ]);
     const source = stalledStream(tar.subarray(0, 200 * 1024));
     const dir = await tmp();
     await mkdir(join(dir, 'root'));
@@ -821,7 +909,9 @@ describe('stream handling', () => {
     const source = stalledStream(await buildTar([{ name: 'a', content: 'a' }]));
     const controller = new AbortController();
     controller.abort();
-    await expect(applyLayer(createApplyContext(join(dir, 'root')), source, { signal: controller.signal })).rejects.toMatchObject({ code: 'ABORTED' });
+    await expect(applyLayer(createApplyContext(join(dir, 'root')), source, { signal: controller.signal })).rejects.toMatchObject({
+      code: 'ABORTED',
+    });
     expect(source.destroyed).toBe(true);
     expect(await readdir(join(dir, 'root'))).toEqual([]);
   });

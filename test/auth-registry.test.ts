@@ -84,7 +84,12 @@ beforeAll(async () => {
   tokenServer = await startTokenServer(join(work, 'token'), tokenOptions);
   cleanups.push(() => tokenServer.close());
   token = await startRegistry({
-    tokenAuth: { realm: tokenServer.realm, service: tokenOptions.service, issuer: tokenOptions.issuer, rootcertbundle: tokenServer.rootCertBundle },
+    tokenAuth: {
+      realm: tokenServer.realm,
+      service: tokenOptions.service,
+      issuer: tokenOptions.issuer,
+      rootcertbundle: tokenServer.rootCertBundle,
+    },
     extraConfig: { storage: { filesystem: { rootdirectory: join(seed.dir, 'storage') } } },
   });
   cleanups.push(() => token.stop());
@@ -109,7 +114,11 @@ describe('Basic auth (htpasswd registry)', () => {
   it('uses --username with the password read from stdin, over any config', async () => {
     const home = await homeWith({ auths: { [basic.host]: { auth: basicAuth(HT_USER, 'stale-password') } } });
     const dir = out();
-    const r = await runCliStdin([`${basic.host}/${REPO}:v1`, dir, '--username', HT_USER, '--password-stdin'], isolatedEnv(home), `${HT_PASSWORD}\n`);
+    const r = await runCliStdin(
+      [`${basic.host}/${REPO}:v1`, dir, '--username', HT_USER, '--password-stdin'],
+      isolatedEnv(home),
+      `${HT_PASSWORD}\n`,
+    );
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
     expect(await hashTree(dir)).toEqual(expected);
@@ -127,7 +136,10 @@ describe('Basic auth (htpasswd registry)', () => {
     );
     await chmod(join(bin, 'docker-credential-test'), 0o755);
     const dir = out();
-    const r = await runCliStdin([`${basic.host}/${REPO}:v1`, dir], isolatedEnv(home, { PATH: `${bin}:${process.env['PATH'] ?? '/usr/bin:/bin'}` }));
+    const r = await runCliStdin(
+      [`${basic.host}/${REPO}:v1`, dir],
+      isolatedEnv(home, { PATH: `${bin}:${process.env['PATH'] ?? '/usr/bin:/bin'}` }),
+    );
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
     expect(await readFile(asked, 'utf8')).toBe(basic.host);
@@ -136,7 +148,9 @@ describe('Basic auth (htpasswd registry)', () => {
   });
 
   it('refuses a wrong password: UNAUTHORIZED, with a hint that the credentials were refused', async () => {
-    await expect(pull(`${basic.host}/${REPO}:v1`, out(), { credentials: { username: HT_USER, password: 'wrong-password' } })).rejects.toMatchObject({
+    await expect(
+      pull(`${basic.host}/${REPO}:v1`, out(), { credentials: { username: HT_USER, password: 'wrong-password' } }),
+    ).rejects.toMatchObject({
       code: 'UNAUTHORIZED',
       hint: expect.stringMatching(/credentials were refused/),
     });
@@ -191,7 +205,9 @@ describe('token auth (distribution auth.token with a JWT-signing token server)',
     expect(await hashTree(dir)).toEqual(expected);
     const asked = tokenServer.requests.slice(before);
     expect(pushed.layers.length).toBe(2);
-    expect(asked).toEqual([{ method: 'GET', scopes: [`repository:${REPO}:pull`], service: tokenOptions.service, as: `basic:${HT_USER}`, grantType: undefined }]);
+    expect(asked).toEqual([
+      { method: 'GET', scopes: [`repository:${REPO}:pull`], service: tokenOptions.service, as: `basic:${HT_USER}`, grantType: undefined },
+    ]);
     expect(secretsIn(r, [HT_PASSWORD, ...tokenServer.issued])).toEqual([]);
   });
 
@@ -199,7 +215,13 @@ describe('token auth (distribution auth.token with a JWT-signing token server)',
     const home = await homeWith({ auths: { [token.host]: { auth: basicAuth(HT_USER, HT_PASSWORD) } } });
     const r = await runCliStdin([`${token.host}/${REPO}:v1`, out(), '--json'], isolatedEnv(home));
     expect(r.code).toBe(0);
-    expect(r.stdout.trim().split('\n').map((line) => JSON.parse(line) as { type: string }).at(-1)?.type).toBe('done');
+    expect(
+      r.stdout
+        .trim()
+        .split('\n')
+        .map((line) => JSON.parse(line) as { type: string })
+        .at(-1)?.type,
+    ).toBe('done');
     expect(tokenServer.issued.length).toBeGreaterThan(0);
     expect(secretsIn(r, [HT_PASSWORD, ...tokenServer.issued])).toEqual([]);
   });
@@ -222,7 +244,13 @@ describe('token auth (distribution auth.token with a JWT-signing token server)',
     expect(r.code).toBe(0);
     expect(await hashTree(dir)).toEqual(expected);
     expect(tokenServer.requests.slice(before)).toEqual([
-      { method: 'POST', scopes: [`repository:${REPO}:pull`], service: tokenOptions.service, as: 'refresh_token', grantType: 'refresh_token' },
+      {
+        method: 'POST',
+        scopes: [`repository:${REPO}:pull`],
+        service: tokenOptions.service,
+        as: 'refresh_token',
+        grantType: 'refresh_token',
+      },
     ]);
     expect(secretsIn(r, [refresh, ...tokenServer.issued])).toEqual([]);
   });
@@ -234,7 +262,9 @@ describe('token auth (distribution auth.token with a JWT-signing token server)',
     expect(r.stderr).toMatch(/insufficient_scope/);
     expect(r.stderr).toMatch(/hint: .*do not grant pull access/);
     expect(secretsIn(r, [HT_PASSWORD, ...tokenServer.issued])).toEqual([]);
-    await expect(pull(`${token.host}/${PRIVATE_REPO}:v1`, out(), { credentials: { username: HT_USER, password: HT_PASSWORD } })).rejects.toMatchObject({
+    await expect(
+      pull(`${token.host}/${PRIVATE_REPO}:v1`, out(), { credentials: { username: HT_USER, password: HT_PASSWORD } }),
+    ).rejects.toMatchObject({
       code: 'UNAUTHORIZED',
       registryCode: 'insufficient_scope',
     });
@@ -243,7 +273,9 @@ describe('token auth (distribution auth.token with a JWT-signing token server)',
   it('a token server that refuses the scope, or the password: UNAUTHORIZED', async () => {
     tokenOptions.onRefused = 'deny';
     try {
-      await expect(pull(`${token.host}/${PRIVATE_REPO}:v1`, out(), { credentials: { username: HT_USER, password: HT_PASSWORD } })).rejects.toMatchObject({
+      await expect(
+        pull(`${token.host}/${PRIVATE_REPO}:v1`, out(), { credentials: { username: HT_USER, password: HT_PASSWORD } }),
+      ).rejects.toMatchObject({
         code: 'UNAUTHORIZED',
       });
     } finally {
@@ -258,7 +290,9 @@ describe('token auth (distribution auth.token with a JWT-signing token server)',
   });
 
   it('without credentials a private repository is UNAUTHORIZED', async () => {
-    await expect(pull(`${token.host}/${REPO}:v1`, out(), { env: isolatedEnv(await homeWith()) })).rejects.toMatchObject({ code: 'UNAUTHORIZED' });
+    await expect(pull(`${token.host}/${REPO}:v1`, out(), { env: isolatedEnv(await homeWith()) })).rejects.toMatchObject({
+      code: 'UNAUTHORIZED',
+    });
   });
 });
 

@@ -3,8 +3,13 @@ import { basicAuthorization, parseChallenges, parseTokenResponse, pullScope, Tok
 
 describe('parseChallenges', () => {
   it('parses a Docker Hub bearer challenge', () => {
-    expect(parseChallenges('Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/alpine:pull"')).toEqual([
-      { scheme: 'bearer', params: { realm: 'https://auth.docker.io/token', service: 'registry.docker.io', scope: 'repository:library/alpine:pull' } },
+    expect(
+      parseChallenges('Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/alpine:pull"'),
+    ).toEqual([
+      {
+        scheme: 'bearer',
+        params: { realm: 'https://auth.docker.io/token', service: 'registry.docker.io', scope: 'repository:library/alpine:pull' },
+      },
     ]);
   });
   it('parses a Basic challenge', () => {

@@ -94,15 +94,20 @@ beforeAll(async () => {
   if (!existsSync(BUSYBOX)) throw new Error(`${BUSYBOX} is missing: install busybox-static (scripts/setup.sh does)`);
   busybox = readFileSync(BUSYBOX);
   work = await mkdtemp(join(tmpdir(), 'pull-unpack-bundle-'));
-  await push('a', {
-    User: 'app',
-    WorkingDir: '/srv/app',
-    Entrypoint: ['/bin/sh', '-c'],
-    Cmd: [PROBE, 'probe-a', 'first arg', 'two  spaces'],
-    Env: ['PATH=/opt/tools/bin:/usr/bin:/bin', 'FOO=bar'],
-    Volumes: { '/data': {} },
-    Labels: { 'org.opencontainers.image.author': 'Label Author', 'com.example.kind': 'probe' },
-  }, baseEntries(), { author: 'Config Author' });
+  await push(
+    'a',
+    {
+      User: 'app',
+      WorkingDir: '/srv/app',
+      Entrypoint: ['/bin/sh', '-c'],
+      Cmd: [PROBE, 'probe-a', 'first arg', 'two  spaces'],
+      Env: ['PATH=/opt/tools/bin:/usr/bin:/bin', 'FOO=bar'],
+      Volumes: { '/data': {} },
+      Labels: { 'org.opencontainers.image.author': 'Label Author', 'com.example.kind': 'probe' },
+    },
+    baseEntries(),
+    { author: 'Config Author' },
+  );
   await push('b', { User: 'app:data', Entrypoint: ['/bin/sh', '-c'], Cmd: [PROBE, 'probe-b'] });
   await push('c', { User: '1000:2000', Cmd: ['/bin/sh', '-c', PROBE, 'probe-c'] });
   await push('d', { Cmd: ['/bin/sh', '-c', PROBE, 'probe-d'] });
@@ -233,7 +238,10 @@ describe('image a: named user, workdir, entrypoint + cmd, env, volume, labels', 
       'pull-unpack.manifest.digest': digests['a'],
     });
     expect(spec.mounts.find((m) => m.destination === '/data')).toEqual({
-      destination: '/data', type: 'tmpfs', source: 'tmpfs', options: [...VOLUME_TMPFS_OPTIONS, 'uid=1000', 'gid=1000'],
+      destination: '/data',
+      type: 'tmpfs',
+      source: 'tmpfs',
+      options: [...VOLUME_TMPFS_OPTIONS, 'uid=1000', 'gid=1000'],
     });
     expect(spec.linux.namespaces.map((n) => n.type)).toEqual(['pid', 'network', 'ipc', 'uts', 'mount']);
     expect(spec.linux.uidMappings).toBeUndefined();
@@ -291,12 +299,20 @@ describe('images b, c, d: user forms and defaults', () => {
     expectPathOnce(p.env, DEFAULT_PATH);
   });
 
-  it('d: no User, no Entrypoint runs Cmd as root in /, default PATH once, root\'s groups', async () => {
+  it("d: no User, no Entrypoint runs Cmd as root in /, default PATH once, root's groups", async () => {
     const { dir, spec } = await bundle('d');
     expect(spec.process.user).toEqual({ uid: 0, gid: 0, additionalGids: [10] });
     expect(spec.process.args).toEqual(['/bin/sh', '-c', PROBE, 'probe-d']);
     expect(spec.process.env).toEqual([DEFAULT_PATH, 'HOME=/root']);
-    expect(spec.mounts.map((m) => m.destination)).toEqual(['/proc', '/dev', '/dev/pts', '/dev/shm', '/dev/mqueue', '/sys', '/sys/fs/cgroup']);
+    expect(spec.mounts.map((m) => m.destination)).toEqual([
+      '/proc',
+      '/dev',
+      '/dev/pts',
+      '/dev/shm',
+      '/dev/mqueue',
+      '/sys',
+      '/sys/fs/cgroup',
+    ]);
     const p = parseProbe(await runOk(dir));
     expect([p.uid, p.gid]).toEqual([0, 0]);
     expect([...p.groups].sort((x, y) => x - y)).toEqual([0, 10]);
@@ -316,7 +332,10 @@ describe('image e: a user the image does not define', () => {
     expect(cli.code).toBe(1);
     expect(cli.stderr).toContain('user "ghost" not found in the image\'s /etc/passwd');
     expect(cli.stderr).toContain('hint: ');
-    const err = await pullBundle(refs['e']!, dir, { force: true }).then(() => undefined, (e: unknown) => e);
+    const err = await pullBundle(refs['e']!, dir, { force: true }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     expect(isPullUnpackError(err) && err.code).toBe('USER_NOT_FOUND');
     expect(await readdir(dir)).toEqual(['keep.txt']);
     expect(await readFile(join(dir, 'keep.txt'), 'utf8')).toBe('mine\n');
@@ -411,7 +430,10 @@ describe('--rootless', () => {
     expect(spec.linux.namespaces.map((n) => n.type)).toEqual(['pid', 'ipc', 'uts', 'mount', 'user']);
     expect(spec.linux.resources).toBeUndefined();
     expect(spec.mounts.find((m) => m.destination === '/sys')).toEqual({
-      destination: '/sys', type: 'none', source: '/sys', options: ['rbind', 'nosuid', 'noexec', 'nodev', 'ro'],
+      destination: '/sys',
+      type: 'none',
+      source: '/sys',
+      options: ['rbind', 'nosuid', 'noexec', 'nodev', 'ro'],
     });
     // setgroups is denied in an unprivileged user namespace.
     expect(spec.process.user).toEqual({ uid: 0, gid: 0 });
@@ -447,33 +469,52 @@ describe('bundle path safety', () => {
   it('an /etc/passwd symlink pointing out of the rootfs is read inside it, never on the host', async () => {
     const outside = join(work, 'outside-passwd');
     await writeFile(outside, 'app:x:4242:4242::/escaped:/bin/sh\n');
-    await push('escape-passwd', { User: 'app', Cmd: ['/bin/id'] }, baseEntries([], [
-      // rootfs/etc/passwd -> up through rootfs, the staging out/ dir, the staging dir, to `work`.
-      { name: 'etc/passwd', type: 'symlink', linkname: '../../../../outside-passwd' },
-      { name: 'etc/group', content: GROUP },
-    ]));
-    const err = await pullBundle(refs['escape-passwd']!, join(work, 'escape-passwd')).then(() => undefined, (e: unknown) => e);
+    await push(
+      'escape-passwd',
+      { User: 'app', Cmd: ['/bin/id'] },
+      baseEntries(
+        [],
+        [
+          // rootfs/etc/passwd -> up through rootfs, the staging out/ dir, the staging dir, to `work`.
+          { name: 'etc/passwd', type: 'symlink', linkname: '../../../../outside-passwd' },
+          { name: 'etc/group', content: GROUP },
+        ],
+      ),
+    );
+    const err = await pullBundle(refs['escape-passwd']!, join(work, 'escape-passwd')).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     expect(isPullUnpackError(err) && err.code).toBe('USER_NOT_FOUND');
   });
 
   it('an absolute /etc/passwd symlink is followed inside the rootfs', async () => {
-    await push('link-passwd', { User: 'app', Cmd: ['/bin/sh', '-c', PROBE] }, baseEntries([
-      { name: 'usr/', type: 'directory' },
-      { name: 'usr/lib/', type: 'directory' },
-      { name: 'usr/lib/passwd', content: 'app:x:1234:1000:App:/home/app:/bin/sh\n' },
-    ], [
-      { name: 'etc/passwd', type: 'symlink', linkname: '/usr/lib/passwd' },
-      { name: 'etc/group', content: GROUP },
-    ]));
+    await push(
+      'link-passwd',
+      { User: 'app', Cmd: ['/bin/sh', '-c', PROBE] },
+      baseEntries(
+        [
+          { name: 'usr/', type: 'directory' },
+          { name: 'usr/lib/', type: 'directory' },
+          { name: 'usr/lib/passwd', content: 'app:x:1234:1000:App:/home/app:/bin/sh\n' },
+        ],
+        [
+          { name: 'etc/passwd', type: 'symlink', linkname: '/usr/lib/passwd' },
+          { name: 'etc/group', content: GROUP },
+        ],
+      ),
+    );
     const { dir, spec } = await bundle('link-passwd');
     expect(spec.process.user).toEqual({ uid: 1234, gid: 1000, additionalGids: [63, 50] });
     expect(parseProbe(await runOk(dir)).uid).toBe(1234);
   });
 
   it('a volume whose path is a symlink out of the rootfs gets its mount point inside it', async () => {
-    await push('escape-volume', { Volumes: { '/data': {} }, Cmd: ['/bin/sh', '-c', PROBE] }, baseEntries([
-      { name: 'data', type: 'symlink', linkname: '../../../../victim/dir' },
-    ]));
+    await push(
+      'escape-volume',
+      { Volumes: { '/data': {} }, Cmd: ['/bin/sh', '-c', PROBE] },
+      baseEntries([{ name: 'data', type: 'symlink', linkname: '../../../../victim/dir' }]),
+    );
     const { dir } = await bundle('escape-volume');
     expect(existsSync(join(work, 'victim'))).toBe(false);
     expect((await lstat(join(dir, 'rootfs', 'victim', 'dir'))).isDirectory()).toBe(true);
@@ -485,7 +526,10 @@ describe('bundle path safety', () => {
   it('a volume on a path that is a file in the image fails as INVALID_CONFIG, DIR not created', async () => {
     await push('file-volume', { Volumes: { '/etc/passwd/sub': {} }, Cmd: ['/bin/sh'] });
     const dir = join(work, 'file-volume');
-    const err = await pullBundle(refs['file-volume']!, dir).then(() => undefined, (e: unknown) => e);
+    const err = await pullBundle(refs['file-volume']!, dir).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     expect(err).toBeInstanceOf(PullUnpackError);
     expect((err as PullUnpackError).code).toBe('INVALID_CONFIG');
     expect((err as PullUnpackError).message).toContain('/etc/passwd/sub');
@@ -494,10 +538,17 @@ describe('bundle path safety', () => {
   });
 
   it('an /etc/passwd that is a FIFO does not hang the pull', async () => {
-    await push('fifo-passwd', { Cmd: ['/bin/sh', '-c', PROBE] }, baseEntries([], [
-      { name: 'etc/passwd', type: 'fifo' },
-      { name: 'etc/group', content: GROUP },
-    ]));
+    await push(
+      'fifo-passwd',
+      { Cmd: ['/bin/sh', '-c', PROBE] },
+      baseEntries(
+        [],
+        [
+          { name: 'etc/passwd', type: 'fifo' },
+          { name: 'etc/group', content: GROUP },
+        ],
+      ),
+    );
     const warnings: string[] = [];
     const dir = join(work, 'fifo-passwd');
     const result = await Promise.race([
@@ -512,12 +563,22 @@ describe('bundle path safety', () => {
 
   it('an /etc/group over MAX_ACCOUNT_FILE_BYTES is TOO_LARGE, not read into memory', async () => {
     const huge = Buffer.alloc(MAX_ACCOUNT_FILE_BYTES + 1, 0x23); // '#': all comment
-    await push('huge-group', { Cmd: ['/bin/sh'] }, baseEntries([], [
-      { name: 'etc/passwd', content: PASSWD },
-      { name: 'etc/group', content: huge },
-    ]));
+    await push(
+      'huge-group',
+      { Cmd: ['/bin/sh'] },
+      baseEntries(
+        [],
+        [
+          { name: 'etc/passwd', content: PASSWD },
+          { name: 'etc/group', content: huge },
+        ],
+      ),
+    );
     const dir = join(work, 'huge-group');
-    const err = await pullBundle(refs['huge-group']!, dir).then(() => undefined, (e: unknown) => e);
+    const err = await pullBundle(refs['huge-group']!, dir).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     expect(isPullUnpackError(err) && err.code).toBe('TOO_LARGE');
     expect(existsSync(dir)).toBe(false);
   });

@@ -45,7 +45,11 @@ async function freshStore(): Promise<BlobStore> {
 }
 
 function descriptorOf(bytes: Buffer): Descriptor {
-  return { mediaType: 'application/octet-stream', digest: `sha256:${createHash('sha256').update(bytes).digest('hex')}`, size: bytes.length };
+  return {
+    mediaType: 'application/octet-stream',
+    digest: `sha256:${createHash('sha256').update(bytes).digest('hex')}`,
+    size: bytes.length,
+  };
 }
 
 function hexOf(d: Descriptor): string {
@@ -283,7 +287,9 @@ describe('BlobStore.ingest', () => {
       fs.writeFileSync(lock, process.pid + '\\n' + os.hostname() + '\\n', { flag: 'wx' });
       process.stdout.write('locked\\n');
       process.stdin.once('data', () => { fs.renameSync(staged, dest); fs.rmSync(lock); process.exit(0); });`;
-    const holder = spawn(process.execPath, ['-e', holderScript, lock, staged, store.path(d.digest)], { stdio: ['pipe', 'pipe', 'inherit'] });
+    const holder = spawn(process.execPath, ['-e', holderScript, lock, staged, store.path(d.digest)], {
+      stdio: ['pipe', 'pipe', 'inherit'],
+    });
     try {
       const [line] = (await once(holder.stdout!, 'data')) as [Buffer];
       expect(line.toString()).toBe('locked\n');
@@ -409,29 +415,34 @@ describe('cache index, listing and pruning', () => {
     let release!: () => void;
     const gate = new Promise<void>((r) => (release = r));
     let pruned: { removed: number; freed: number } | undefined;
-    const result = store.ingest(d, async (offset) => {
-      async function* body(): AsyncGenerator<Buffer> {
-        yield bytes.subarray(offset, offset + 300_000);
-        await gate;
-        yield bytes.subarray(offset + 300_000);
-      }
-      return Readable.from(body());
-    }, 'blob', {
-      onBytes: (n) => {
-        if (n === 300_000) {
-          void (async () => {
-            try {
-              // Wait for the first bytes to reach the partial file before pruning.
-              const partial = join(store.root, 'ingest', `${hexOf(d)}.partial`);
-              for (let i = 0; i < 100 && (await stat(partial)).size < 300_000; i++) await sleep(10);
-              pruned = await pruneCache(store, { all: true });
-            } finally {
-              release();
-            }
-          })();
+    const result = store.ingest(
+      d,
+      async (offset) => {
+        async function* body(): AsyncGenerator<Buffer> {
+          yield bytes.subarray(offset, offset + 300_000);
+          await gate;
+          yield bytes.subarray(offset + 300_000);
         }
+        return Readable.from(body());
       },
-    });
+      'blob',
+      {
+        onBytes: (n) => {
+          if (n === 300_000) {
+            void (async () => {
+              try {
+                // Wait for the first bytes to reach the partial file before pruning.
+                const partial = join(store.root, 'ingest', `${hexOf(d)}.partial`);
+                for (let i = 0; i < 100 && (await stat(partial)).size < 300_000; i++) await sleep(10);
+                pruned = await pruneCache(store, { all: true });
+              } finally {
+                release();
+              }
+            })();
+          }
+        },
+      },
+    );
     const done = await result;
     expect(pruned).toEqual({ removed: 0, freed: 0 });
     expect(sha256(await readFile(done.path))).toBe(hexOf(d));
@@ -505,7 +516,9 @@ async function verifiedBlobs(cache: string): Promise<string[]> {
   const found: string[] = [];
   for (const algorithm of ['sha256', 'sha512']) {
     for (const name of await ls(join(cache, 'blobs', algorithm))) {
-      const actual = createHash(algorithm).update(await readFile(join(cache, 'blobs', algorithm, name))).digest('hex');
+      const actual = createHash(algorithm)
+        .update(await readFile(join(cache, 'blobs', algorithm, name)))
+        .digest('hex');
       expect(actual, `${algorithm}:${name} in the cache`).toBe(name);
       found.push(`${algorithm}:${name}`);
     }
@@ -550,11 +563,7 @@ async function pushLayered(url: string, repo: string, tag: string | null): Promi
         compression: 'zstd',
       },
       {
-        tar: await tarLayer([
-          { name: 'bin/.wh.tool' },
-          { name: 'usr', type: 'directory' },
-          { name: 'usr/three.txt', content: 'three\n' },
-        ]),
+        tar: await tarLayer([{ name: 'bin/.wh.tool' }, { name: 'usr', type: 'directory' }, { name: 'usr/three.txt', content: 'three\n' }]),
         compression: 'none',
       },
     ],
@@ -606,7 +615,7 @@ async function startThrottlingProxy(target: string): Promise<ThrottlingProxy> {
   const trickle = (entry: ProxiedRequest) =>
     async function* (source: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
       for await (const chunk of source) {
-        for (let at = 0; at < chunk.length; ) {
+        for (let at = 0; at < chunk.length;) {
           const slow = entry.digest ? proxy.throttle : undefined;
           const piece = chunk.subarray(at, slow ? at + slow.bytes : chunk.length);
           if (slow) await sleep(slow.everyMs);
@@ -687,10 +696,18 @@ describe('pulls through the cache', () => {
       cacheDir: cache,
     });
     expect(await treeDiff(join(parent, 'online'), join(parent, 'offline'))).toEqual([]);
-    expect([...(await snapshotTree(join(parent, 'online'))).keys()].sort()).toEqual(['.', 'etc', 'etc/hostname', 'usr', 'usr/three.txt', 'var', 'var/data', 'bin'].sort());
+    expect([...(await snapshotTree(join(parent, 'online'))).keys()].sort()).toEqual(
+      ['.', 'etc', 'etc/hostname', 'usr', 'usr/three.txt', 'var', 'var/data', 'bin'].sort(),
+    );
 
     // By digest too: the manifest is in the cache under its digest.
-    const byDigest = await runCli(['--offline', '--cache-dir', cache, `${own.host}/${repo}@${image.descriptor.digest}`, join(parent, 'by-digest')]);
+    const byDigest = await runCli([
+      '--offline',
+      '--cache-dir',
+      cache,
+      `${own.host}/${repo}@${image.descriptor.digest}`,
+      join(parent, 'by-digest'),
+    ]);
     expect(byDigest.code, byDigest.stderr).toBe(0);
 
     const [first, missing, third] = image.layers as [Descriptor, Descriptor, Descriptor];
@@ -748,7 +765,10 @@ describe('pulls through the cache', () => {
     const { cache, parent } = await freshCase();
     try {
       const ref = `${proxy.host}/${repo}:v1`;
-      const pulls = [spawnPull(['--json', '--cache-dir', cache, ref, join(parent, 'a')]), spawnPull(['--json', '--cache-dir', cache, ref, join(parent, 'b')])];
+      const pulls = [
+        spawnPull(['--json', '--cache-dir', cache, ref, join(parent, 'a')]),
+        spawnPull(['--json', '--cache-dir', cache, ref, join(parent, 'b')]),
+      ];
       const codes = await Promise.all(pulls.map((p) => p.closed));
       expect(codes, pulls.map((p) => p.stderr()).join('\n')).toEqual([0, 0]);
 
@@ -756,7 +776,10 @@ describe('pulls through the cache', () => {
       const blobs = await verifiedBlobs(cache);
       for (const layer of image.layers) {
         expect(blobs).toContain(layer.digest);
-        expect(proxy.blobRequests.filter((d) => d === layer.digest), layer.digest).toHaveLength(1);
+        expect(
+          proxy.blobRequests.filter((d) => d === layer.digest),
+          layer.digest,
+        ).toHaveLength(1);
       }
       const summaries = pulls.map((p) => summaryOf(p.stdout()));
       expect(summaries[0]!.bytesFetched + summaries[1]!.bytesFetched).toBe(totalSize(image));
@@ -806,7 +829,9 @@ describe('pulls through the cache', () => {
       const next = await runCli(['--json', '--cache-dir', cache, ref, dir]);
       expect(next.code, next.stderr).toBe(0);
       const layerGets = proxy.requests.slice(seen).filter((r) => r.digest === layer.digest);
-      expect(layerGets).toEqual([{ method: 'GET', digest: layer.digest, range: `bytes=${kept}-`, status: 206, bytesSent: layer.size - kept }]);
+      expect(layerGets).toEqual([
+        { method: 'GET', digest: layer.digest, range: `bytes=${kept}-`, status: 206, bytesSent: layer.size - kept },
+      ]);
       expect(layer.size - kept).toBeLessThan(layer.size - MiB);
       expect(summaryOf(next.stdout)).toMatchObject({ bytesFetched: layer.size - kept, bytesFromCache: kept });
       expect(sha256(await readFile(join(dir, 'big.bin')))).toBe(sha256(big));
@@ -836,13 +861,23 @@ describe('pulls through the cache', () => {
     expect(text.stdout).toContain(`in ${expected.length} blobs`);
     for (const d of expected) expect(text.stdout).toContain(d.digest);
 
-    const listing = async (): Promise<{ refs: Array<{ reference: string; descriptor: Descriptor }>; blobs: Array<{ digest: string; size: number }>; partial: unknown[]; totalSize: number }> => {
+    const listing = async (): Promise<{
+      refs: Array<{ reference: string; descriptor: Descriptor }>;
+      blobs: Array<{ digest: string; size: number }>;
+      partial: unknown[];
+      totalSize: number;
+    }> => {
       const run = await runCli(['cache', 'ls', '--json', '--cache-dir', cache]);
       expect(run.code, run.stderr).toBe(0);
       return JSON.parse(run.stdout);
     };
     const json = await listing();
-    expect(json.refs).toEqual([{ reference: ref, descriptor: { mediaType: image.descriptor.mediaType, digest: image.descriptor.digest, size: image.descriptor.size } }]);
+    expect(json.refs).toEqual([
+      {
+        reference: ref,
+        descriptor: { mediaType: image.descriptor.mediaType, digest: image.descriptor.digest, size: image.descriptor.size },
+      },
+    ]);
     expect(json.blobs.map((b) => [b.digest, b.size]).sort()).toEqual(expected.map((d) => [d.digest, d.size]).sort());
     expect(json.partial).toEqual([]);
     expect(json.totalSize).toBe(total);
@@ -859,7 +894,12 @@ describe('pulls through the cache', () => {
     expect(aged.code, aged.stderr).toBe(0);
     expect(aged.stdout).toMatch(/^removed 1 blobs/);
     const afterAged = await listing();
-    expect(afterAged.blobs.map((b) => b.digest).sort()).toEqual(expected.filter((d) => d !== old).map((d) => d.digest).sort());
+    expect(afterAged.blobs.map((b) => b.digest).sort()).toEqual(
+      expected
+        .filter((d) => d !== old)
+        .map((d) => d.digest)
+        .sort(),
+    );
     expect(afterAged.refs.map((r) => r.reference)).toEqual([ref]);
     expect(afterAged.totalSize).toBe(total - old.size);
 
@@ -927,10 +967,14 @@ describe('pulls through the cache', () => {
     const events = jsonLines(run.stdout);
 
     const indexBytes = Buffer.from(
-      await (await fetch(`${registry.url}/v2/${repo}/manifests/multi`, { headers: { accept: 'application/vnd.oci.image.index.v1+json' } })).arrayBuffer(),
+      await (
+        await fetch(`${registry.url}/v2/${repo}/manifests/multi`, { headers: { accept: 'application/vnd.oci.image.index.v1+json' } })
+      ).arrayBuffer(),
     );
     const manifestBytes = Buffer.from(
-      await (await fetch(`${registry.url}/v2/${repo}/manifests/${amd.descriptor.digest}`, { headers: { accept: amd.descriptor.mediaType } })).arrayBuffer(),
+      await (
+        await fetch(`${registry.url}/v2/${repo}/manifests/${amd.descriptor.digest}`, { headers: { accept: amd.descriptor.mediaType } })
+      ).arrayBuffer(),
     );
     const indexDigest = `sha256:${sha256(indexBytes)}`;
     const manifestDigest = `sha256:${sha256(manifestBytes)}`;
@@ -952,7 +996,13 @@ describe('pulls through the cache', () => {
       expect(Math.min(...progress)).toBeGreaterThan(start!);
       expect(Math.max(...progress)).toBeLessThan(verified!);
       expect(verified!).toBeLessThan(middle.indexOf(applied[i]!));
-      expect(middle[verified!]).toEqual({ type: 'blob-verified', digest: layer.digest, size: layer.size, fromCache: false, fetched: layer.size });
+      expect(middle[verified!]).toEqual({
+        type: 'blob-verified',
+        digest: layer.digest,
+        size: layer.size,
+        fromCache: false,
+        fetched: layer.size,
+      });
     }
 
     const summary = summaryOf(run.stdout);

@@ -13,7 +13,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pushImage, tarLayer } from '../testdata/lib/image-builder.mjs';
-import { seededRandom, spawnCli, stagingDirs, startTrickleProxy, unverifiedBlobs, type EventLine, type TrickleProxy } from './helpers/crash-fixtures.js';
+import {
+  seededRandom,
+  spawnCli,
+  stagingDirs,
+  startTrickleProxy,
+  unverifiedBlobs,
+  type EventLine,
+  type TrickleProxy,
+} from './helpers/crash-fixtures.js';
 import { testRegistry, uniqueRepo } from './helpers/registry.js';
 import { diffTrees, snapshotTree, type TreeEntry } from './helpers/tree.js';
 
@@ -77,7 +85,22 @@ beforeAll(async () => {
   calibration = { events: run.events.length, ms: Date.now() - started };
   reference = await snapshotTree(dir);
   expect([...reference.keys()].sort()).toEqual(
-    ['.', 'big.bin', 'etc', 'etc/motd', 'etc/os-release', 'medium.bin', 'usr', 'usr/bin', 'usr/bin/alias', 'usr/bin/tool', 'usr/bin/tool2', 'var', 'var/cache', 'var/cache/new'].sort(),
+    [
+      '.',
+      'big.bin',
+      'etc',
+      'etc/motd',
+      'etc/os-release',
+      'medium.bin',
+      'usr',
+      'usr/bin',
+      'usr/bin/alias',
+      'usr/bin/tool',
+      'usr/bin/tool2',
+      'var',
+      'var/cache',
+      'var/cache/new',
+    ].sort(),
   );
 });
 
@@ -117,7 +140,10 @@ async function describeStaging(path: string): Promise<string> {
  * k-th layer was applied (so during the next apply, or finishing and committing after the
  * last), or after the k-th blob was verified.
  */
-function killPoint(strategy: number, random: () => number): { what: string; when?: (e: EventLine, all: EventLine[]) => boolean; afterMs?: number } {
+function killPoint(
+  strategy: number,
+  random: () => number,
+): { what: string; when?: (e: EventLine, all: EventLine[]) => boolean; afterMs?: number } {
   const count = (all: EventLine[], type: string): number => all.filter((e) => e.type === type).length;
   switch (strategy) {
     case 0: {
@@ -171,7 +197,15 @@ describe('SIGKILL at random points', () => {
       if (prepopulated && state === 'absent') {
         // Killed between moving DIR aside and renaming the new tree in: the old tree must still be whole.
         const previous = staging.map((s) => join(s, 'previous'));
-        const kept = await Promise.all(previous.map(async (p) => (await readdir(p).then(() => true, () => false)) && diffTrees(before!, await snapshotTree(p)).length === 0));
+        const kept = await Promise.all(
+          previous.map(
+            async (p) =>
+              (await readdir(p).then(
+                () => true,
+                () => false,
+              )) && diffTrees(before!, await snapshotTree(p)).length === 0,
+          ),
+        );
         expect(kept).toContain(true);
       }
       expect(exit.code === 0 ? staging : []).toEqual([]);
@@ -189,7 +223,9 @@ describe('SIGKILL at random points', () => {
       // only one killed before it wrote its owner file (right after mkdtemp) can stay.
       expect(await stagingDirs(dir)).toEqual(unowned);
       const swept = next.events.filter((e) => e.type === 'warning' && /left by an interrupted pull/.test(String(e['message'])));
-      expect(swept.map((e) => String(e['message']))).toEqual(staging.filter((s) => !unowned.includes(s)).map((s) => expect.stringContaining(s)));
+      expect(swept.map((e) => String(e['message']))).toEqual(
+        staging.filter((s) => !unowned.includes(s)).map((s) => expect.stringContaining(s)),
+      );
       const after = await unverifiedBlobs(cache);
       expect(after.bad).toEqual([]);
       expect(after.count).toBe(6);
@@ -228,6 +264,8 @@ describe('Ctrl-C', () => {
     const next = spawnCli(['--json', '--cache-dir', cache, image, dir, '--force']);
     expect((await next.exited).code).toBe(0);
     expect(diffTrees(reference, await snapshotTree(dir), { ignoreDirMtime: true })).toEqual([]);
-    expect(proxy.blobRequests.slice(requestsBefore).filter((r) => r.startsWith(`GET ${bigDigest}`))).toEqual([expect.stringMatching(/ bytes=[1-9]\d*-$/)]);
+    expect(proxy.blobRequests.slice(requestsBefore).filter((r) => r.startsWith(`GET ${bigDigest}`))).toEqual([
+      expect.stringMatching(/ bytes=[1-9]\d*-$/),
+    ]);
   });
 });

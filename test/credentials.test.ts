@@ -150,7 +150,10 @@ describe('config file location', () => {
     await dockerConfig({ auths: { 'ghcr.io': { auth: b64('from-home:x') } } });
     const dir = join(root, 'docker-config');
     await writeJson(join(dir, 'config.json'), { auths: { 'ghcr.io': { auth: b64('from-docker-config:y') } } });
-    expect(await findCredentials('ghcr.io', harness({ DOCKER_CONFIG: dir }).options)).toEqual({ username: 'from-docker-config', password: 'y' });
+    expect(await findCredentials('ghcr.io', harness({ DOCKER_CONFIG: dir }).options)).toEqual({
+      username: 'from-docker-config',
+      password: 'y',
+    });
     expect(await findCredentials('ghcr.io', harness().options)).toEqual({ username: 'from-home', password: 'x' });
   });
 
@@ -199,7 +202,9 @@ describe('credential helpers', () => {
     await dockerConfig({ credsStore: 'desktop', auths: { 'ghcr.io': { auth: b64('file:x') } } });
     const h = harness({}, { desktop: { status: 'exited', exitCode: 1, stdout: 'credentials not found in native keychain\n', stderr: '' } });
     expect(await findCredentials('ghcr.io', h.options)).toBeUndefined();
-    expect(h.notices).toEqual(['credential helper docker-credential-desktop has no credentials for ghcr.io (pulling from ghcr.io anonymously)']);
+    expect(h.notices).toEqual([
+      'credential helper docker-credential-desktop has no credentials for ghcr.io (pulling from ghcr.io anonymously)',
+    ]);
   });
 
   it('maps Username "<token>" to an identity token', async () => {
@@ -245,7 +250,9 @@ describe('credential helpers', () => {
       const notices: string[] = [];
       expect(await findCredentials('ghcr.io', { env: {}, homeDir: home, runHelper, onNotice: (m) => notices.push(m) })).toBeUndefined();
       expect(notices).toHaveLength(1);
-      expect(notices[0]).toMatch(/^credential helper docker-credential-slow (timed out|could not run: killed by SIGSEGV|could not run: EACCES) \(pulling/);
+      expect(notices[0]).toMatch(
+        /^credential helper docker-credential-slow (timed out|could not run: killed by SIGSEGV|could not run: EACCES) \(pulling/,
+      );
     }
   });
 
@@ -270,7 +277,10 @@ describe('credential helpers', () => {
 describe('podman / skopeo auth.json', () => {
   it('reads REGISTRY_AUTH_FILE', async () => {
     const authFile = await writeJson(join(root, 'custom-auth.json'), { auths: { 'quay.io': { auth: b64('quser:qpass') } } });
-    expect(await findCredentials('quay.io', harness({ REGISTRY_AUTH_FILE: authFile }).options)).toEqual({ username: 'quser', password: 'qpass' });
+    expect(await findCredentials('quay.io', harness({ REGISTRY_AUTH_FILE: authFile }).options)).toEqual({
+      username: 'quser',
+      password: 'qpass',
+    });
   });
 
   it('reads $XDG_RUNTIME_DIR/containers/auth.json', async () => {
@@ -288,12 +298,19 @@ describe('podman / skopeo auth.json', () => {
 
   it('falls back to $XDG_CONFIG_HOME/containers/auth.json (default ~/.config)', async () => {
     await writeJson(join(home, '.config', 'containers', 'auth.json'), { auths: { 'quay.io': { auth: b64('cfg:p') } } });
-    expect(await findCredentials('quay.io', harness({ XDG_RUNTIME_DIR: join(root, 'empty-run') }).options)).toEqual({ username: 'cfg', password: 'p' });
+    expect(await findCredentials('quay.io', harness({ XDG_RUNTIME_DIR: join(root, 'empty-run') }).options)).toEqual({
+      username: 'cfg',
+      password: 'p',
+    });
   });
 
   it('matches a host key but not a repository-specific key', async () => {
     const authFile = await writeJson(join(root, 'auth.json'), {
-      auths: { 'quay.io/someorg': { auth: b64('org:p') }, 'registry.example/team/app': { auth: b64('app:p') }, 'https://legacy.example/v1/': { auth: b64('legacy:p') } },
+      auths: {
+        'quay.io/someorg': { auth: b64('org:p') },
+        'registry.example/team/app': { auth: b64('app:p') },
+        'https://legacy.example/v1/': { auth: b64('legacy:p') },
+      },
     });
     const env = { REGISTRY_AUTH_FILE: authFile };
     expect(await findCredentials('quay.io', harness(env).options)).toBeUndefined();
@@ -399,12 +416,18 @@ describe('real credential helper processes', () => {
   it('"credentials not found" exit 1 is a notice and anonymous', async () => {
     const notices: string[] = [];
     expect(await findCredentials('ghcr.io', { env: env(), homeDir: home, onNotice: (m) => notices.push(m) })).toBeUndefined();
-    expect(notices).toEqual(['credential helper docker-credential-testhelper has no credentials for ghcr.io (pulling from ghcr.io anonymously)']);
+    expect(notices).toEqual([
+      'credential helper docker-credential-testhelper has no credentials for ghcr.io (pulling from ghcr.io anonymously)',
+    ]);
   });
 
   it('a helper not on the PATH given in env is reported missing', async () => {
     const notices: string[] = [];
-    const result = await findCredentials('docker.io', { env: { PATH: join(root, 'empty') }, homeDir: home, onNotice: (m) => notices.push(m) });
+    const result = await findCredentials('docker.io', {
+      env: { PATH: join(root, 'empty') },
+      homeDir: home,
+      onNotice: (m) => notices.push(m),
+    });
     expect(result).toBeUndefined();
     expect(notices).toEqual(['credential helper docker-credential-testhelper not found on PATH (pulling from docker.io anonymously)']);
   });
@@ -418,7 +441,12 @@ describe('real credential helper processes', () => {
 
   it('a helper that exits without reading stdin still reports its exit status', async () => {
     await writeHelper('noread', 'echo "boom" >&2; exit 4');
-    expect(await credentialHelperRunner(env())('noread', 'ghcr.io')).toEqual({ status: 'exited', exitCode: 4, stdout: '', stderr: 'boom\n' });
+    expect(await credentialHelperRunner(env())('noread', 'ghcr.io')).toEqual({
+      status: 'exited',
+      exitCode: 4,
+      stdout: '',
+      stderr: 'boom\n',
+    });
   });
 });
 

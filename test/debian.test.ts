@@ -77,7 +77,10 @@ function libuvMicrosecondTime(ns: bigint): bigint {
 }
 
 /** diffTrees(umoci, ours) minus KNOWN_DIFFERENCES and the microsecond mtimes above (counted). */
-function unexpectedDifferences(reference: Map<string, TreeEntry>, ours: Map<string, TreeEntry>): { lines: string[]; microsecondMtimes: number } {
+function unexpectedDifferences(
+  reference: Map<string, TreeEntry>,
+  ours: Map<string, TreeEntry>,
+): { lines: string[]; microsecondMtimes: number } {
   const excused = new Set<string>();
   for (const [path, expected] of reference) {
     const actual = ours.get(path);
@@ -137,20 +140,26 @@ describe.each(COMPRESSIONS)('a debootstrap Debian image with %s layers, pushed b
     expect(manifest.layers.map((l) => l.mediaType)).toEqual([LAYER_MEDIA_TYPES[compression], LAYER_MEDIA_TYPES[compression]]);
   });
 
-  it('pull-unpack reproduces umoci\'s tree entry by entry', async () => {
-    const { ref } = pushed.images[compression];
-    const [reference, umociTime] = await timed(() => unpackWithUmoci(ref, compression));
-    const [ours, ourTime] = await timed(() => unpackWithPullUnpack(ref, compression));
-    console.log(`[debian ${compression}] pull-unpack ${ourTime}; skopeo copy + umoci unpack ${umociTime}`);
-    const expected = await snapshotTree(reference);
-    tree = await snapshotTree(ours);
-    const { lines, microsecondMtimes } = unexpectedDifferences(expected, tree);
-    console.log(`[debian ${compression}] ${tree.size} entries; ${microsecondMtimes} mtimes differ only by libuv's microsecond truncation`);
-    expect(lines).toEqual([]);
-    await rm(join(reference, '..', '..'), { recursive: true, force: true });
-    rootfs = ours;
-    expect(tree.size).toBeGreaterThan(5000);
-  }, 10 * 60_000);
+  it(
+    "pull-unpack reproduces umoci's tree entry by entry",
+    async () => {
+      const { ref } = pushed.images[compression];
+      const [reference, umociTime] = await timed(() => unpackWithUmoci(ref, compression));
+      const [ours, ourTime] = await timed(() => unpackWithPullUnpack(ref, compression));
+      console.log(`[debian ${compression}] pull-unpack ${ourTime}; skopeo copy + umoci unpack ${umociTime}`);
+      const expected = await snapshotTree(reference);
+      tree = await snapshotTree(ours);
+      const { lines, microsecondMtimes } = unexpectedDifferences(expected, tree);
+      console.log(
+        `[debian ${compression}] ${tree.size} entries; ${microsecondMtimes} mtimes differ only by libuv's microsecond truncation`,
+      );
+      expect(lines).toEqual([]);
+      await rm(join(reference, '..', '..'), { recursive: true, force: true });
+      rootfs = ours;
+      expect(tree.size).toBeGreaterThan(5000);
+    },
+    10 * 60_000,
+  );
 
   it('the change set of layer 2 is in the tree (the comparison was not of two wrong trees)', async () => {
     if (!tree) throw new Error('the comparison above failed; nothing to check');

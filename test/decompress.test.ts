@@ -4,7 +4,14 @@ import { createHash } from 'node:crypto';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import * as zlib from 'node:zlib';
-import { createDecompressor, layerCompression, zstdDecoders, type Compression, type DecompressorOptions, type ZstdDecoder } from '../src/layer/decompress.js';
+import {
+  createDecompressor,
+  layerCompression,
+  zstdDecoders,
+  type Compression,
+  type DecompressorOptions,
+  type ZstdDecoder,
+} from '../src/layer/decompress.js';
 import { PullUnpackError } from '../src/errors.js';
 import { ZstdFrameReader } from '../src/layer/zstd-frames.js';
 import { MediaType } from '../src/image/oci.js';

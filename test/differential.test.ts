@@ -58,9 +58,7 @@ const KNOWN_DIFFERENCES: Array<{ path: string; property: 'mtime' | 'mode' | 'own
 
 /** diffTrees(umoci, ours) minus KNOWN_DIFFERENCES. */
 function unexpectedDifferences(reference: Map<string, TreeEntry>, ours: Map<string, TreeEntry>): string[] {
-  return diffTrees(reference, ours).filter(
-    (line) => !KNOWN_DIFFERENCES.some((k) => line.startsWith(`${k.path}: ${k.property} `)),
-  );
+  return diffTrees(reference, ours).filter((line) => !KNOWN_DIFFERENCES.some((k) => line.startsWith(`${k.path}: ${k.property} `)));
 }
 
 /** `skopeo copy` into an OCI layout and `umoci unpack`; returns the rootfs umoci wrote. */
@@ -155,11 +153,15 @@ describe('pull-unpack and umoci unpack layer edge cases identically', () => {
   // layer.md "Changeset over existing files": when the entry and the existing path are both
   // directories, "the existing path's attributes MUST be replaced by those of the entry", and
   // extended attributes are attributes (layer.md "File Attributes"). umoci clears them first.
-  it('a directory re-declared by an upper layer has exactly that entry\'s xattrs', async () => {
+  it("a directory re-declared by an upper layer has exactly that entry's xattrs", async () => {
     const repo = uniqueRepo('diff-xdir');
     await pushImage(url, repo, 'v1', {
       layers: [
-        { tar: await tarLayer([{ name: 'xdir/', type: 'directory', mode: 0o750, pax: { 'SCHILY.xattr.user.dir': 'lower', 'SCHILY.xattr.trusted.t': 'lower' } }]) },
+        {
+          tar: await tarLayer([
+            { name: 'xdir/', type: 'directory', mode: 0o750, pax: { 'SCHILY.xattr.user.dir': 'lower', 'SCHILY.xattr.trusted.t': 'lower' } },
+          ]),
+        },
         { tar: await tarLayer([{ name: 'xdir/', type: 'directory', mode: 0o755, pax: { 'SCHILY.xattr.user.other': 'upper' } }]) },
       ],
     });
@@ -222,7 +224,19 @@ describe('pull-unpack and umoci unpack what GNU tar writes from a real tree iden
   async function pushGnuTar(dir: string, prefix: string): Promise<string> {
     const { stdout: tar } = await run(
       'tar',
-      ['--xattrs', '--xattrs-include=*', '--format=pax', '--numeric-owner', '--sort=name', '--mtime=@1700000000', '-C', dir, '-cf', '-', '.'],
+      [
+        '--xattrs',
+        '--xattrs-include=*',
+        '--format=pax',
+        '--numeric-owner',
+        '--sort=name',
+        '--mtime=@1700000000',
+        '-C',
+        dir,
+        '-cf',
+        '-',
+        '.',
+      ],
       { encoding: 'buffer', maxBuffer: 64 << 20 },
     );
     const repo = uniqueRepo(prefix);

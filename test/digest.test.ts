@@ -9,7 +9,16 @@ const helloDigest = digestOf(hello);
 
 async function run(chunks: Buffer[], opts: ConstructorParameters<typeof VerifyingStream>[0]): Promise<number> {
   let n = 0;
-  await pipeline(Readable.from(chunks), new VerifyingStream(opts), new Writable({ write(c, _e, cb) { n += c.length; cb(); } }));
+  await pipeline(
+    Readable.from(chunks),
+    new VerifyingStream(opts),
+    new Writable({
+      write(c, _e, cb) {
+        n += c.length;
+        cb();
+      },
+    }),
+  );
   return n;
 }
 
@@ -43,13 +52,19 @@ describe('VerifyingStream', () => {
     expect(await run([Buffer.from('he'), Buffer.from('llo')], { digest: helloDigest, size: 5, what: 'blob' })).toBe(5);
   });
   it('fails at the end on a digest mismatch', async () => {
-    await expect(run([Buffer.from('hellO')], { digest: helloDigest, size: 5, what: 'blob' })).rejects.toMatchObject({ code: 'DIGEST_MISMATCH' });
+    await expect(run([Buffer.from('hellO')], { digest: helloDigest, size: 5, what: 'blob' })).rejects.toMatchObject({
+      code: 'DIGEST_MISMATCH',
+    });
   });
   it('reports DiffID mismatches with their own code', async () => {
-    await expect(run([Buffer.from('hellO')], { digest: helloDigest, what: 'layer', code: 'DIFFID_MISMATCH' })).rejects.toMatchObject({ code: 'DIFFID_MISMATCH' });
+    await expect(run([Buffer.from('hellO')], { digest: helloDigest, what: 'layer', code: 'DIFFID_MISMATCH' })).rejects.toMatchObject({
+      code: 'DIFFID_MISMATCH',
+    });
   });
   it('fails as soon as too many bytes arrive, and on short content', async () => {
     await expect(run([hello, hello], { digest: helloDigest, size: 5, what: 'blob' })).rejects.toMatchObject({ code: 'SIZE_MISMATCH' });
-    await expect(run([Buffer.from('hell')], { digest: helloDigest, size: 5, what: 'blob' })).rejects.toMatchObject({ code: 'SIZE_MISMATCH' });
+    await expect(run([Buffer.from('hell')], { digest: helloDigest, size: 5, what: 'blob' })).rejects.toMatchObject({
+      code: 'SIZE_MISMATCH',
+    });
   });
 });

@@ -84,7 +84,8 @@ async function startFaultProxy(target: string, port = 0): Promise<FaultProxy> {
     const outHeaders: Record<string, string | string[]> = {};
     for (const [k, v] of Object.entries(up.headers)) if (!HOP.has(k) && v !== undefined) outHeaders[k] = v;
     res.writeHead(up.statusCode, outHeaders);
-    const write = (chunk: Buffer): Promise<void> => new Promise((resolve, reject) => res.write(chunk, (err) => (err ? reject(err) : resolve())));
+    const write = (chunk: Buffer): Promise<void> =>
+      new Promise((resolve, reject) => res.write(chunk, (err) => (err ? reject(err) : resolve())));
     for await (const raw of up.body) {
       let chunk = raw as Buffer;
       const limit = options.cutAfter ?? options.stallAfter;
@@ -286,12 +287,16 @@ describe('transient errors and rate limits', () => {
     proxy.plan = (req, res) => {
       const url = req.url ?? '';
       if (isManifest(url) && manifestFailures < 2) {
-        res.writeHead(manifestFailures++ === 0 ? 500 : 503, { 'content-type': 'application/json' }).end('{"errors":[{"code":"UNKNOWN","message":"try later"}]}');
+        res
+          .writeHead(manifestFailures++ === 0 ? 500 : 503, { 'content-type': 'application/json' })
+          .end('{"errors":[{"code":"UNKNOWN","message":"try later"}]}');
         return 'handled';
       }
       if (blobDigest(url) && !limited) {
         limited = true;
-        res.writeHead(429, { 'retry-after': '1', 'content-type': 'application/json' }).end('{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}');
+        res
+          .writeHead(429, { 'retry-after': '1', 'content-type': 'application/json' })
+          .end('{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}');
         return 'handled';
       }
       return {};
@@ -311,13 +316,20 @@ describe('transient errors and rate limits', () => {
     proxy.plan = (_req, res) => {
       asked++;
       res
-        .writeHead(429, { 'content-type': 'application/json', 'ratelimit-limit': '100;w=21600', 'ratelimit-remaining': '0;w=21600', 'retry-after': '21600' })
+        .writeHead(429, {
+          'content-type': 'application/json',
+          'ratelimit-limit': '100;w=21600',
+          'ratelimit-remaining': '0;w=21600',
+          'retry-after': '21600',
+        })
         .end('{"errors":[{"code":"TOOMANYREQUESTS","message":"You have reached your pull rate limit."}]}');
       return 'handled';
     };
     const r = await runCliStdin([`${proxy.host}/faults/small:v1`, out()], isolatedEnv(work));
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/HTTP 429 TOOMANYREQUESTS: You have reached your pull rate limit\. \(rate limit: 0 of 100 pulls left per 6 h\)/);
+    expect(r.stderr).toMatch(
+      /HTTP 429 TOOMANYREQUESTS: You have reached your pull rate limit\. \(rate limit: 0 of 100 pulls left per 6 h\)/,
+    );
     expect(r.stderr).toMatch(/hint: the registry is rate limiting pulls; it asks to wait 21600 s/);
     // A Retry-After of 6 hours is not waited for: the one request is the only one.
     expect(asked).toBe(1);
@@ -380,7 +392,11 @@ describe('pull-through mirror (distribution in proxy mode)', () => {
     // The mirror stores a blob while streaming it and commits it after the response ends:
     // stop the upstream only once everything it served is in its own storage.
     const served = mirrorFront.log.filter((l) => l.status === 200).map((l) => blobDigest(l.url));
-    await waitForMirrorBlobs(mirror, 'faults/small', served.filter((d): d is string => d !== undefined));
+    await waitForMirrorBlobs(
+      mirror,
+      'faults/small',
+      served.filter((d): d is string => d !== undefined),
+    );
     await upstream.stop();
     const second = out();
     const r2 = await runCliStdin(argv(second), isolatedEnv(work));
@@ -388,14 +404,20 @@ describe('pull-through mirror (distribution in proxy mode)', () => {
     expect(r2.code).toBe(0);
     expect(await hashTree(second)).toEqual(expectedSmall);
     // Without the mirror, the upstream is gone.
-    await expect(pull(ref, out(), { backoffMs: 10 })).rejects.toMatchObject({ code: 'NETWORK', message: expect.stringMatching(/cannot reach/) });
+    await expect(pull(ref, out(), { backoffMs: 10 })).rejects.toMatchObject({
+      code: 'NETWORK',
+      message: expect.stringMatching(/cannot reach/),
+    });
   });
 
   it('falls back to the registry, with a notice, when the mirror is down', async () => {
     const deadPort = await freePort();
     const dir = out();
     const started = Date.now();
-    const r = await runCliStdin([`${seed.host}/faults/small:v1`, dir, '--mirror', `${seed.host}=http://127.0.0.1:${deadPort}`], isolatedEnv(work));
+    const r = await runCliStdin(
+      [`${seed.host}/faults/small:v1`, dir, '--mirror', `${seed.host}=http://127.0.0.1:${deadPort}`],
+      isolatedEnv(work),
+    );
     expect(r.code).toBe(0);
     expect(await hashTree(dir)).toEqual(expectedSmall);
     expect(r.stderr).toMatch(new RegExp(`warning: mirror 127\\.0\\.0\\.1:${deadPort}.* failed .*cannot reach.*; not using it again`));
@@ -417,7 +439,10 @@ describe('pull-through mirror (distribution in proxy mode)', () => {
     expect(configured.log.filter((l) => l.status === 200 && (isManifest(l.url) || blobDigest(l.url))).length).toBe(4);
     configured.log.length = 0;
     proxy.log.length = 0;
-    const r2 = await runCliStdin([`${seed.host}/faults/small:v1`, out(), '--config', config, '--mirror', `${seed.host}=http://${proxy.host}`], isolatedEnv(work));
+    const r2 = await runCliStdin(
+      [`${seed.host}/faults/small:v1`, out(), '--config', config, '--mirror', `${seed.host}=http://${proxy.host}`],
+      isolatedEnv(work),
+    );
     expect(r2.code).toBe(0);
     expect(proxy.log.length).toBeGreaterThan(0);
     expect(configured.log).toEqual([]);

@@ -27,7 +27,16 @@ import {
   referenceLikeString,
   wantedPlatform,
 } from './helpers/fuzz-arbitraries.js';
-import { applyStack, buildStack, expectOutsideUnchanged, layerStack, makeWorkspace, outsideState, removeWorkspace, whiteoutNames } from './helpers/fuzz-layers.js';
+import {
+  applyStack,
+  buildStack,
+  expectOutsideUnchanged,
+  layerStack,
+  makeWorkspace,
+  outsideState,
+  removeWorkspace,
+  whiteoutNames,
+} from './helpers/fuzz-layers.js';
 import { testRegistry, uniqueRepo } from './helpers/registry.js';
 import { buildTar } from './helpers/tar.js';
 import { diffTrees, snapshotTree } from './helpers/tree.js';
@@ -128,7 +137,14 @@ describe('platform matcher', () => {
         expect(chosen).toBe(ranks.indexOf(best));
         expect(isAttestation(entries[chosen]!)).toBe(false);
         expect(r.value.platform).toEqual(normalizePlatform(entries[chosen]!.platform!));
-        expect(vector.some((v) => v.os === r.value.platform.os && v.architecture === r.value.platform.architecture && (v.variant ?? '') === (r.value.platform.variant ?? ''))).toBe(true);
+        expect(
+          vector.some(
+            (v) =>
+              v.os === r.value.platform.os &&
+              v.architecture === r.value.platform.architecture &&
+              (v.variant ?? '') === (r.value.platform.variant ?? ''),
+          ),
+        ).toBe(true);
         expect(r.value.reason.startsWith('exact match')).toBe(best === 0);
       }),
       { numRuns: 3000, seed: SEED },
@@ -147,9 +163,11 @@ describe('manifest parser', () => {
     const p = d['platform'] as Record<string, unknown> | undefined;
     if (p === undefined) return undefined;
     if (typeof p !== 'object' || p === null || typeof p['os'] !== 'string' || typeof p['architecture'] !== 'string') return 'platform';
-    for (const key of ['variant', 'os.version']) if (p[key] !== undefined && typeof p[key] !== 'string') return `platform.${key} is ${JSON.stringify(p[key])}`;
+    for (const key of ['variant', 'os.version'])
+      if (p[key] !== undefined && typeof p[key] !== 'string') return `platform.${key} is ${JSON.stringify(p[key])}`;
     const features = p['os.features'];
-    if (features !== undefined && !(Array.isArray(features) && features.every((f) => typeof f === 'string'))) return `platform.os.features is ${JSON.stringify(features)}`;
+    if (features !== undefined && !(Array.isArray(features) && features.every((f) => typeof f === 'string')))
+      return `platform.os.features is ${JSON.stringify(features)}`;
     return undefined;
   }
 
@@ -174,7 +192,10 @@ describe('manifest parser', () => {
   it('random bytes and JSON: a PullUnpackError or a result, never another error', () => {
     fc.assert(
       fc.property(
-        fc.oneof(fc.uint8Array({ maxLength: 120 }).map((b) => Buffer.from(b)), fc.json({ maxDepth: 3 }).map((t) => Buffer.from(t))),
+        fc.oneof(
+          fc.uint8Array({ maxLength: 120 }).map((b) => Buffer.from(b)),
+          fc.json({ maxDepth: 3 }).map((t) => Buffer.from(t)),
+        ),
         contentType,
         (bytes, type) => checkParse(bytes, type),
       ),
@@ -184,7 +205,9 @@ describe('manifest parser', () => {
 
   it('nearly valid manifests and indexes, also damaged byte by byte: a PullUnpackError or a well-formed result', () => {
     fc.assert(
-      fc.property(manifestLike, contentType, damageSpec, (doc, type, how) => checkParse(damage(Buffer.from(JSON.stringify(doc)), how), type)),
+      fc.property(manifestLike, contentType, damageSpec, (doc, type, how) =>
+        checkParse(damage(Buffer.from(JSON.stringify(doc)), how), type),
+      ),
       { numRuns: 3000, seed: SEED },
     );
   });
@@ -198,11 +221,32 @@ describe('manifest parser', () => {
 
   it('an index entry whose platform.variant or os.version is not a string is INVALID_MANIFEST, not a TypeError later', () => {
     const digest = `sha256:${'a'.repeat(64)}`;
-    for (const platform of [{ os: 'linux', architecture: 'arm', variant: 7 }, { os: 'windows', architecture: 'amd64', 'os.version': 10 }]) {
-      const bytes = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests: [{ mediaType: 'application/vnd.oci.image.manifest.v1+json', digest, size: 1, platform }] }));
+    for (const platform of [
+      { os: 'linux', architecture: 'arm', variant: 7 },
+      { os: 'windows', architecture: 'amd64', 'os.version': 10 },
+    ]) {
+      const bytes = Buffer.from(
+        JSON.stringify({
+          schemaVersion: 2,
+          mediaType: 'application/vnd.oci.image.index.v1+json',
+          manifests: [{ mediaType: 'application/vnd.oci.image.manifest.v1+json', digest, size: 1, platform }],
+        }),
+      );
       const parsed = attempt(() => parseManifest(bytes, undefined, 'fuzz'));
-      const then = parsed.ok && parsed.value.kind === 'index' ? attempt(() => selectPlatform(parsed.value.kind === 'index' ? parsed.value.index.manifests : [], { os: 'windows', architecture: 'amd64', 'os.version': '10.0' }, 'fuzz')) : undefined;
-      expect({ parsed: parsed.ok ? 'accepted' : (parsed.error as PullUnpackError).code, then: then && (then.ok ? 'chosen' : describeError(then.error)) }).toEqual({ parsed: 'INVALID_MANIFEST', then: undefined });
+      const then =
+        parsed.ok && parsed.value.kind === 'index'
+          ? attempt(() =>
+              selectPlatform(
+                parsed.value.kind === 'index' ? parsed.value.index.manifests : [],
+                { os: 'windows', architecture: 'amd64', 'os.version': '10.0' },
+                'fuzz',
+              ),
+            )
+          : undefined;
+      expect({
+        parsed: parsed.ok ? 'accepted' : (parsed.error as PullUnpackError).code,
+        then: then && (then.ok ? 'chosen' : describeError(then.error)),
+      }).toEqual({ parsed: 'INVALID_MANIFEST', then: undefined });
     }
   });
 });
@@ -284,50 +328,58 @@ describe('pull() of random layer stacks from the registry', () => {
   it('a pull fails exactly when applying the stack directly fails; a failed pull leaves DIR as it was and no staging directory', async () => {
     const deadline = Date.now() + TIME_BUDGET_MS;
     await fc.assert(
-      fc.asyncProperty(layerStack, fc.constantFrom('absent', 'empty', 'populated') as fc.Arbitrary<'absent' | 'empty' | 'populated'>, async (stack, destination) => {
-        if (Date.now() > deadline) return;
-        const ws = await makeWorkspace(destination !== 'absent');
-        const direct = await makeWorkspace(true);
-        try {
-          if (destination === 'populated') {
-            await mkdir(join(ws.root, 'old', 'q1'), { recursive: true });
-            await writeFile(join(ws.root, 'old', 'q1', 'keep'), 'previous content\n');
-            await symlink('../sentinel', join(ws.root, 'q1'));
-          }
-          const before = await outsideState(ws);
-          const tars = await buildStack(stack, ws);
-          // The same bytes applied directly: absolute targets are re-rooted, so either root sees the same.
-          const expectedErr = await applyStack(direct, tars);
-          const repo = uniqueRepo('fuzz');
-          await pushImage(registry.url, repo, 'v1', { layers: tars.map((tar) => ({ tar })) });
-          const dirBefore = destination === 'absent' ? undefined : await snapshotTree(ws.root);
-          let err: unknown;
+      fc.asyncProperty(
+        layerStack,
+        fc.constantFrom('absent', 'empty', 'populated') as fc.Arbitrary<'absent' | 'empty' | 'populated'>,
+        async (stack, destination) => {
+          if (Date.now() > deadline) return;
+          const ws = await makeWorkspace(destination !== 'absent');
+          const direct = await makeWorkspace(true);
           try {
-            await pull(`${registry.host}/${repo}:v1`, ws.root, { force: true, cacheDir: join(cacheRoot, String(++runs)) });
-          } catch (e) {
-            err = e;
+            if (destination === 'populated') {
+              await mkdir(join(ws.root, 'old', 'q1'), { recursive: true });
+              await writeFile(join(ws.root, 'old', 'q1', 'keep'), 'previous content\n');
+              await symlink('../sentinel', join(ws.root, 'q1'));
+            }
+            const before = await outsideState(ws);
+            const tars = await buildStack(stack, ws);
+            // The same bytes applied directly: absolute targets are re-rooted, so either root sees the same.
+            const expectedErr = await applyStack(direct, tars);
+            const repo = uniqueRepo('fuzz');
+            await pushImage(registry.url, repo, 'v1', { layers: tars.map((tar) => ({ tar })) });
+            const dirBefore = destination === 'absent' ? undefined : await snapshotTree(ws.root);
+            let err: unknown;
+            try {
+              await pull(`${registry.host}/${repo}:v1`, ws.root, { force: true, cacheDir: join(cacheRoot, String(++runs)) });
+            } catch (e) {
+              err = e;
+            }
+            outcomes.push(err === undefined ? 'ok' : isPullUnpackError(err) ? err.code : describeError(err));
+            if (err !== undefined && !isPullUnpackError(err)) throw err;
+            // Nothing beside DIR: no staging directory left, success or not.
+            expect((await readdir(ws.work)).sort()).toEqual(
+              err === undefined || destination !== 'absent' ? ['root', 'sentinel'] : ['sentinel'],
+            );
+            await expectOutsideUnchanged(ws, before, false);
+            expect(err === undefined ? 'ok' : (err as PullUnpackError).code).toBe(
+              expectedErr === undefined ? 'ok' : (expectedErr as PullUnpackError).code,
+            );
+            if (err !== undefined) {
+              if (dirBefore) expect(diffTrees(dirBefore, await snapshotTree(ws.root))).toEqual([]);
+              return;
+            }
+            // The pulled tree is the directly applied one (implicit parents get "now" as mtime: ignored).
+            const pulled = await snapshotTree(ws.root);
+            const applied = await snapshotTree(direct.root);
+            pulled.delete('.');
+            applied.delete('.');
+            expect(diffTrees(applied, pulled, { ignoreDirMtime: true })).toEqual([]);
+          } finally {
+            await removeWorkspace(ws);
+            await removeWorkspace(direct);
           }
-          outcomes.push(err === undefined ? 'ok' : isPullUnpackError(err) ? err.code : describeError(err));
-          if (err !== undefined && !isPullUnpackError(err)) throw err;
-          // Nothing beside DIR: no staging directory left, success or not.
-          expect((await readdir(ws.work)).sort()).toEqual(err === undefined || destination !== 'absent' ? ['root', 'sentinel'] : ['sentinel']);
-          await expectOutsideUnchanged(ws, before, false);
-          expect(err === undefined ? 'ok' : (err as PullUnpackError).code).toBe(expectedErr === undefined ? 'ok' : (expectedErr as PullUnpackError).code);
-          if (err !== undefined) {
-            if (dirBefore) expect(diffTrees(dirBefore, await snapshotTree(ws.root))).toEqual([]);
-            return;
-          }
-          // The pulled tree is the directly applied one (implicit parents get "now" as mtime: ignored).
-          const pulled = await snapshotTree(ws.root);
-          const applied = await snapshotTree(direct.root);
-          pulled.delete('.');
-          applied.delete('.');
-          expect(diffTrees(applied, pulled, { ignoreDirMtime: true })).toEqual([]);
-        } finally {
-          await removeWorkspace(ws);
-          await removeWorkspace(direct);
-        }
-      }),
+        },
+      ),
       { numRuns: 10, seed: SEED },
     );
   });

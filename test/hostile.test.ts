@@ -84,7 +84,12 @@ describe('names', () => {
     // 19 components of 199 bytes, one of 200 and 19 slashes: 4000 bytes.
     const longPath = Array.from({ length: 20 }, (_, i) => `${String(i).padStart(2, '0')}${'p'.repeat(i === 19 ? 198 : 197)}`).join('/');
     expect(Buffer.byteLength(longPath)).toBe(4000);
-    await applyAll([[{ name: component, content: 'c' }, { name: longPath, content: 'deep' }]]);
+    await applyAll([
+      [
+        { name: component, content: 'c' },
+        { name: longPath, content: 'deep' },
+      ],
+    ]);
     expect(await inRoot(component)).toBe('c');
     expect(await inRoot(longPath)).toBe('deep');
 
@@ -92,9 +97,13 @@ describe('names', () => {
     expect(Buffer.byteLength(tooLong)).toBeGreaterThan(4096);
     await expect(applyWithLimits([await buildTar([{ name: tooLong, content: 'x' }])], {})).rejects.toEqual(tooLarge('--max-name-length'));
     // Counted in bytes, not characters: 1400 three-byte characters are 4200 bytes.
-    await expect(applyWithLimits([await buildTar([{ name: '\u20ac'.repeat(1400), content: 'x' }])], {})).rejects.toEqual(tooLarge('--max-name-length'));
+    await expect(applyWithLimits([await buildTar([{ name: '\u20ac'.repeat(1400), content: 'x' }])], {})).rejects.toEqual(
+      tooLarge('--max-name-length'),
+    );
     const longTarget = `${box.outside}/${'../'.repeat(1500)}`;
-    await expect(applyWithLimits([await buildTar([{ name: 'l', type: 'symlink', linkname: longTarget }])], {})).rejects.toEqual(tooLarge('--max-name-length'));
+    await expect(applyWithLimits([await buildTar([{ name: 'l', type: 'symlink', linkname: longTarget }])], {})).rejects.toEqual(
+      tooLarge('--max-name-length'),
+    );
     const err = await failure(applyWithLimits([await buildTar([{ name: tooLong, content: 'x' }])], {}));
     // The message names the entry, elided: a hostile name does not flood the terminal.
     expect(err.message.length).toBeLessThan(400);
@@ -103,7 +112,12 @@ describe('names', () => {
   });
 
   it('refuses a path 300 components deep (TOO_LARGE, --max-path-depth); 200 deep works, depth counts the cleaned name', async () => {
-    await applyAll([[{ name: `${'d/'.repeat(199)}f`, content: 'deep' }, { name: `${'a/../'.repeat(300)}g`, content: 'shallow' }]]);
+    await applyAll([
+      [
+        { name: `${'d/'.repeat(199)}f`, content: 'deep' },
+        { name: `${'a/../'.repeat(300)}g`, content: 'shallow' },
+      ],
+    ]);
     expect(await inRoot(`${'d/'.repeat(199)}f`)).toBe('deep');
     expect(await inRoot('g')).toBe('shallow');
 

@@ -185,7 +185,10 @@ describe('pushing to a real registry', () => {
 
   it('pushes a single OCI image with gzip, zstd and uncompressed layers', async () => {
     const tars = [
-      await tarLayer([{ name: 'etc/', type: 'directory' }, { name: 'etc/os-release', content: 'NAME=one\n' }]),
+      await tarLayer([
+        { name: 'etc/', type: 'directory' },
+        { name: 'etc/os-release', content: 'NAME=one\n' },
+      ]),
       await tarLayer([{ name: 'two.txt', content: 'two' }]),
       await tarLayer([{ name: 'three.txt', content: 'three' }]),
     ];
@@ -239,7 +242,10 @@ describe('pushing to a real registry', () => {
 
   it('pushes a Docker manifest list of Docker schema 2 images', async () => {
     const entries = [];
-    for (const [architecture, variant] of [['amd64', undefined], ['arm64', 'v8']] as const) {
+    for (const [architecture, variant] of [
+      ['amd64', undefined],
+      ['arm64', 'v8'],
+    ] as const) {
       const tar = await tarLayer([{ name: 'arch', content: architecture }]);
       const image = await pushImage(registry.url, 'docker/list', null, {
         layers: [{ tar }],
@@ -285,7 +291,15 @@ describe('pushing to a real registry', () => {
       expect(config.variant).toBe(entry.platform.variant);
       const layer = manifest.layers[0];
       const items = await listTar(await decompressBlob(await getBlob(registry.url, 'multi/app', layer.digest), layer.mediaType));
-      expect(items.map((item) => item.name)).toEqual(['etc/', 'etc/os-release', 'platform.txt', 'usr/', 'usr/share/', 'usr/share/doc/', 'usr/share/doc/readme']);
+      expect(items.map((item) => item.name)).toEqual([
+        'etc/',
+        'etc/os-release',
+        'platform.txt',
+        'usr/',
+        'usr/share/',
+        'usr/share/doc/',
+        'usr/share/doc/readme',
+      ]);
       expect(items.find((item) => item.name === 'platform.txt')?.content).toBe(`${platforms[i]}\n`);
     }
     const attestations = index.manifests.slice(3);

@@ -204,9 +204,13 @@ describe('pull-unpack inspect (CLI)', () => {
   it('--raw prints the manifest bytes exactly as served', async () => {
     const r = await runCli(['inspect', '--raw', multiRef]);
     expect(r.code).toBe(0);
-    const served = Buffer.from(await (await fetch(`${url}/v2/${parseReference(multiRef).repository}/manifests/v1`, {
-      headers: { accept: MediaType.OciIndex },
-    })).arrayBuffer());
+    const served = Buffer.from(
+      await (
+        await fetch(`${url}/v2/${parseReference(multiRef).repository}/manifests/v1`, {
+          headers: { accept: MediaType.OciIndex },
+        })
+      ).arrayBuffer(),
+    );
     expect(r.stdoutBytes.equals(served)).toBe(true);
   });
 
@@ -231,7 +235,14 @@ describe('pull-unpack inspect (CLI)', () => {
 
   it('lists the platforms and the pick of an image copied by skopeo copy --all', async () => {
     const target = `${host}/${uniqueRepo('skopeo')}:copied`;
-    await run('skopeo', ['copy', '--all', '--src-tls-verify=false', '--dest-tls-verify=false', `docker://${multiRef}`, `docker://${target}`]);
+    await run('skopeo', [
+      'copy',
+      '--all',
+      '--src-tls-verify=false',
+      '--dest-tls-verify=false',
+      `docker://${multiRef}`,
+      `docker://${target}`,
+    ]);
     const r = await runCli(['inspect', target]);
     expect(r.code).toBe(0);
     for (const p of PLATFORMS) expect(r.stdout).toContain(p);

@@ -70,13 +70,21 @@ async function newLayout(root: string, name: string): Promise<string> {
 
 async function readAll(stream: Readable, verify?: VerifyingStream): Promise<Buffer> {
   const chunks: Buffer[] = [];
-  const sink = new Writable({ write(c: Buffer, _e, cb) { chunks.push(c); cb(); } });
+  const sink = new Writable({
+    write(c: Buffer, _e, cb) {
+      chunks.push(c);
+      cb();
+    },
+  });
   await (verify ? pipeline(stream, verify, sink) : pipeline(stream, sink));
   return Buffer.concat(chunks);
 }
 
 /** Resolves the source's image for `platform` and checks config and layers end to end, as a pull would. */
-async function resolveAndVerify(opened: OpenedLocalSource, platform = amd64): Promise<{ text: string; config: Awaited<ReturnType<typeof fetchConfig>> }> {
+async function resolveAndVerify(
+  opened: OpenedLocalSource,
+  platform = amd64,
+): Promise<{ text: string; config: Awaited<ReturnType<typeof fetchConfig>> }> {
   const { source, reference } = opened;
   const resolved = await resolveImage(source, reference, platform);
   const config = await fetchConfig(source, resolved.manifest);
@@ -84,7 +92,12 @@ async function resolveAndVerify(opened: OpenedLocalSource, platform = amd64): Pr
   for (const [i, layer] of resolved.manifest.layers.entries()) {
     const tar = new VerifyingStream({ digest: config.config.rootfs.diff_ids[i]!, what: 'diffid', code: 'DIFFID_MISMATCH' });
     const chunks: Buffer[] = [];
-    const sink = new Writable({ write(c: Buffer, _e, cb) { chunks.push(c); cb(); } });
+    const sink = new Writable({
+      write(c: Buffer, _e, cb) {
+        chunks.push(c);
+        cb();
+      },
+    });
     await pipeline(
       await source.fetchBlob(layer),
       new VerifyingStream({ digest: layer.digest, size: layer.size, what: `layer ${i}` }),
@@ -92,7 +105,12 @@ async function resolveAndVerify(opened: OpenedLocalSource, platform = amd64): Pr
       tar,
       sink,
     );
-    texts.push(Buffer.concat(chunks).subarray(512, 512 + 64).toString('utf8').replace(/\0+$/, ''));
+    texts.push(
+      Buffer.concat(chunks)
+        .subarray(512, 512 + 64)
+        .toString('utf8')
+        .replace(/\0+$/, ''),
+    );
   }
   return { text: texts.join('|'), config };
 }
@@ -115,11 +133,16 @@ beforeAll(async () => {
   const v1 = await addImage(multi, 'amd64', 'one');
   const v2 = await addImage(multi, 'amd64', 'two');
   const arm = await addImage(multi, 'arm64', 'arm');
-  const indexBytes = Buffer.from(JSON.stringify({
-    schemaVersion: 2,
-    mediaType: MediaType.OciIndex,
-    manifests: [{ ...v1.manifest, platform: { os: 'linux', architecture: 'amd64' } }, { ...arm.manifest, platform: { os: 'linux', architecture: 'arm64' } }],
-  }));
+  const indexBytes = Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: MediaType.OciIndex,
+      manifests: [
+        { ...v1.manifest, platform: { os: 'linux', architecture: 'amd64' } },
+        { ...arm.manifest, platform: { os: 'linux', architecture: 'arm64' } },
+      ],
+    }),
+  );
   multiIndex = { mediaType: MediaType.OciIndex, digest: sha256(indexBytes), size: indexBytes.length };
   await writeFile(join(multi, 'blobs/sha256', multiIndex.digest.slice(7)), indexBytes);
   await writeIndex(multi, [tagged(v1.manifest, 'v1'), tagged(v2.manifest, 'v2'), tagged(multiIndex, 'multi')]);
@@ -225,7 +248,10 @@ describe('oci: layout directory', () => {
 
   it('refuses a directory that is not a layout, and a missing one', async () => {
     const empty = await newLayout(root, 'not-a-layout');
-    await expect(openLocalSource(parseLocalReference(`oci:${empty}`)!)).rejects.toMatchObject({ code: 'NOT_FOUND', message: expect.stringContaining('oci-layout') });
+    await expect(openLocalSource(parseLocalReference(`oci:${empty}`)!)).rejects.toMatchObject({
+      code: 'NOT_FOUND',
+      message: expect.stringContaining('oci-layout'),
+    });
     await expect(openLocalSource(parseLocalReference(`oci:${root}/missing`)!)).rejects.toMatchObject({ code: 'NOT_FOUND' });
   });
 
@@ -297,7 +323,9 @@ describe('oci-archive:', () => {
     await closing.close();
     await expect(closing.source.getManifest('v1')).rejects.toThrow();
     const aborted = AbortSignal.abort();
-    await expect(openLocalSource(parseLocalReference(`oci-archive:${file}`)!, { signal: aborted })).rejects.toMatchObject({ code: 'ABORTED' });
+    await expect(openLocalSource(parseLocalReference(`oci-archive:${file}`)!, { signal: aborted })).rejects.toMatchObject({
+      code: 'ABORTED',
+    });
   });
 
   it('reads an archive written by skopeo copy', async () => {
@@ -395,8 +423,14 @@ describe('docker-archive:', () => {
       ...d,
       annotations: { 'io.containerd.image.name': name, 'org.opencontainers.image.ref.name': tag },
     });
-    await writeIndex(dir, [named(img.manifest, 'docker.io/library/modern:latest', 'latest'), named(other.manifest, 'docker.io/library/other:1', '1')]);
-    await writeFile(join(dir, 'manifest.json'), JSON.stringify([{ Config: `blobs/sha256/${img.config.digest.slice(7)}`, RepoTags: ['modern:latest'], Layers: [] }]));
+    await writeIndex(dir, [
+      named(img.manifest, 'docker.io/library/modern:latest', 'latest'),
+      named(other.manifest, 'docker.io/library/other:1', '1'),
+    ]);
+    await writeFile(
+      join(dir, 'manifest.json'),
+      JSON.stringify([{ Config: `blobs/sha256/${img.config.digest.slice(7)}`, RepoTags: ['modern:latest'], Layers: [] }]),
+    );
     const file = join(root, 'docker25.tar');
     await run('tar', ['-cf', file, '-C', dir, '.']);
     const o = await openRef(`docker-archive:${file}:modern`);

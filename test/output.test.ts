@@ -12,7 +12,15 @@ import { writeOciLayout, type OciLayoutInput } from '../src/outputs/oci-layout.j
 import { encodeTarHeader, writeTreeAsTar } from '../src/outputs/tar.js';
 import { parsePlatform } from '../src/image/platform.js';
 import { fetchConfig, resolveImage } from '../src/image/resolve.js';
-import { buildRichTree, buildTinyImage, BIG_GID, BIG_UID, CAP_NET_RAW_EP, LONG_BASENAME, type TinyImage } from './helpers/export-fixtures.js';
+import {
+  buildRichTree,
+  buildTinyImage,
+  BIG_GID,
+  BIG_UID,
+  CAP_NET_RAW_EP,
+  LONG_BASENAME,
+  type TinyImage,
+} from './helpers/export-fixtures.js';
 import { applyLayers, makeTmp, removeTmp, run, type TarEntrySpec } from './helpers/tar.js';
 import { diffTrees, snapshotTree, type TreeEntry } from './helpers/tree.js';
 
@@ -54,7 +62,10 @@ async function extractWithGnuTar(file: string): Promise<string> {
 function gnuTarNames(file: string): string[] {
   const listed = spawnSync('tar', ['--quoting-style=literal', '-tf', file], { encoding: 'buffer' });
   expect(listed.status).toBe(0);
-  const lines = listed.stdout.toString('latin1').split('\n').filter((l) => l !== '');
+  const lines = listed.stdout
+    .toString('latin1')
+    .split('\n')
+    .filter((l) => l !== '');
   return lines.map((l) => {
     const bytes = Buffer.from(l, 'latin1');
     const text = bytes.toString('utf8');
@@ -129,7 +140,10 @@ describe('writeTreeAsTar', () => {
   it('skips sockets with a warning', async () => {
     const dir = await mkdtemp(join(base, 'sock-'));
     await writeFile(join(dir, 'a'), 'a');
-    const made = spawnSync(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(join(dir, 'sock'))}, () => process.exit(0))`]);
+    const made = spawnSync(process.execPath, [
+      '-e',
+      `require('net').createServer().listen(${JSON.stringify(join(dir, 'sock'))}, () => process.exit(0))`,
+    ]);
     expect(made.status).toBe(0);
     expect((await stat(join(dir, 'sock'))).isSocket()).toBe(true);
     const seen: string[] = [];
@@ -195,7 +209,15 @@ describe('writeTreeAsTar', () => {
 describe('encodeTarHeader', () => {
   it('writes sizes above 8 GiB as PAX size plus a base-256 field that GNU tar and tar-stream read', async () => {
     const size = 9 * 1024 ** 3 + 5;
-    const header = encodeTarHeader({ name: Buffer.from('huge.img'), type: 'file', mode: 0o600, uid: BIG_UID, gid: 0, size, mtimeNs: 1_000_000_000n * 1600000000n });
+    const header = encodeTarHeader({
+      name: Buffer.from('huge.img'),
+      type: 'file',
+      mode: 0o600,
+      uid: BIG_UID,
+      gid: 0,
+      size,
+      mtimeNs: 1_000_000_000n * 1600000000n,
+    });
     expect(header.length % 512).toBe(0);
     expect(header.toString('latin1')).toContain(` size=${size}\n`);
     expect(header.toString('latin1')).toContain(` uid=${BIG_UID}\n`);
@@ -219,7 +241,15 @@ describe('encodeTarHeader', () => {
     const plain = encodeTarHeader({ name: mid, type: 'file', mode: 0o644, uid: 0, gid: 0, size: 0, mtimeNs: 0n });
     expect(plain.length).toBe(512);
     expect(plain.subarray(345, 435).toString()).toBe('d'.repeat(90));
-    const long = encodeTarHeader({ name: Buffer.from(`x/${LONG_BASENAME}`), type: 'file', mode: 0o644, uid: 0, gid: 0, size: 0, mtimeNs: 0n });
+    const long = encodeTarHeader({
+      name: Buffer.from(`x/${LONG_BASENAME}`),
+      type: 'file',
+      mode: 0o644,
+      uid: 0,
+      gid: 0,
+      size: 0,
+      mtimeNs: 0n,
+    });
     expect(long.length).toBe(3 * 512);
     expect(long.toString('latin1')).toContain(` path=x/${LONG_BASENAME}\n`);
   });
@@ -233,7 +263,9 @@ describe('encodeTarHeader', () => {
 });
 
 /** Runs `write` into a memory sink and returns what it wrote. */
-async function collect(write: (out: NodeJS.WritableStream) => Promise<{ entries: number; bytes: number }>): Promise<{ data: Buffer; result: { entries: number; bytes: number } }> {
+async function collect(
+  write: (out: NodeJS.WritableStream) => Promise<{ entries: number; bytes: number }>,
+): Promise<{ data: Buffer; result: { entries: number; bytes: number } }> {
   const chunks: Buffer[] = [];
   const sink = new Writable({
     write(data: Buffer, _enc, cb) {
@@ -274,7 +306,11 @@ describe('writeOciLayout', () => {
   const input = (img: TinyImage, path: string, extra: Partial<OciLayoutInput> = {}): OciLayoutInput => ({
     manifest: {
       bytes: img.manifestBytes,
-      descriptor: { mediaType: (JSON.parse(img.manifestBytes.toString()) as { mediaType: string }).mediaType, digest: img.manifestDigest, size: img.manifestBytes.length },
+      descriptor: {
+        mediaType: (JSON.parse(img.manifestBytes.toString()) as { mediaType: string }).mediaType,
+        digest: img.manifestDigest,
+        size: img.manifestBytes.length,
+      },
     },
     config: { bytes: img.configBytes, digest: img.configDigest },
     layers: [{ digest: img.layerDigest, size: img.layerBytes.length, path }],
@@ -314,9 +350,15 @@ describe('writeOciLayout', () => {
       ],
     });
     const blobs = join(layout, 'blobs/sha256');
-    expect((await readdir(blobs)).sort()).toEqual([image.manifestDigest, image.configDigest, image.layerDigest].map((d) => d.slice(7)).sort());
+    expect((await readdir(blobs)).sort()).toEqual(
+      [image.manifestDigest, image.configDigest, image.layerDigest].map((d) => d.slice(7)).sort(),
+    );
     for (const name of await readdir(blobs)) {
-      expect(createHash('sha256').update(await readFile(join(blobs, name))).digest('hex')).toBe(name);
+      expect(
+        createHash('sha256')
+          .update(await readFile(join(blobs, name)))
+          .digest('hex'),
+      ).toBe(name);
     }
     expect((await readFile(join(blobs, image.manifestDigest.slice(7)))).equals(image.manifestBytes)).toBe(true);
     const [a, b] = await Promise.all([stat(layerPath), stat(join(blobs, image.layerDigest.slice(7)))]);
@@ -330,11 +372,16 @@ describe('writeOciLayout', () => {
     await run('umoci', ['unpack', '--image', `${layout}:v1.2`, bundle]);
     expect(await readFile(join(bundle, 'rootfs/etc/hello'), 'utf8')).toBe('hello from the layout\n');
     expect((await stat(join(bundle, 'rootfs/bin/tool'))).mode & 0o7777).toBe(0o4755);
-    const inspected = JSON.parse((await run('skopeo', ['inspect', `oci:${layout}:v1.2`])).toString()) as { Digest: string; Layers: string[]; Architecture: string; Os: string };
+    const inspected = JSON.parse((await run('skopeo', ['inspect', `oci:${layout}:v1.2`])).toString()) as {
+      Digest: string;
+      Layers: string[];
+      Architecture: string;
+      Os: string;
+    };
     expect(inspected).toMatchObject({ Digest: image.manifestDigest, Layers: [image.layerDigest], Architecture: 'amd64', Os: 'linux' });
   });
 
-  it('keeps a Docker schema 2 manifest byte-exact, and pull-unpack\'s oci: source reads the layout', async () => {
+  it("keeps a Docker schema 2 manifest byte-exact, and pull-unpack's oci: source reads the layout", async () => {
     const docker = await buildTinyImage(IMAGE_FILES, { docker: true });
     const path = join(cache, docker.layerDigest.slice(7));
     await writeFile(path, docker.layerBytes);
@@ -363,7 +410,11 @@ describe('writeOciLayout', () => {
     const written = await writeOciLayout(layout, input(docker, path), { convertDockerManifest: true });
     expect(written.mediaType).toBe('application/vnd.oci.image.manifest.v1+json');
     expect(written.digest).not.toBe(docker.manifestDigest);
-    const manifest = JSON.parse(await readFile(join(layout, 'blobs/sha256', written.digest.slice(7)), 'utf8')) as { mediaType: string; config: Descriptor; layers: Descriptor[] };
+    const manifest = JSON.parse(await readFile(join(layout, 'blobs/sha256', written.digest.slice(7)), 'utf8')) as {
+      mediaType: string;
+      config: Descriptor;
+      layers: Descriptor[];
+    };
     expect(manifest).toEqual({
       schemaVersion: 2,
       mediaType: 'application/vnd.oci.image.manifest.v1+json',
@@ -373,7 +424,10 @@ describe('writeOciLayout', () => {
     const bundle = join(dir, 'converted-bundle');
     await run('umoci', ['unpack', '--image', `${layout}:v1.2`, bundle]);
     expect(await readFile(join(bundle, 'rootfs/etc/hello'), 'utf8')).toBe('hello from the layout\n');
-    const inspected = JSON.parse((await run('skopeo', ['inspect', `oci:${layout}:v1.2`])).toString()) as { Digest: string; Layers: string[] };
+    const inspected = JSON.parse((await run('skopeo', ['inspect', `oci:${layout}:v1.2`])).toString()) as {
+      Digest: string;
+      Layers: string[];
+    };
     expect(inspected).toMatchObject({ Digest: written.digest, Layers: [docker.layerDigest] });
     // An OCI manifest is never rewritten.
     const oci = await writeOciLayout(join(dir, 'not-converted'), input(image, layerPath), { convertDockerManifest: true });
@@ -415,11 +469,31 @@ describe('writeOciLayout', () => {
 
   it('refuses inconsistent input before writing anything', async () => {
     const cases: Array<[string, OciLayoutInput]> = [
-      ['DIGEST_MISMATCH', { ...input(image, layerPath), manifest: { ...input(image, layerPath).manifest, bytes: Buffer.from(image.manifestBytes.toString().replace('   "', '\t  "')) } }],
-      ['SIZE_MISMATCH', { ...input(image, layerPath), manifest: { ...input(image, layerPath).manifest, bytes: Buffer.from(`${image.manifestBytes.toString()} `) } }],
+      [
+        'DIGEST_MISMATCH',
+        {
+          ...input(image, layerPath),
+          manifest: { ...input(image, layerPath).manifest, bytes: Buffer.from(image.manifestBytes.toString().replace('   "', '\t  "')) },
+        },
+      ],
+      [
+        'SIZE_MISMATCH',
+        {
+          ...input(image, layerPath),
+          manifest: { ...input(image, layerPath).manifest, bytes: Buffer.from(`${image.manifestBytes.toString()} `) },
+        },
+      ],
       ['DIGEST_MISMATCH', input(image, layerPath, { config: { bytes: Buffer.from('{}'), digest: image.configDigest } })],
       ['INVALID_MANIFEST', input(image, layerPath, { layers: [] })],
-      ['INVALID_MANIFEST', input(image, layerPath, { layers: [{ digest: image.layerDigest, size: image.layerBytes.length, path: layerPath }, { digest: image.configDigest, size: 2, path: layerPath }] })],
+      [
+        'INVALID_MANIFEST',
+        input(image, layerPath, {
+          layers: [
+            { digest: image.layerDigest, size: image.layerBytes.length, path: layerPath },
+            { digest: image.configDigest, size: 2, path: layerPath },
+          ],
+        }),
+      ],
       ['SIZE_MISMATCH', input(image, layerPath, { layers: [{ digest: image.layerDigest, size: 1, path: layerPath }] })],
       ['INVALID_REFERENCE', input(image, layerPath, { refName: 'not a tag!' })],
     ];
@@ -438,7 +512,9 @@ describe('writeOciLayout', () => {
     const short = join(cache, 'short');
     await writeFile(short, image.layerBytes.subarray(1));
     await expect(writeOciLayout(join(dir, 'short'), input(image, short))).rejects.toMatchObject({ code: 'SIZE_MISMATCH' });
-    await expect(writeOciLayout(join(dir, 'aborted'), input(image, layerPath), { signal: AbortSignal.abort() })).rejects.toMatchObject({ code: 'ABORTED' });
+    await expect(writeOciLayout(join(dir, 'aborted'), input(image, layerPath), { signal: AbortSignal.abort() })).rejects.toMatchObject({
+      code: 'ABORTED',
+    });
     await expect(stat(join(dir, 'short', 'index.json'))).rejects.toMatchObject({ code: 'ENOENT' });
   });
 });

@@ -34,7 +34,8 @@ function withBytes(tar: Buffer, placeholder: string, bytes: Buffer): Buffer {
   const headers = new Set<number>();
   for (let at = out.indexOf(from); at >= 0; at = out.indexOf(from, at + 1)) {
     const block = at - (at % 512);
-    if (headers.has(block) || Number.parseInt(out.toString('latin1', block + 148, block + 155), 8) === headerSum(out, block)) headers.add(block);
+    if (headers.has(block) || Number.parseInt(out.toString('latin1', block + 148, block + 155), 8) === headerSum(out, block))
+      headers.add(block);
     bytes.copy(out, at);
   }
   for (const block of headers) out.write(`${headerSum(out, block).toString(8).padStart(6, '0')}\0 `, block + 148, 'latin1');
@@ -75,7 +76,10 @@ describe('symlinks from earlier entries', () => {
   });
 
   it('does not follow a relative ../../.. symlink out of the root', async () => {
-    await applyAll([[{ name: 'a/b/up', type: 'symlink', linkname: '../../../../../../outside' }], [{ name: 'a/b/up/secret', content: 'pwned' }]]);
+    await applyAll([
+      [{ name: 'a/b/up', type: 'symlink', linkname: '../../../../../../outside' }],
+      [{ name: 'a/b/up/secret', content: 'pwned' }],
+    ]);
     expect(await inRoot('outside/secret')).toBe('pwned');
   });
 
@@ -102,7 +106,10 @@ describe('symlinks from earlier entries', () => {
 
   it('does not write through a directory replaced by a symlink in a later layer', async () => {
     await applyAll([
-      [{ name: 'd/', type: 'directory' }, { name: 'd/f', content: 'f' }],
+      [
+        { name: 'd/', type: 'directory' },
+        { name: 'd/f', content: 'f' },
+      ],
       [{ name: 'd', type: 'symlink', linkname: box.outside }],
       [{ name: 'd/secret', content: 'pwned' }],
     ]);
@@ -155,7 +162,10 @@ describe('symlinks from earlier entries', () => {
 
   it('does not restore deferred directory metadata through a later symlink', async () => {
     await applyAll([
-      [{ name: 'd/', type: 'directory', mode: 0o700, mtime: 1 }, { name: 'd/sub/', type: 'directory', mode: 0o711, mtime: 2 }],
+      [
+        { name: 'd/', type: 'directory', mode: 0o700, mtime: 1 },
+        { name: 'd/sub/', type: 'directory', mode: 0o711, mtime: 2 },
+      ],
       [{ name: 'd', type: 'symlink', linkname: box.outside }],
     ]);
     expect(await readlink(join(box.root, 'd'))).toBe(box.outside);
@@ -193,14 +203,13 @@ describe('hardlinks', () => {
   });
 
   it('refuses a hardlink with an absolute target', async () => {
-    await expect(applyAll([[{ name: 'h', type: 'link', linkname: join(box.outside, 'secret') }]])).rejects.toMatchObject({ code: 'UNSAFE_PATH' });
+    await expect(applyAll([[{ name: 'h', type: 'link', linkname: join(box.outside, 'secret') }]])).rejects.toMatchObject({
+      code: 'UNSAFE_PATH',
+    });
   });
 
   it('links a symlink pointing outside as the symlink itself, never the outside file', async () => {
-    await applyAll([
-      [{ name: 's', type: 'symlink', linkname: join(box.outside, 'secret') }],
-      [{ name: 'h', type: 'link', linkname: 's' }],
-    ]);
+    await applyAll([[{ name: 's', type: 'symlink', linkname: join(box.outside, 'secret') }], [{ name: 'h', type: 'link', linkname: 's' }]]);
     const h = await lstat(join(box.root, 'h'));
     expect(h.isSymbolicLink()).toBe(true);
     expect(h.ino).not.toBe((await lstat(join(box.outside, 'secret'))).ino);
@@ -269,7 +278,9 @@ describe('names that are not UTF-8', () => {
   });
 
   it('refuses a hardlink whose target is not UTF-8 and climbs out with ..', async () => {
-    await expect(applyRaw([[{ name: 'h', type: 'link', linkname: '@@/../../outside/secret' }]])).rejects.toMatchObject({ code: 'UNSAFE_PATH' });
+    await expect(applyRaw([[{ name: 'h', type: 'link', linkname: '@@/../../outside/secret' }]])).rejects.toMatchObject({
+      code: 'UNSAFE_PATH',
+    });
   });
 
   it('does not follow a symlink whose target is not UTF-8 out of the root', async () => {

@@ -176,11 +176,27 @@ describe('compatiblePlatforms (containerd platforms.Only order)', () => {
     ['linux/amd64', ['linux/amd64', 'linux/386']],
     ['linux/amd64/v3', ['linux/amd64/v3', 'linux/amd64/v2', 'linux/amd64', 'linux/386']],
     ['linux/arm64', ['linux/arm64', 'linux/arm/v8', 'linux/arm/v7', 'linux/arm/v6', 'linux/arm/v5']],
-    ['linux/arm64/v8.2', ['linux/arm64/v8.2', 'linux/arm64/v8.1', 'linux/arm64', 'linux/arm/v8', 'linux/arm/v7', 'linux/arm/v6', 'linux/arm/v5']],
+    [
+      'linux/arm64/v8.2',
+      ['linux/arm64/v8.2', 'linux/arm64/v8.1', 'linux/arm64', 'linux/arm/v8', 'linux/arm/v7', 'linux/arm/v6', 'linux/arm/v5'],
+    ],
     [
       'linux/arm64/v9.1',
-      ['linux/arm64/v9.1', 'linux/arm64/v9', 'linux/arm64/v8.6', 'linux/arm64/v8.5', 'linux/arm64/v8.4', 'linux/arm64/v8.3',
-        'linux/arm64/v8.2', 'linux/arm64/v8.1', 'linux/arm64', 'linux/arm/v8', 'linux/arm/v7', 'linux/arm/v6', 'linux/arm/v5'],
+      [
+        'linux/arm64/v9.1',
+        'linux/arm64/v9',
+        'linux/arm64/v8.6',
+        'linux/arm64/v8.5',
+        'linux/arm64/v8.4',
+        'linux/arm64/v8.3',
+        'linux/arm64/v8.2',
+        'linux/arm64/v8.1',
+        'linux/arm64',
+        'linux/arm/v8',
+        'linux/arm/v7',
+        'linux/arm/v6',
+        'linux/arm/v5',
+      ],
     ],
     ['linux/arm/v8', ['linux/arm/v8', 'linux/arm/v7', 'linux/arm/v6', 'linux/arm/v5']],
     ['linux/arm/v7', ['linux/arm/v7', 'linux/arm/v6', 'linux/arm/v5']],
@@ -203,7 +219,13 @@ describe('compatiblePlatforms (containerd platforms.Only order)', () => {
 
 describe('selectPlatform', () => {
   const pick = (specs: Array<string | undefined>, wanted: string): string =>
-    formatPlatform(selectPlatform(specs.map((s) => entry(s)), parsePlatform(wanted), 'alpine:latest').platform);
+    formatPlatform(
+      selectPlatform(
+        specs.map((s) => entry(s)),
+        parsePlatform(wanted),
+        'alpine:latest',
+      ).platform,
+    );
 
   it('picks the exact match and says so', () => {
     const list = [entry('linux/amd64'), entry('linux/arm64/v8'), entry('linux/arm/v7')];
@@ -247,7 +269,11 @@ describe('selectPlatform', () => {
   });
 
   it('falls back from arm64 to 32-bit arm with a note', () => {
-    const choice = selectPlatform([entry('linux/amd64'), entry('linux/arm/v6'), entry('linux/arm/v7')], parsePlatform('linux/arm64'), 'app:1');
+    const choice = selectPlatform(
+      [entry('linux/amd64'), entry('linux/arm/v6'), entry('linux/arm/v7')],
+      parsePlatform('linux/arm64'),
+      'app:1',
+    );
     expect(formatPlatform(choice.platform)).toBe('linux/arm/v7');
     expect(choice.reason).toBe('fallback: linux/arm/v7 runs on linux/arm64');
     expect(choice.notes[0]).toMatch(/app:1 has no linux\/arm64 image; using its 32-bit linux\/arm\/v7 image/);

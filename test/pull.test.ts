@@ -102,7 +102,8 @@ async function expectFeatureTree(dir: string): Promise<void> {
       nlink: want.type === 'directory' ? undefined : (want.nlink ?? 1),
       mtime: IMAGE_MTIME_NS,
     };
-    if (JSON.stringify(actual) !== JSON.stringify(expected)) problems.push(`${path}: got ${JSON.stringify(actual)}, want ${JSON.stringify(expected)}`);
+    if (JSON.stringify(actual) !== JSON.stringify(expected))
+      problems.push(`${path}: got ${JSON.stringify(actual)}, want ${JSON.stringify(expected)}`);
   }
   expect(problems).toEqual([]);
   const groups = new Set([...tree.values()].filter((e) => e.hardlinks).map((e) => JSON.stringify(e.hardlinks)));
@@ -146,7 +147,11 @@ describe('pull-unpack IMAGE DIR: the feature image', () => {
     const amd = await freshDir();
     const r = await runCli([indexRef, amd.dir, '--platform', 'linux/amd64', '--json']);
     expect(r.code).toBe(0);
-    expect(parseEvents(r.stdout)[0]).toMatchObject({ type: 'resolved', platform: 'linux/amd64', mediaType: 'application/vnd.oci.image.index.v1+json' });
+    expect(parseEvents(r.stdout)[0]).toMatchObject({
+      type: 'resolved',
+      platform: 'linux/amd64',
+      mediaType: 'application/vnd.oci.image.index.v1+json',
+    });
     await expectFeatureTree(amd.dir);
 
     const arm = await freshDir();
@@ -158,7 +163,11 @@ describe('pull-unpack IMAGE DIR: the feature image', () => {
 
 describe('pull-unpack options', () => {
   it('--concurrency bounds the parallel layer downloads', async () => {
-    for (const [concurrency, expected] of [[1, 1], [2, 2], [3, 3]] as const) {
+    for (const [concurrency, expected] of [
+      [1, 1],
+      [2, 2],
+      [3, 3],
+    ] as const) {
       const proxy = await startRegistryProxy(url, { delayMs: 300 });
       try {
         const { dir } = await freshDir();
@@ -277,7 +286,11 @@ describe('pull-unpack layer lists', () => {
     const { dir } = await freshDir();
     const r = await runCli([`${host}/${repo}:v1`, dir, '--json']);
     expect(r.code).toBe(0);
-    expect(parseEvents(r.stdout).filter((e) => e.type === 'layer-applied').map((e) => e.index)).toEqual([0, 1, 2]);
+    expect(
+      parseEvents(r.stdout)
+        .filter((e) => e.type === 'layer-applied')
+        .map((e) => e.index),
+    ).toEqual([0, 1, 2]);
     expect((await readdir(dir)).sort()).toEqual(['b.txt', 'x.txt']);
     expect(await readFile(join(dir, 'x.txt'), 'utf8')).toBe('from A\n');
   });
@@ -345,7 +358,11 @@ describe('pull-unpack on a terminal', () => {
     // Drawings are separated by cursor-up sequences; the output ends with the clear (up + erase).
     expect(err).toMatch(/\x1b\[4F\x1b\[J$/);
     const drawings = err.split(/\x1b\[\d+F/);
-    const last = drawings.at(-2)!.split('\n').map((l) => l.replace('\x1b[2K', '')).filter(Boolean);
+    const last = drawings
+      .at(-2)!
+      .split('\n')
+      .map((l) => l.replace('\x1b[2K', ''))
+      .filter(Boolean);
     expect(last).toHaveLength(4);
     expect(last[0]).toContain(featureRepo);
     expect(last.slice(1).every((l) => / applied /.test(l))).toBe(true);
@@ -389,13 +406,20 @@ async function expectPullFails(
 
   const missing = await freshDir();
   const events: PullEvent[] = [];
-  await expect(pull(image, missing.dir, { attempts: options.attempts, platform: options.platform, onEvent: (e) => events.push(e) })).rejects.toMatchObject({ code, message: expect.stringMatching(message) });
+  await expect(
+    pull(image, missing.dir, { attempts: options.attempts, platform: options.platform, onEvent: (e) => events.push(e) }),
+  ).rejects.toMatchObject({ code, message: expect.stringMatching(message) });
   expect(await readdir(missing.parent)).toEqual([]);
   if (options.noDownloads) expect(events.filter((e) => e.type.startsWith('blob-'))).toEqual([]);
 }
 
 describe('failures leave DIR exactly as it was', () => {
-  const goodLayer = async () => ({ tar: await tarLayer([{ name: 'good/', type: 'directory' as const }, { name: 'good/file', content: 'good\n' }]) });
+  const goodLayer = async () => ({
+    tar: await tarLayer([
+      { name: 'good/', type: 'directory' as const },
+      { name: 'good/file', content: 'good\n' },
+    ]),
+  });
   const payload = async () => tarLayer([{ name: 'payload.bin', content: bigContent().subarray(0, 256 * 1024) }]);
 
   it('a layer whose DiffID does not match the config', async () => {
@@ -416,7 +440,10 @@ describe('failures leave DIR exactly as it was', () => {
     const repo = uniqueRepo('pull-mismatch');
     const tar = await payload();
     await pushImage(url, repo, 'v1', {
-      layers: [await goodLayer(), { tar, blob: await compressLayer(tar, 'zstd'), mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip' }],
+      layers: [
+        await goodLayer(),
+        { tar, blob: await compressLayer(tar, 'zstd'), mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip' },
+      ],
     });
     await expectPullFails(`${host}/${repo}:v1`, 'COMPRESSION_MISMATCH', /zstd/);
   });
@@ -426,7 +453,9 @@ describe('failures leave DIR exactly as it was', () => {
     await pushImage(url, repo, 'v1', {
       layers: [await goodLayer(), { tar: await payload(), mediaType: 'application/vnd.example.layer.v1.squashfs' }],
     });
-    await expectPullFails(`${host}/${repo}:v1`, 'UNSUPPORTED_MEDIA_TYPE', /application\/vnd\.example\.layer\.v1\.squashfs/, { noDownloads: true });
+    await expectPullFails(`${host}/${repo}:v1`, 'UNSUPPORTED_MEDIA_TYPE', /application\/vnd\.example\.layer\.v1\.squashfs/, {
+      noDownloads: true,
+    });
   });
 
   it('an index without the wanted platform', async () => {
@@ -497,7 +526,12 @@ describe('failures leave DIR exactly as it was', () => {
         });
         stderr.setEncoding('utf8').on('data', (chunk: string) => (err += chunk));
         const started = Date.now();
-        const code = await main([image, dir, '--force', '--json', '--no-cache'], { stdout, stderr, env: process.env, signal: controller.signal });
+        const code = await main([image, dir, '--force', '--json', '--no-cache'], {
+          stdout,
+          stderr,
+          env: process.env,
+          signal: controller.signal,
+        });
         expect(controller.signal.aborted).toBe(true);
         expect(code).toBe(130);
         expect(err).toMatch(/abort/i);
@@ -524,16 +558,20 @@ describe('failures leave DIR exactly as it was', () => {
 
     it('after a failed download, queued downloads never start', async () => {
       const queuedRepo = uniqueRepo('pull-queued');
-      const layers = await Promise.all(['one', 'two', 'three'].map(async (n) => ({ tar: await tarLayer([{ name: `${n}.txt`, content: `${n}\n` }]) })));
+      const layers = await Promise.all(
+        ['one', 'two', 'three'].map(async (n) => ({ tar: await tarLayer([{ name: `${n}.txt`, content: `${n}\n` }]) })),
+      );
       const pushed = await pushImage(url, queuedRepo, 'v1', { layers });
       const [first, ...rest] = pushed.layers.map((l) => l.digest);
       const proxy = await startRegistryProxy(url, { blobs: 'flip-byte', only: (d) => d === first });
       try {
         const { parent, dir } = await freshDir();
         const events: PullEvent[] = [];
-        await expect(pull(`${proxy.host}/${queuedRepo}:v1`, dir, { concurrency: 1, onEvent: (e) => events.push(e) })).rejects.toMatchObject({
-          code: 'DIGEST_MISMATCH',
-        });
+        await expect(pull(`${proxy.host}/${queuedRepo}:v1`, dir, { concurrency: 1, onEvent: (e) => events.push(e) })).rejects.toMatchObject(
+          {
+            code: 'DIGEST_MISMATCH',
+          },
+        );
         expect(events.filter((e) => e.type === 'blob-start').map((e) => (e as { digest: string }).digest)).toEqual([first]);
         expect(proxy.blobRequests.filter((d) => rest.includes(d))).toEqual([]);
         expect(await readdir(parent)).toEqual([]);
@@ -589,13 +627,21 @@ describe('the unpacked root filesystem runs', () => {
     const repo = uniqueRepo('pull-busybox');
     await pushImage(url, repo, 'v1', {
       layers: [
-        { tar: await tarLayer([
-          { name: 'bin/', type: 'directory' },
-          { name: 'bin/busybox', mode: 0o755, content: busybox },
-          { name: 'bin/sh', type: 'symlink', linkname: 'busybox' },
-          { name: 'bin/cat', type: 'symlink', linkname: '/bin/busybox' },
-        ]) },
-        { tar: await tarLayer([{ name: 'etc/', type: 'directory' }, { name: 'etc/hostname-test', content: 'pull-unpack\n' }]), compression: 'zstd' },
+        {
+          tar: await tarLayer([
+            { name: 'bin/', type: 'directory' },
+            { name: 'bin/busybox', mode: 0o755, content: busybox },
+            { name: 'bin/sh', type: 'symlink', linkname: 'busybox' },
+            { name: 'bin/cat', type: 'symlink', linkname: '/bin/busybox' },
+          ]),
+        },
+        {
+          tar: await tarLayer([
+            { name: 'etc/', type: 'directory' },
+            { name: 'etc/hostname-test', content: 'pull-unpack\n' },
+          ]),
+          compression: 'zstd',
+        },
       ],
     });
     const { dir } = await freshDir();
@@ -604,4 +650,3 @@ describe('the unpacked root filesystem runs', () => {
     expect(out.stdout).toBe('hello from pull-unpack\n');
   });
 });
-

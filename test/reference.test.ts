@@ -40,7 +40,14 @@ describe('parseReference: valid references', () => {
     [`alpine:3@${DIGEST}`, 'docker.io', 'library/alpine', '3', DIGEST, `docker.io/library/alpine:3@${DIGEST}`],
     [`r.io:443/x:t@${DIGEST512}`, 'r.io:443', 'x', 't', DIGEST512, `r.io:443/x:t@${DIGEST512}`],
     ['a.b-c/d__e/f-g_h.i--j:T_1.x-', 'a.b-c', 'd__e/f-g_h.i--j', 'T_1.x-', undefined, 'a.b-c/d__e/f-g_h.i--j:T_1.x-'],
-    ['x:_leading_underscore_tag', 'docker.io', 'library/x', '_leading_underscore_tag', undefined, 'docker.io/library/x:_leading_underscore_tag'],
+    [
+      'x:_leading_underscore_tag',
+      'docker.io',
+      'library/x',
+      '_leading_underscore_tag',
+      undefined,
+      'docker.io/library/x:_leading_underscore_tag',
+    ],
     ['x:' + 'a'.repeat(128), 'docker.io', 'library/x', 'a'.repeat(128), undefined, `docker.io/library/x:${'a'.repeat(128)}`],
     // Docker's splitDockerDomain: an uppercase first component can only be a registry host.
     ['MyHost/app', 'MyHost', 'app', 'latest', undefined, 'MyHost/app:latest'],

@@ -54,7 +54,9 @@ describe('registry client: bad input', () => {
 
   it('refuses an oversized manifest announced by Content-Length', async () => {
     const big = Buffer.alloc(5 * 1024 * 1024, 0x20);
-    const s = await serve((_req, res) => res.writeHead(200, { 'content-type': MediaType.OciManifest, 'content-length': big.length }).end(big));
+    const s = await serve((_req, res) =>
+      res.writeHead(200, { 'content-type': MediaType.OciManifest, 'content-length': big.length }).end(big),
+    );
     await expect(inspect(`${s.host}/a/b:t`)).rejects.toMatchObject({ code: 'TOO_LARGE', message: expect.stringContaining('limit') });
   });
 
@@ -69,13 +71,19 @@ describe('registry client: bad input', () => {
   });
 
   it('says so when the server answers HTML instead of a manifest', async () => {
-    const s = await serve((_req, res) => res.writeHead(200, { 'content-type': 'text/html' }).end('<!doctype html><html><body>Login</body></html>'));
+    const s = await serve((_req, res) =>
+      res.writeHead(200, { 'content-type': 'text/html' }).end('<!doctype html><html><body>Login</body></html>'),
+    );
     await expect(inspect(`${s.host}/a/b:t`)).rejects.toMatchObject({ code: 'INVALID_MANIFEST', message: expect.stringMatching(/HTML/) });
   });
 
   it('says so when an error page is HTML', async () => {
     const s = await serve((_req, res) => res.writeHead(404, { 'content-type': 'text/html' }).end('<html>nope</html>'));
-    await expect(inspect(`${s.host}/a/b:t`)).rejects.toMatchObject({ code: 'NOT_FOUND', status: 404, message: expect.stringMatching(/HTML/) });
+    await expect(inspect(`${s.host}/a/b:t`)).rejects.toMatchObject({
+      code: 'NOT_FOUND',
+      status: 404,
+      message: expect.stringMatching(/HTML/),
+    });
   });
 
   it('refuses an unknown manifest media type, naming it', async () => {

@@ -15,7 +15,18 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pull, type PullOptions } from '../src/index.js';
 import { startRegistry, type RunningRegistry } from '../testdata/lib/registry-server.mjs';
-import { HTPASSWD, HT_PASSWORD, HT_USER, hashTree, isolatedEnv, pushSmallImage, readBody, startTokenServer, tempDir, type TokenServer } from './helpers/network-fixtures.js';
+import {
+  HTPASSWD,
+  HT_PASSWORD,
+  HT_USER,
+  hashTree,
+  isolatedEnv,
+  pushSmallImage,
+  readBody,
+  startTokenServer,
+  tempDir,
+  type TokenServer,
+} from './helpers/network-fixtures.js';
 import { startServer, type TestServer } from './helpers/registry.js';
 import {
   authorizationNeedles,
@@ -81,7 +92,10 @@ const basicAuth = (user: string, password: string): string => Buffer.from(`${use
 async function helperPath(home: string, name: string, answer: object, status = 0): Promise<string> {
   const bin = join(home, 'bin');
   await mkdir(bin, { recursive: true });
-  await writeFile(join(bin, `docker-credential-${name}`), `#!/bin/sh\ncat >/dev/null\nprintf '%s\\n' '${JSON.stringify(answer)}'\nexit ${status}\n`);
+  await writeFile(
+    join(bin, `docker-credential-${name}`),
+    `#!/bin/sh\ncat >/dev/null\nprintf '%s\\n' '${JSON.stringify(answer)}'\nexit ${status}\n`,
+  );
   await chmod(join(bin, `docker-credential-${name}`), 0o755);
   return `${bin}:${process.env['PATH'] ?? '/usr/bin:/bin'}`;
 }
@@ -90,7 +104,13 @@ async function helperPath(home: string, name: string, answer: object, status = 0
  * Runs the CLI (with --json unless `json` is false) into a new DIR and checks every output for
  * secrets: stdout (the events), stderr, the staging area at every event, DIR and the cache.
  */
-async function cliPull(image: string, env: NodeJS.ProcessEnv, extra: string[] = [], stdin?: string, json = true): Promise<ScannedRun & { dir: string }> {
+async function cliPull(
+  image: string,
+  env: NodeJS.ProcessEnv,
+  extra: string[] = [],
+  stdin?: string,
+  json = true,
+): Promise<ScannedRun & { dir: string }> {
   const dir = join(work, `out-${next()}`);
   const r = await runCliScanning([image, dir, ...(json ? ['--json'] : []), ...extra], env, stdin, dir, needles);
   const all = needles();
@@ -132,7 +152,10 @@ async function libraryFails(image: string, options: PullOptions, code: string): 
   const all = needles();
   expect(err).toMatchObject({ code });
   expect(leaksIn(errorMessages(err), all), `message, hint and causes: ${errorMessages(err)}`).toEqual([]);
-  expect(leaksIn(inspectedError(err), all), 'the error as console.error(err) prints it (own properties such as RegistryError.detail, causes)').toEqual([]);
+  expect(
+    leaksIn(inspectedError(err), all),
+    'the error as console.error(err) prints it (own properties such as RegistryError.detail, causes)',
+  ).toEqual([]);
   expect(leaksIn(events.join('\n'), all), 'events').toEqual([]);
   expect(stagingLeaks, 'staging area').toEqual([]);
   expect(leaksInTree(dir, all), 'DIR').toEqual([]);
@@ -158,7 +181,12 @@ beforeAll(async () => {
   });
   cleanups.push(() => tokenServer.close());
   const token = await startRegistry({
-    tokenAuth: { realm: tokenServer.realm, service: SERVICE, issuer: 'pull-unpack-secrets-issuer', rootcertbundle: tokenServer.rootCertBundle },
+    tokenAuth: {
+      realm: tokenServer.realm,
+      service: SERVICE,
+      issuer: 'pull-unpack-secrets-issuer',
+      rootcertbundle: tokenServer.rootCertBundle,
+    },
     extraConfig: { storage: { filesystem: { rootdirectory: join(seed.dir, 'storage') } } },
   });
   cleanups.push(() => token.stop());
@@ -167,17 +195,33 @@ beforeAll(async () => {
   tokenFront = await startRecordingFront(token.url);
   storage = await startServer((req, res) => {
     storageSeen.push(`${req.method} ${req.url} ${JSON.stringify(req.headers)}`);
-    res.writeHead(403, { 'content-type': 'application/json' }).end(registryErrorBody('DENIED', `signature refused for ${req.url} with headers ${JSON.stringify(req.headers)}`, req.headers));
+    res
+      .writeHead(403, { 'content-type': 'application/json' })
+      .end(registryErrorBody('DENIED', `signature refused for ${req.url} with headers ${JSON.stringify(req.headers)}`, req.headers));
   });
   evilToken = await startServer((req, res) => {
-    readBody(req).then((form) => {
-      if (req.headers.authorization) evilSeen.add(req.headers.authorization);
-      const echo = `Authorization: ${req.headers.authorization ?? '(none)'}; form: ${form}; query: ${req.url}`;
-      res.writeHead(401, { 'content-type': 'application/json' }).end(registryErrorBody('UNAUTHORIZED', `authentication refused (${echo})`, { authorization: req.headers.authorization, form, url: req.url }));
-    }, () => res.writeHead(500).end());
+    readBody(req).then(
+      (form) => {
+        if (req.headers.authorization) evilSeen.add(req.headers.authorization);
+        const echo = `Authorization: ${req.headers.authorization ?? '(none)'}; form: ${form}; query: ${req.url}`;
+        res
+          .writeHead(401, { 'content-type': 'application/json' })
+          .end(
+            registryErrorBody('UNAUTHORIZED', `authentication refused (${echo})`, {
+              authorization: req.headers.authorization,
+              form,
+              url: req.url,
+            }),
+          );
+      },
+      () => res.writeHead(500).end(),
+    );
   });
   evilRegistry = await startServer((_req, res) => {
-    res.writeHead(401, { 'www-authenticate': `Bearer realm="${evilToken.url}/token",service="evil",scope="repository:${REPO}:pull"`, 'content-type': 'application/json' });
+    res.writeHead(401, {
+      'www-authenticate': `Bearer realm="${evilToken.url}/token",service="evil",scope="repository:${REPO}:pull"`,
+      'content-type': 'application/json',
+    });
     res.end(registryErrorBody('UNAUTHORIZED', 'authentication required', null));
   });
   for (const s of [basicFront, tokenFront, storage, evilToken, evilRegistry]) cleanups.push(() => s.close());
@@ -194,12 +238,20 @@ afterAll(async () => {
 
 describe('every credential source, pulls that succeed', () => {
   it('--username with --password-stdin (htpasswd registry)', async () => {
-    await cliSucceeds(`${basicFront.host}/${REPO}:v1`, isolatedEnv(await homeWith()), ['--username', HT_USER, '--password-stdin'], `${HT_PASSWORD}\n`);
+    await cliSucceeds(
+      `${basicFront.host}/${REPO}:v1`,
+      isolatedEnv(await homeWith()),
+      ['--username', HT_USER, '--password-stdin'],
+      `${HT_PASSWORD}\n`,
+    );
     expect(basicFront.authorizations.size).toBeGreaterThan(0);
   });
 
   it('docker config.json auths', async () => {
-    await cliSucceeds(`${basicFront.host}/${REPO}:v1`, isolatedEnv(await homeWith({ auths: { [basicFront.host]: { auth: basicAuth(HT_USER, HT_PASSWORD) } } })));
+    await cliSucceeds(
+      `${basicFront.host}/${REPO}:v1`,
+      isolatedEnv(await homeWith({ auths: { [basicFront.host]: { auth: basicAuth(HT_USER, HT_PASSWORD) } } })),
+    );
   });
 
   it('DOCKER_AUTH_CONFIG with username and password fields', async () => {
@@ -222,7 +274,10 @@ describe('every credential source, pulls that succeed', () => {
 
   it('an identitytoken in config.json, traded at the token server', async () => {
     const before = tokenServer.issued.length;
-    await cliSucceeds(`${tokenFront.host}/${REPO}:v1`, isolatedEnv(await homeWith({ auths: { [tokenFront.host]: { identitytoken: REFRESH_TOKEN } } })));
+    await cliSucceeds(
+      `${tokenFront.host}/${REPO}:v1`,
+      isolatedEnv(await homeWith({ auths: { [tokenFront.host]: { identitytoken: REFRESH_TOKEN } } })),
+    );
     expect(tokenServer.issued.length).toBeGreaterThan(before);
     expect(tokenServer.requests.at(-1)).toMatchObject({ as: 'refresh_token' });
   });
@@ -263,14 +318,22 @@ describe('every credential source, pulls that succeed', () => {
 
 describe('error paths', () => {
   it('a wrong password (htpasswd registry): UNAUTHORIZED', async () => {
-    const r = await cliPull(`${basicFront.host}/${REPO}:v1`, isolatedEnv(await homeWith({ auths: { [basicFront.host]: { auth: basicAuth(HT_USER, WRONG_PASSWORD) } } })));
+    const r = await cliPull(
+      `${basicFront.host}/${REPO}:v1`,
+      isolatedEnv(await homeWith({ auths: { [basicFront.host]: { auth: basicAuth(HT_USER, WRONG_PASSWORD) } } })),
+    );
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/credentials were refused/);
     await libraryFails(`${basicFront.host}/${REPO}:v1`, { credentials: { username: HT_USER, password: WRONG_PASSWORD } }, 'UNAUTHORIZED');
   });
 
   it('the token server refuses a wrong password: UNAUTHORIZED', async () => {
-    const r = await cliPull(`${tokenFront.host}/${REPO}:v1`, isolatedEnv(await homeWith()), ['--username', HT_USER, '--password-stdin'], `${WRONG_PASSWORD}\n`);
+    const r = await cliPull(
+      `${tokenFront.host}/${REPO}:v1`,
+      isolatedEnv(await homeWith()),
+      ['--username', HT_USER, '--password-stdin'],
+      `${WRONG_PASSWORD}\n`,
+    );
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/token server .* refused the credentials/);
     await libraryFails(`${tokenFront.host}/${REPO}:v1`, { credentials: { username: HT_USER, password: WRONG_PASSWORD } }, 'UNAUTHORIZED');
@@ -278,7 +341,12 @@ describe('error paths', () => {
 
   describe('a token server that refuses with an echo of the Authorization header and the form it got', () => {
     it('Basic credentials: UNAUTHORIZED, the echo redacted', async () => {
-      const r = await cliPull(`${evilRegistry.host}/${REPO}:v1`, isolatedEnv(await homeWith()), ['--username', HT_USER, '--password-stdin'], `${HT_PASSWORD}\n`);
+      const r = await cliPull(
+        `${evilRegistry.host}/${REPO}:v1`,
+        isolatedEnv(await homeWith()),
+        ['--username', HT_USER, '--password-stdin'],
+        `${HT_PASSWORD}\n`,
+      );
       expect(r.code).toBe(1);
       expect(r.stderr).toMatch(/refused the credentials/);
       expect(evilSeen.size).toBeGreaterThan(0);
@@ -301,7 +369,12 @@ describe('error paths', () => {
         if (!req.headers.authorization || !req.url?.includes('/manifests/')) return false;
         const auth = req.headers.authorization;
         res.writeHead(500, { 'content-type': 'application/json', 'retry-after': '0' });
-        res.end(registryErrorBody('UNKNOWN', `internal error serving ${req.url}; request headers: Authorization: ${auth}`, { authorization: auth, headers: req.headers }));
+        res.end(
+          registryErrorBody('UNKNOWN', `internal error serving ${req.url}; request headers: Authorization: ${auth}`, {
+            authorization: auth,
+            headers: req.headers,
+          }),
+        );
         return true;
       };
     };
@@ -309,10 +382,19 @@ describe('error paths', () => {
     it('Basic credentials: REGISTRY_ERROR, the echo redacted', async () => {
       echo500(basicFront);
       try {
-        const r = await cliPull(`${basicFront.host}/${REPO}:v1`, isolatedEnv(await homeWith()), ['--username', HT_USER, '--password-stdin'], `${HT_PASSWORD}\n`);
+        const r = await cliPull(
+          `${basicFront.host}/${REPO}:v1`,
+          isolatedEnv(await homeWith()),
+          ['--username', HT_USER, '--password-stdin'],
+          `${HT_PASSWORD}\n`,
+        );
         expect(r.code).toBe(1);
         expect(r.stderr).toMatch(/HTTP 500/);
-        await libraryFails(`${basicFront.host}/${REPO}:v1`, { credentials: { username: HT_USER, password: HT_PASSWORD } }, 'REGISTRY_ERROR');
+        await libraryFails(
+          `${basicFront.host}/${REPO}:v1`,
+          { credentials: { username: HT_USER, password: HT_PASSWORD } },
+          'REGISTRY_ERROR',
+        );
       } finally {
         basicFront.intercept = () => false;
       }
@@ -321,11 +403,18 @@ describe('error paths', () => {
     it('a bearer token: REGISTRY_ERROR, the echo redacted', async () => {
       echo500(tokenFront);
       try {
-        const r = await cliPull(`${tokenFront.host}/${REPO}:v1`, isolatedEnv(await homeWith({ auths: { [tokenFront.host]: { identitytoken: REFRESH_TOKEN } } })));
+        const r = await cliPull(
+          `${tokenFront.host}/${REPO}:v1`,
+          isolatedEnv(await homeWith({ auths: { [tokenFront.host]: { identitytoken: REFRESH_TOKEN } } })),
+        );
         expect(r.code).toBe(1);
         expect(r.stderr).toMatch(/HTTP 500/);
         expect([...tokenFront.authorizations].some((a) => a.startsWith('Bearer '))).toBe(true);
-        await libraryFails(`${tokenFront.host}/${REPO}:v1`, { credentials: { username: HT_USER, password: HT_PASSWORD } }, 'REGISTRY_ERROR');
+        await libraryFails(
+          `${tokenFront.host}/${REPO}:v1`,
+          { credentials: { username: HT_USER, password: HT_PASSWORD } },
+          'REGISTRY_ERROR',
+        );
       } finally {
         tokenFront.intercept = () => false;
       }
@@ -340,7 +429,12 @@ describe('error paths', () => {
       return true;
     };
     try {
-      const r = await cliPull(`${basicFront.host}/${REPO}:v1`, isolatedEnv(await homeWith()), ['--username', HT_USER, '--password-stdin'], `${HT_PASSWORD}\n`);
+      const r = await cliPull(
+        `${basicFront.host}/${REPO}:v1`,
+        isolatedEnv(await homeWith()),
+        ['--username', HT_USER, '--password-stdin'],
+        `${HT_PASSWORD}\n`,
+      );
       expect(r.code).toBe(1);
       expect(r.stderr).toMatch(/HTTP 403/);
       await libraryFails(`${basicFront.host}/${REPO}:v1`, { credentials: { username: HT_USER, password: HT_PASSWORD } }, 'UNAUTHORIZED');

@@ -46,7 +46,10 @@ beforeAll(async () => {
   ]);
   await pushImage(url, repo, 'v1', {
     // gzip: skopeo 1.9's docker-archive and umoci 0.4 do not take zstd layers.
-    layers: [{ tar: base, compression: 'gzip' }, { tar: top, compression: 'gzip' }],
+    layers: [
+      { tar: base, compression: 'gzip' },
+      { tar: top, compression: 'gzip' },
+    ],
     config: { config: { User: 'app', WorkingDir: '/srv', Cmd: ['/bin/tool'], Env: ['A=1'], Labels: { team: 'x' } } },
   });
   image = `${host}/${repo}:v1`;
@@ -105,7 +108,7 @@ describe('other outputs', () => {
     await cli([image, '--output', 'tar', tarFile]);
     const extracted = await out('extracted');
     await mkdir(extracted);
-    await run('tar', ['--xattrs', "--xattrs-include=*", '--numeric-owner', '-xpf', tarFile, '-C', extracted]);
+    await run('tar', ['--xattrs', '--xattrs-include=*', '--numeric-owner', '-xpf', tarFile, '-C', extracted]);
     const listing = (await run('tar', ['-tvf', tarFile])).stdout;
     expect(listing).toMatch(/bin\/tool-link link to bin\/tool/);
     expect(listing).not.toMatch(/\.wh\./);

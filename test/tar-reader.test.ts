@@ -56,7 +56,11 @@ async function readWithTarStream(data: Buffer): Promise<Seen[]> {
     const parts: Buffer[] = [];
     for await (const piece of entry) parts.push(piece as Buffer);
     const h = entry.header as unknown as TarHeader;
-    const named = { ...h, name: h.pax?.['path'] ? h.name : latin1ToName(h.name), linkname: h.linkname && !h.pax?.['linkpath'] ? latin1ToName(h.linkname) : h.linkname };
+    const named = {
+      ...h,
+      name: h.pax?.['path'] ? h.name : latin1ToName(h.name),
+      linkname: h.linkname && !h.pax?.['linkpath'] ? latin1ToName(h.linkname) : h.linkname,
+    };
     seen.push({ header: fields(named), body: Buffer.concat(parts).toString('base64') });
   }
   return seen;

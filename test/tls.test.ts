@@ -64,7 +64,10 @@ afterAll(async () => {
 
 describe('HTTPS registry with a private CA', () => {
   it('fails without the CA: NETWORK, with a hint about the certificate', async () => {
-    await expect(pull(`${https.host}/${REPO}:v1`, out())).rejects.toMatchObject({ code: 'NETWORK', hint: expect.stringMatching(/certificate.*--cacert/) });
+    await expect(pull(`${https.host}/${REPO}:v1`, out())).rejects.toMatchObject({
+      code: 'NETWORK',
+      hint: expect.stringMatching(/certificate.*--cacert/),
+    });
     const r = await runCliStdin([`${https.host}/${REPO}:v1`, out()], isolatedEnv(work));
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/^pull-unpack: cannot reach 127\.0\.0\.1:\d+ .*\nhint: the server certificate is not trusted/);
@@ -116,7 +119,7 @@ describe('HTTPS registry with a private CA', () => {
     expect(await hashTree(dir)).toEqual(expected);
   });
 
-  it('works with the host in the config file\'s insecureRegistries', async () => {
+  it("works with the host in the config file's insecureRegistries", async () => {
     const config = join(work, `config-${++counter}.json`);
     await writeFile(config, JSON.stringify({ insecureRegistries: [https.host] }));
     const dir = out();
@@ -206,7 +209,9 @@ describe('HTTP proxies', () => {
   });
 
   it('a proxy that cannot be reached is a NETWORK error naming the proxy address', async () => {
-    await expect(pull(`${plain.host}/${REPO}:v1`, out(), { transport: { proxy: { httpProxy: 'http://127.0.0.1:9' } }, attempts: 2, backoffMs: 10 })).rejects.toMatchObject({
+    await expect(
+      pull(`${plain.host}/${REPO}:v1`, out(), { transport: { proxy: { httpProxy: 'http://127.0.0.1:9' } }, attempts: 2, backoffMs: 10 }),
+    ).rejects.toMatchObject({
       code: 'NETWORK',
       message: expect.stringMatching(/ECONNREFUSED 127\.0\.0\.1:9\b/),
       hint: expect.stringMatching(/proxy/),

@@ -118,9 +118,17 @@ export async function debootstrapTarball({ cacheDir = defaultCacheDir(), log = (
     const names = (await readdir(tree)).sort();
     const partial = join(build, CACHE_FILE);
     await run('tar', [
-      '--create', `--file=${partial}`, `--directory=${tree}`, '--sort=name', '--numeric-owner',
-      '--format=posix', '--pax-option=delete=atime,delete=ctime', '--xattrs', '--xattrs-include=*',
-      '--', ...names,
+      '--create',
+      `--file=${partial}`,
+      `--directory=${tree}`,
+      '--sort=name',
+      '--numeric-owner',
+      '--format=posix',
+      '--pax-option=delete=atime,delete=ctime',
+      '--xattrs',
+      '--xattrs-include=*',
+      '--',
+      ...names,
     ]);
     await rename(partial, tarball);
     return tarball;
@@ -130,7 +138,10 @@ export async function debootstrapTarball({ cacheDir = defaultCacheDir(), log = (
 }
 
 async function ensureDebootstrap(log) {
-  const found = await run('sh', ['-c', 'command -v debootstrap']).then(() => true, () => false);
+  const found = await run('sh', ['-c', 'command -v debootstrap']).then(
+    () => true,
+    () => false,
+  );
   if (found) return;
   log('installing debootstrap');
   const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
@@ -234,7 +245,10 @@ async function hashFile(path) {
 }
 
 async function exists(path) {
-  return stat(path).then(() => true, (err) => (err.code === 'ENOENT' ? false : Promise.reject(err)));
+  return stat(path).then(
+    () => true,
+    (err) => (err.code === 'ENOENT' ? false : Promise.reject(err)),
+  );
 }
 
 /**
@@ -267,7 +281,9 @@ function parseArgs(argv) {
     const flag = argv[i];
     const value = argv[i + 1];
     if (!['--registry', '--repo', '--work-dir', '--cache-dir'].includes(flag) || value === undefined) {
-      throw new Error(`unknown argument ${flag}\nusage: node testdata/debian-image.mjs --registry HOST --repo REPO [--work-dir DIR] [--cache-dir DIR]`);
+      throw new Error(
+        `unknown argument ${flag}\nusage: node testdata/debian-image.mjs --registry HOST --repo REPO [--work-dir DIR] [--cache-dir DIR]`,
+      );
     }
     options[flag.slice(2)] = value;
   }

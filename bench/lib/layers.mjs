@@ -54,31 +54,70 @@ function planDistro(prng, fileCount, totalBytes) {
   const binarySizes = scaledSizes(prng, binaries, totalBytes * 0.55, 60_000, 1.3, 8 * MIB);
   for (const size of binarySizes) {
     const pkg = prng.int(packages);
-    const name = prng.chance(0.3) ? `usr/bin/${word(prng, 4 + prng.int(6))}` : `usr/lib/${pkgNames[pkg]}/lib${word(prng, 3 + prng.int(8))}.so.${prng.int(9)}`;
+    const name = prng.chance(0.3)
+      ? `usr/bin/${word(prng, 4 + prng.int(6))}`
+      : `usr/lib/${pkgNames[pkg]}/lib${word(prng, 3 + prng.int(8))}.so.${prng.int(9)}`;
     const mode = prng.chance(0.005) ? 0o4755 : 0o755;
-    entries.push({ kind: 'binary', name: unique(name), size, mode, layer: layerOf(pkg), pkg, ...owner(prng), mtime: BASE_MTIME + prng.int(1e7) });
+    entries.push({
+      kind: 'binary',
+      name: unique(name),
+      size,
+      mode,
+      layer: layerOf(pkg),
+      pkg,
+      ...owner(prng),
+      mtime: BASE_MTIME + prng.int(1e7),
+    });
   }
   for (const size of textSizes) {
     const pkg = prng.int(packages);
-    const dir = prng.pick([`usr/share/doc/${pkgNames[pkg]}`, `usr/share/${pkgNames[pkg]}`, `usr/share/${pkgNames[pkg]}/${word(prng, 2)}`, `etc/${pkgNames[pkg]}`]);
+    const dir = prng.pick([
+      `usr/share/doc/${pkgNames[pkg]}`,
+      `usr/share/${pkgNames[pkg]}`,
+      `usr/share/${pkgNames[pkg]}/${word(prng, 2)}`,
+      `etc/${pkgNames[pkg]}`,
+    ]);
     const mode = prng.chance(0.05) ? 0o600 : 0o644;
-    entries.push({ kind: 'text', name: unique(`${dir}/${word(prng, 3 + prng.int(10))}.${prng.pick(['txt', 'conf', 'md', 'py', 'h', 'json'])}`), size, mode, layer: layerOf(pkg), pkg, ...owner(prng), mtime: BASE_MTIME + prng.int(1e7) });
+    entries.push({
+      kind: 'text',
+      name: unique(`${dir}/${word(prng, 3 + prng.int(10))}.${prng.pick(['txt', 'conf', 'md', 'py', 'h', 'json'])}`),
+      size,
+      mode,
+      layer: layerOf(pkg),
+      pkg,
+      ...owner(prng),
+      mtime: BASE_MTIME + prng.int(1e7),
+    });
   }
   const regular = [...entries];
   // Layer 2 replaces 2% of layer 1's files with new content of another size, as upgrades do.
   for (const e of regular) {
-    if (e.layer === 0 && prng.chance(0.02)) entries.push({ ...e, layer: 1, size: Math.max(0, Math.round(e.size * (0.5 + prng.float()))), mtime: e.mtime + 1000 });
+    if (e.layer === 0 && prng.chance(0.02))
+      entries.push({ ...e, layer: 1, size: Math.max(0, Math.round(e.size * (0.5 + prng.float()))), mtime: e.mtime + 1000 });
   }
   for (let i = 0; i < symlinks; i++) {
     const target = prng.pick(regular);
     const relative = prng.chance(0.8);
     const name = unique(`${target.name.slice(0, target.name.lastIndexOf('/'))}/${word(prng, 3 + prng.int(6))}.link`);
-    entries.push({ kind: 'symlink', name, target: relative ? target.name.slice(target.name.lastIndexOf('/') + 1) : `/${target.name}`, layer: target.layer, mtime: BASE_MTIME });
+    entries.push({
+      kind: 'symlink',
+      name,
+      target: relative ? target.name.slice(target.name.lastIndexOf('/') + 1) : `/${target.name}`,
+      layer: target.layer,
+      mtime: BASE_MTIME,
+    });
   }
   const candidates = regular.filter((e) => e.kind === 'binary');
   for (let i = 0; i < hardlinks; i++) {
     const target = prng.pick(candidates);
-    entries.push({ kind: 'hardlink', name: unique(`usr/bin/${word(prng, 5)}-hl`), target: target.name, mode: target.mode, layer: target.layer, mtime: target.mtime });
+    entries.push({
+      kind: 'hardlink',
+      name: unique(`usr/bin/${word(prng, 5)}-hl`),
+      target: target.name,
+      mode: target.mode,
+      layer: target.layer,
+      mtime: target.mtime,
+    });
   }
   return entries;
 }

@@ -60,12 +60,17 @@ async function uploadFile(registryUrl, repo, path, digest, size) {
 function send(registryUrl, method, path, { headers = {}, file }) {
   const base = new URL(registryUrl);
   return new Promise((resolve, reject) => {
-    const req = request({ host: base.hostname, port: base.port, method, path, headers: file ? headers : { ...headers, 'content-length': '0' } }, (res) => {
-      const chunks = [];
-      res.on('data', (c) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode, location: res.headers.location, body: Buffer.concat(chunks).toString('utf8').slice(0, 500) }));
-      res.on('error', reject);
-    });
+    const req = request(
+      { host: base.hostname, port: base.port, method, path, headers: file ? headers : { ...headers, 'content-length': '0' } },
+      (res) => {
+        const chunks = [];
+        res.on('data', (c) => chunks.push(c));
+        res.on('end', () =>
+          resolve({ status: res.statusCode, location: res.headers.location, body: Buffer.concat(chunks).toString('utf8').slice(0, 500) }),
+        );
+        res.on('error', reject);
+      },
+    );
     req.on('error', reject);
     if (file) pipeline(createReadStream(file, { highWaterMark: 1 << 20 }), req).catch(reject);
     else req.end();

@@ -59,7 +59,15 @@ export function checkTargets(byName) {
   ratioTarget('(iii) pull-unpack cold <= 1.5x GNU tar', 'small-files', 'pull-unpack cold / GNU tar (local)', 1.5);
   ratioTarget('warm-cache unpack of (i) <= 1.2x GNU tar', 'distro-gzip', 'pull-unpack warm / GNU tar (local)', 1.2);
   const rss = byName['large-files']?.contenders['pull-unpack-cold']?.summary?.peakMaxRssKiB;
-  out.push(judge('peak RSS of pull-unpack on (iv) < 200 MiB', rss === undefined ? undefined : rss / MIB_KIB, 200, (v) => `${v.toFixed(0)} MiB (limit 200 MiB)`, true));
+  out.push(
+    judge(
+      'peak RSS of pull-unpack on (iv) < 200 MiB',
+      rss === undefined ? undefined : rss / MIB_KIB,
+      200,
+      (v) => `${v.toFixed(0)} MiB (limit 200 MiB)`,
+      true,
+    ),
+  );
   for (const name of Object.keys(byName)) {
     ratioTarget(`faster than skopeo+umoci on ${name}`, name, 'pull-unpack cold / skopeo+umoci', 1.0);
   }
@@ -85,7 +93,16 @@ export function formatTable(images, contenderLabels) {
         continue;
       }
       const s = c.summary;
-      rows.push([image.label, label, secs(s.medianMs), `${secs(s.minMs, false)}-${secs(s.maxMs)}`, `${s.medianCpuS.toFixed(2)} s`, mib(s.peakTreeRssKiB), mib(s.peakMaxRssKiB), s.meanLoad.toFixed(1)]);
+      rows.push([
+        image.label,
+        label,
+        secs(s.medianMs),
+        `${secs(s.minMs, false)}-${secs(s.maxMs)}`,
+        `${s.medianCpuS.toFixed(2)} s`,
+        mib(s.peakTreeRssKiB),
+        mib(s.peakMaxRssKiB),
+        s.meanLoad.toFixed(1),
+      ]);
     }
   }
   return align(rows);
@@ -107,7 +124,13 @@ const mib = (kib) => `${(kib / MIB_KIB).toFixed(0)} MiB`;
 /** Left-aligned columns separated by two spaces, with a rule under the header. */
 export function align(rows) {
   // A short row's last cell (a note like "n/a (...)") spans the columns after it.
-  const widths = rows[0].map((_, i) => Math.max(...rows.filter((r) => r.length === rows[0].length || i < r.length - 1).map((r) => String(r[i] ?? '').length)));
-  const line = (r) => r.map((cell, i) => String(cell ?? '').padEnd(widths[i])).join('  ').trimEnd();
+  const widths = rows[0].map((_, i) =>
+    Math.max(...rows.filter((r) => r.length === rows[0].length || i < r.length - 1).map((r) => String(r[i] ?? '').length)),
+  );
+  const line = (r) =>
+    r
+      .map((cell, i) => String(cell ?? '').padEnd(widths[i]))
+      .join('  ')
+      .trimEnd();
   return [line(rows[0]), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.slice(1).map(line)].join('\n');
 }

@@ -126,7 +126,9 @@ function writeString(block, offset, length, text) {
 }
 
 function writeOctal(block, offset, length, value) {
-  const text = Math.floor(value).toString(8).padStart(length - 1, '0');
+  const text = Math.floor(value)
+    .toString(8)
+    .padStart(length - 1, '0');
   if (text.length > length - 1) throw new Error(`tar number too large for ${length} bytes: ${value}`);
   block.write(`${text}\x00`, offset, 'latin1');
 }

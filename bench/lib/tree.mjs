@@ -21,7 +21,15 @@ export async function describeTree(root) {
       const path = join(dir, name);
       const relPath = rel ? `${rel}/${name}` : name;
       const st = await lstat(path);
-      const record = { type: typeOf(st), size: st.isFile() ? st.size : 0, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, mtime: Math.floor(st.mtimeMs / 1000), nlink: st.isDirectory() ? 0 : st.nlink };
+      const record = {
+        type: typeOf(st),
+        size: st.isFile() ? st.size : 0,
+        mode: st.mode & 0o7777,
+        uid: st.uid,
+        gid: st.gid,
+        mtime: Math.floor(st.mtimeMs / 1000),
+        nlink: st.isDirectory() ? 0 : st.nlink,
+      };
       if (st.isFile()) record.hash = await hashFile(path, st.size);
       if (st.isSymbolicLink()) record.target = await readlink(path);
       out.set(relPath, record);
@@ -73,7 +81,8 @@ export function compareTrees(expected, actual) {
       // Directory mtimes are not compared: a symlink's lutimes or an overwrite bumps them differently per tool.
       if (field === 'mtime' && want.type === 'dir') continue;
       const show = field === 'mode' ? (v) => v.toString(8) : String;
-      if (want[field] !== got[field] && want.type !== 'symlink') warn(field, `${path}: ${show(got[field])} (GNU tar: ${show(want[field])})`);
+      if (want[field] !== got[field] && want.type !== 'symlink')
+        warn(field, `${path}: ${show(got[field])} (GNU tar: ${show(want[field])})`);
     }
   }
   for (const path of actual.keys()) if (!expected.has(path)) errors.push(`extra: ${path}`);

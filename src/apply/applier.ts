@@ -20,7 +20,17 @@ import type { Readable } from 'node:stream';
 import { PullUnpackError, abortError, isPullUnpackError } from '../errors.js';
 import { limitError, resolveLimits } from '../limits.js';
 import { cleanEntryName, fsPath, lstatOrNull, nameToBytes } from './safe-path.js';
-import { ApplyState, type ApplyLimits, ensureParentDir, joinHost, type ApplyContext, type DeferredDir, type Entry, type LayerApplyStats, type LayerRun } from './state.js';
+import {
+  ApplyState,
+  type ApplyLimits,
+  ensureParentDir,
+  joinHost,
+  type ApplyContext,
+  type DeferredDir,
+  type Entry,
+  type LayerApplyStats,
+  type LayerRun,
+} from './state.js';
 import { makeDirectory, makeHardlink, makeSpecialFile, makeSymlink, writeRegularFile } from './entries.js';
 import { applyWhiteout, markLayerPath, WHITEOUT_PREFIX } from './whiteouts.js';
 import { flushXattrs } from './xattrs.js';
@@ -181,7 +191,10 @@ async function applyEntry(run: LayerRun, entry: Entry): Promise<void> {
 function checkNameLimits(ctx: ApplyState, name: string, linkname: string | null | undefined): void {
   const { maxEntries, maxNameLength } = ctx.limits;
   if (++ctx.entriesApplied > maxEntries) throw limitError('tar entries, all layers together', maxEntries, '--max-entries');
-  for (const [kind, text] of [['entry name', name], ['link target', linkname]] as const) {
+  for (const [kind, text] of [
+    ['entry name', name],
+    ['link target', linkname],
+  ] as const) {
     if (!text || text.length * 3 <= maxNameLength) continue;
     const bytes = nameToBytes(text).length;
     if (bytes > maxNameLength) throw limitError(`${kind} of ${bytes} bytes`, maxNameLength, '--max-name-length');

@@ -16,7 +16,17 @@ import { promisify } from 'node:util';
 import type { TarHeader } from '../tar/reader.js';
 import { PullUnpackError } from '../errors.js';
 import { cleanEntryName, fsPath, lstatOrNull } from './safe-path.js';
-import { cacheDir, createReplacing, joinHost, lookupDir, noteNewSymlink, removePath, type ApplyState, type Entry, type LayerRun } from './state.js';
+import {
+  cacheDir,
+  createReplacing,
+  joinHost,
+  lookupDir,
+  noteNewSymlink,
+  removePath,
+  type ApplyState,
+  type Entry,
+  type LayerRun,
+} from './state.js';
 import { paxOf, queueXattrs } from './xattrs.js';
 
 /** File bodies are written in batches of this many bytes (one writev each, one in flight). */
@@ -158,13 +168,19 @@ export async function makeHardlink(run: LayerRun, host: string, header: TarHeade
   if (target === host) return;
   // Replacing `host` would remove the target with it (a directory holding it): link(2) would then
   // fail with ENOENT, which reads like a filesystem problem instead of a broken layer.
-  if (target.startsWith(`${host}/`)) throw new PullUnpackError('CORRUPT_LAYER', `hardlink target ${JSON.stringify(header.linkname)} lies inside the path it replaces`);
+  if (target.startsWith(`${host}/`))
+    throw new PullUnpackError('CORRUPT_LAYER', `hardlink target ${JSON.stringify(header.linkname)} lies inside the path it replaces`);
   await createReplacing(run, host, () => fs.linkSync(fsPath(target), fsPath(host)));
   if (st.isSymbolicLink()) noteNewSymlink(ctx);
 }
 
 /** FIFOs and (as root) device nodes. Resolves false when mknod was refused (counted as skipped). */
-export async function makeSpecialFile(run: LayerRun, host: string, header: TarHeader, type: 'character-device' | 'block-device' | 'fifo'): Promise<boolean> {
+export async function makeSpecialFile(
+  run: LayerRun,
+  host: string,
+  header: TarHeader,
+  type: 'character-device' | 'block-device' | 'fifo',
+): Promise<boolean> {
   const { ctx } = run;
   const mode = modeOf(header, 0o644);
   await removePath(run, host);

@@ -170,7 +170,10 @@ function isHighSurrogate(c: number): boolean {
 }
 
 function splitReversed(p: string): string[] {
-  return p.split('/').filter((s) => s !== '').reverse();
+  return p
+    .split('/')
+    .filter((s) => s !== '')
+    .reverse();
 }
 
 function joinRoot(root: string, parts: string[]): string {

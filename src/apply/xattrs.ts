@@ -27,7 +27,6 @@ export function paxOf(header: TarHeader): Record<string, string> | undefined {
   return header.pax ?? undefined;
 }
 
-
 /** Queues the entry's xattrs, in `getfattr --dump` form, for the next setfattr run. */
 export async function queueXattrs(run: LayerRun, host: string, header: TarHeader): Promise<void> {
   const attrs = header.xattrs;
@@ -80,9 +79,14 @@ export async function flushXattrs(run: LayerRun): Promise<void> {
   }
   if (!found) {
     ctx.setfattrMissing = true;
-    ctx.onWarning('setfattr/getfattr (Debian package "attr") were not found: extended attributes such as security.capability are not applied');
+    ctx.onWarning(
+      'setfattr/getfattr (Debian package "attr") were not found: extended attributes such as security.capability are not applied',
+    );
   }
-  const lines = failures.join('\n').split('\n').filter((l) => l.trim() !== '');
+  const lines = failures
+    .join('\n')
+    .split('\n')
+    .filter((l) => l.trim() !== '');
   for (const line of lines.slice(0, MAX_XATTR_WARNINGS)) ctx.onWarning(`extended attribute not applied: ${line}`);
   if (lines.length > MAX_XATTR_WARNINGS) ctx.onWarning(`... and ${lines.length - MAX_XATTR_WARNINGS} more extended attribute failures`);
 }
@@ -153,7 +157,12 @@ function clearableXattrs(ctx: ApplyState, dump: string): Array<[string, string]>
 }
 
 /** Runs getfattr or setfattr (with `fd` as its FD_PATH); null when it is not installed. */
-function runAttrTool(command: string, args: string[], input = '', fd?: number): Promise<{ code: number; stdout: string; stderr: string } | null> {
+function runAttrTool(
+  command: string,
+  args: string[],
+  input = '',
+  fd?: number,
+): Promise<{ code: number; stdout: string; stderr: string } | null> {
   return new Promise((resolve, reject) => {
     // Pipes on 0-2 (so the streams exist), `fd` or nothing on 3.
     const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe', fd ?? 'ignore'] }) as ChildProcessWithoutNullStreams;
@@ -176,12 +185,18 @@ function runAttrTool(command: string, args: string[], input = '', fd?: number): 
 function dumpEscape(text: string): string {
   let out = '';
   for (const byte of nameToBytes(text)) {
-    out += byte <= 0x20 || byte >= 0x7f || byte === 0x5c || byte === 0x3d ? `\\${byte.toString(8).padStart(3, '0')}` : String.fromCharCode(byte);
+    out +=
+      byte <= 0x20 || byte >= 0x7f || byte === 0x5c || byte === 0x3d ? `\\${byte.toString(8).padStart(3, '0')}` : String.fromCharCode(byte);
   }
   return out;
 }
 
 /** Reverses dumpEscape on getfattr output read as latin1 (one char per byte). */
 function dumpUnescape(text: string): string {
-  return bytesToName(Buffer.from(text.replace(/\\([0-7]{3})/g, (_m, oct: string) => String.fromCharCode(Number.parseInt(oct, 8))), 'latin1'));
+  return bytesToName(
+    Buffer.from(
+      text.replace(/\\([0-7]{3})/g, (_m, oct: string) => String.fromCharCode(Number.parseInt(oct, 8))),
+      'latin1',
+    ),
+  );
 }

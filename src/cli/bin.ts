@@ -15,7 +15,13 @@ export async function run(argv: string[] = process.argv.slice(2)): Promise<numbe
   process.on('SIGINT', onSigint);
   process.on('SIGTERM', onSigint);
   try {
-    const code = await main(argv, { stdout: process.stdout, stderr: process.stderr, stdin: process.stdin, env: process.env, signal: controller.signal });
+    const code = await main(argv, {
+      stdout: process.stdout,
+      stderr: process.stderr,
+      stdin: process.stdin,
+      env: process.env,
+      signal: controller.signal,
+    });
     return interrupted ? 130 : code;
   } finally {
     process.off('SIGINT', onSigint);

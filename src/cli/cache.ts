@@ -46,7 +46,8 @@ export async function cacheCommand(args: string[], io: CliIo): Promise<number> {
     const lines = [`cache ${listing.root}: ${formatBytes(listing.totalSize)} in ${listing.blobs.length} blobs`];
     for (const r of listing.refs) lines.push(`  ${r.reference}  ${r.descriptor.digest}`);
     for (const b of listing.blobs) lines.push(`  ${b.digest}  ${formatBytes(b.size).padStart(9)}  last used ${b.lastUsed}`);
-    for (const p of listing.partial) lines.push(`  ${p.digest}  ${formatBytes(p.size).padStart(9)}  partial download (resumed by the next pull)`);
+    for (const p of listing.partial)
+      lines.push(`  ${p.digest}  ${formatBytes(p.size).padStart(9)}  partial download (resumed by the next pull)`);
     io.stdout.write(`${lines.join('\n')}\n`);
     return 0;
   }

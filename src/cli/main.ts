@@ -153,7 +153,11 @@ async function pullCommand(args: string[], io: CliIo): Promise<number> {
   const bundleOnly = ['entrypoint', 'env', 'workdir', 'user', 'hostname', 'tty', 'rootless', 'volume-mode'] as const;
   const misplaced = bundleOnly.find((name) => values[name] !== undefined);
   if (!values.bundle && (misplaced || cmd.length > 0)) {
-    throw new UsageError(misplaced ? `--${misplaced} needs --bundle` : `unexpected arguments after DIR: ${cmd.join(' ')} (a command for the bundle needs --bundle)`);
+    throw new UsageError(
+      misplaced
+        ? `--${misplaced} needs --bundle`
+        : `unexpected arguments after DIR: ${cmd.join(' ')} (a command for the bundle needs --bundle)`,
+    );
   }
   const volumeMode = values['volume-mode'];
   if (volumeMode !== undefined && volumeMode !== 'tmpfs' && volumeMode !== 'none') {
@@ -166,7 +170,8 @@ async function pullCommand(args: string[], io: CliIo): Promise<number> {
   const output = values.output ?? 'rootfs';
   if (output !== 'rootfs' && output !== 'tar' && output !== 'oci') throw new UsageError('--output takes rootfs, tar or oci');
   if (output !== 'rootfs' && values.bundle) throw new UsageError(`--output ${output} cannot go with --bundle`);
-  if (output === 'tar' && dir === '-' && values.json) throw new UsageError('--output tar - writes the tar to stdout: --json cannot share it');
+  if (output === 'tar' && dir === '-' && values.json)
+    throw new UsageError('--output tar - writes the tar to stdout: --json cannot share it');
   // With the tar on stdout, the final line goes to stderr.
   const report = output === 'tar' && dir === '-' ? io.stderr : io.stdout;
   const display = !values.json && !values.quiet && io.stderr.isTTY ? new ProgressDisplay(io.stderr) : undefined;
@@ -184,32 +189,33 @@ async function pullCommand(args: string[], io: CliIo): Promise<number> {
       ...(await sourceOptionsFrom(values, io.env, io.stdin)),
       onNotice: (message: string) => onEvent({ type: 'warning', message }),
       force: values.force,
-      cacheDir: values['no-cache'] ? undefined : values['cache-dir'] ?? defaultCacheDir(io.env),
+      cacheDir: values['no-cache'] ? undefined : (values['cache-dir'] ?? defaultCacheDir(io.env)),
       offline: values.offline,
       concurrency,
       signal: io.signal,
       onEvent,
     };
-    result = output === 'tar'
-      ? await pullTar(image, dir, { ...common, stdout: io.stdout })
-      : output === 'oci'
-      ? await pullOci(image, dir, common)
-      : values.bundle
-      ? await pullBundle(image, dir, {
-          ...common,
-          overrides: {
-            entrypoint: values.entrypoint === undefined ? undefined : parseEntrypoint(values.entrypoint),
-            cmd: cmd.length > 0 ? cmd : undefined,
-            env: values.env,
-            workdir: values.workdir,
-            user: values.user,
-          },
-          hostname: values.hostname,
-          terminal: values.tty,
-          rootless: values.rootless ? true : undefined,
-          volumeMode,
-        })
-      : await pull(image, dir, common);
+    result =
+      output === 'tar'
+        ? await pullTar(image, dir, { ...common, stdout: io.stdout })
+        : output === 'oci'
+          ? await pullOci(image, dir, common)
+          : values.bundle
+            ? await pullBundle(image, dir, {
+                ...common,
+                overrides: {
+                  entrypoint: values.entrypoint === undefined ? undefined : parseEntrypoint(values.entrypoint),
+                  cmd: cmd.length > 0 ? cmd : undefined,
+                  env: values.env,
+                  workdir: values.workdir,
+                  user: values.user,
+                },
+                hostname: values.hostname,
+                terminal: values.tty,
+                rootless: values.rootless ? true : undefined,
+                volumeMode,
+              })
+            : await pull(image, dir, common);
   } finally {
     display?.clear();
   }
@@ -298,7 +304,9 @@ export function formatInspect(r: InspectResult): string {
         .filter(Boolean)
         .join(', ');
       const picked = 'digest' in r.pick && r.pick.digest === p.digest && !p.attestation ? '*' : ' ';
-      lines.push(`   ${picked} ${(p.platform ?? '-').padEnd(width)}  ${p.digest}  ${String(p.size).padStart(6)} B${marks ? `  (${marks})` : ''}`);
+      lines.push(
+        `   ${picked} ${(p.platform ?? '-').padEnd(width)}  ${p.digest}  ${String(p.size).padStart(6)} B${marks ? `  (${marks})` : ''}`,
+      );
     }
   } else if (r.configPlatform) {
     lines.push(`  platform:  ${r.configPlatform} (from the image config)`);

@@ -111,9 +111,13 @@ export class VerifyingStream extends Transform {
     if (actual !== this.expected) {
       callback(
         this.options.code === 'DIFFID_MISMATCH'
-          ? new PullUnpackError('DIFFID_MISMATCH', `${what}: uncompressed content hashes to ${actual}, the config's DiffID is ${this.expected}`, {
-              hint: 'the image is corrupt or was tampered with; nothing was written',
-            })
+          ? new PullUnpackError(
+              'DIFFID_MISMATCH',
+              `${what}: uncompressed content hashes to ${actual}, the config's DiffID is ${this.expected}`,
+              {
+                hint: 'the image is corrupt or was tampered with; nothing was written',
+              },
+            )
           : digestMismatch(what, this.expected, actual),
       );
       return;

@@ -58,15 +58,21 @@ export async function inspectImage(
   };
   if (top.parsed.kind === 'manifest') {
     const { config } = await fetchConfig(source, top.parsed.manifest, signal);
-    const configPlatform = config.os && config.architecture
-      ? formatPlatform({ os: config.os, architecture: config.architecture, variant: config.variant })
-      : undefined;
+    const configPlatform =
+      config.os && config.architecture
+        ? formatPlatform({ os: config.os, architecture: config.architecture, variant: config.variant })
+        : undefined;
     const reason = 'the reference names a single-platform manifest';
     return {
       ...base,
       platforms: [],
       configPlatform,
-      pick: { digest: top.descriptor.digest, platform: configPlatform ?? 'unknown', reason, notes: platformNotes(configPlatform, base.wanted) },
+      pick: {
+        digest: top.descriptor.digest,
+        platform: configPlatform ?? 'unknown',
+        reason,
+        notes: platformNotes(configPlatform, base.wanted),
+      },
     };
   }
   const platforms = top.entries.map((e) => ({

@@ -26,12 +26,7 @@ export const MediaType = {
 } as const;
 
 /** The manifest media types we ask for, most preferred first. */
-export const MANIFEST_ACCEPT = [
-  MediaType.OciIndex,
-  MediaType.DockerManifestList,
-  MediaType.OciManifest,
-  MediaType.DockerManifest,
-] as const;
+export const MANIFEST_ACCEPT = [MediaType.OciIndex, MediaType.DockerManifestList, MediaType.OciManifest, MediaType.DockerManifest] as const;
 
 /** The annotation docker buildx puts on attestation entries of an index. */
 export const ATTESTATION_ANNOTATION = 'vnd.docker.reference.type';
@@ -99,8 +94,7 @@ export interface ImageRunConfig {
 }
 
 export type ParsedManifest =
-  | { kind: 'index'; mediaType: string; index: ImageIndex }
-  | { kind: 'manifest'; mediaType: string; manifest: ImageManifest };
+  { kind: 'index'; mediaType: string; index: ImageIndex } | { kind: 'manifest'; mediaType: string; manifest: ImageManifest };
 
 const INDEX_TYPES = new Set<string>([MediaType.OciIndex, MediaType.DockerManifestList]);
 const MANIFEST_TYPES = new Set<string>([MediaType.OciManifest, MediaType.DockerManifest]);
@@ -200,7 +194,11 @@ function checkDescriptor(value: unknown, where: string): Descriptor {
     }
     const optionalString = (key: string): boolean => p[key] === undefined || typeof p[key] === 'string';
     const features = p['os.features'];
-    if (!optionalString('variant') || !optionalString('os.version') || !(features === undefined || (Array.isArray(features) && features.every((f) => typeof f === 'string')))) {
+    if (
+      !optionalString('variant') ||
+      !optionalString('os.version') ||
+      !(features === undefined || (Array.isArray(features) && features.every((f) => typeof f === 'string')))
+    ) {
       throw new PullUnpackError('INVALID_MANIFEST', `${where} has an invalid platform (variant, os.version or os.features)`);
     }
   }

@@ -74,12 +74,49 @@ function currentHost(): HostPlatformInput {
 const PART = /^[a-z0-9][a-z0-9._-]*$/;
 /** GOARCH values (containerd's isKnownArch); a bare word must be one of them. */
 const KNOWN_ARCH = new Set([
-  '386', 'amd64', 'amd64p32', 'arm', 'armbe', 'arm64', 'arm64be', 'ppc64', 'ppc64le', 'loong64', 'mips', 'mipsle',
-  'mips64', 'mips64le', 'mips64p32', 'mips64p32le', 'ppc', 'riscv', 'riscv64', 's390', 's390x', 'sparc', 'sparc64', 'wasm',
+  '386',
+  'amd64',
+  'amd64p32',
+  'arm',
+  'armbe',
+  'arm64',
+  'arm64be',
+  'ppc64',
+  'ppc64le',
+  'loong64',
+  'mips',
+  'mipsle',
+  'mips64',
+  'mips64le',
+  'mips64p32',
+  'mips64p32le',
+  'ppc',
+  'riscv',
+  'riscv64',
+  's390',
+  's390x',
+  'sparc',
+  'sparc64',
+  'wasm',
 ]);
 const KNOWN_OS = new Set([
-  'aix', 'android', 'darwin', 'dragonfly', 'freebsd', 'hurd', 'illumos', 'ios', 'js', 'linux',
-  'nacl', 'netbsd', 'openbsd', 'plan9', 'solaris', 'windows', 'zos',
+  'aix',
+  'android',
+  'darwin',
+  'dragonfly',
+  'freebsd',
+  'hurd',
+  'illumos',
+  'ios',
+  'js',
+  'linux',
+  'nacl',
+  'netbsd',
+  'openbsd',
+  'plan9',
+  'solaris',
+  'windows',
+  'zos',
 ]);
 
 /**
@@ -265,9 +302,7 @@ export function selectPlatform(manifests: Descriptor[], wanted: Platform, what: 
 }
 
 function noMatch(candidates: PlatformChoice['candidates'], target: Platform, what: string): PullUnpackError {
-  const available = [
-    ...new Set(candidates.filter((c) => c.platform && !c.attestation).map((c) => formatPlatform(c.platform!))),
-  ];
+  const available = [...new Set(candidates.filter((c) => c.platform && !c.attestation).map((c) => formatPlatform(c.platform!)))];
   const has = available.length === 0 ? 'it lists no usable platform' : `it has: ${available.join(', ')}`;
   return new PullUnpackError('NO_MATCHING_PLATFORM', `${what} has no ${formatPlatform(target)} image; ${has}`, {
     hint:

@@ -130,10 +130,7 @@ function splitTag(text: string, rest: string): { name: string; tag: string | und
   const tag = rest.slice(colon + 1);
   if (tag === '') throw invalid(text, 'it ends with ":" but no tag follows');
   if (!TAG.test(tag)) {
-    throw invalid(
-      text,
-      `invalid tag "${tag}": a tag is 1 to 128 letters, digits, "_", "." or "-" and must not start with "." or "-"`,
-    );
+    throw invalid(text, `invalid tag "${tag}": a tag is 1 to 128 letters, digits, "_", "." or "-" and must not start with "." or "-"`);
   }
   return { name: rest.slice(0, colon), tag };
 }
@@ -183,10 +180,7 @@ function checkPath(text: string, path: string): void {
     if (component === '') throw invalid(text, `the repository "${path}" has an empty path component`);
     if (COMPONENT.test(component)) continue;
     if (COMPONENT.test(component.toLowerCase())) throw invalid(text, 'repository name must be lowercase');
-    throw invalid(
-      text,
-      `invalid path component "${component}": use lowercase letters and digits separated by ".", "_", "__" or "-"`,
-    );
+    throw invalid(text, `invalid path component "${component}": use lowercase letters and digits separated by ".", "_", "__" or "-"`);
   }
 }
 

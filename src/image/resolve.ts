@@ -87,12 +87,7 @@ async function fetchDocument(source: ImageSource, descriptor: Descriptor, signal
 }
 
 /** Resolves `reference` to the single-platform manifest to unpack. */
-export async function resolveImage(
-  source: ImageSource,
-  reference: string,
-  wanted: Platform,
-  signal?: AbortSignal,
-): Promise<ResolvedImage> {
+export async function resolveImage(source: ImageSource, reference: string, wanted: Platform, signal?: AbortSignal): Promise<ResolvedImage> {
   const top = await fetchTopLevel(source, reference, signal);
   return chooseManifest(source, top, wanted, signal);
 }

@@ -60,7 +60,10 @@ export class ZstdProcess {
     const exited = (async () => {
       const [code, signal] = (await once(child, 'close')) as [number | null, NodeJS.Signals | null];
       if (code === 0) return;
-      const said = stderr.trim().replace(/^zstd: /, '').replace(/^\/\*stdin\*\\ ?: ?/, '');
+      const said = stderr
+        .trim()
+        .replace(/^zstd: /, '')
+        .replace(/^\/\*stdin\*\\ ?: ?/, '');
       throw new ZstdProgramError(`zstd ${code === null ? `was killed by ${signal}` : `failed (exit ${code})`}${said ? `: ${said}` : ''}`);
     })();
     exited.catch(() => undefined);

@@ -61,7 +61,7 @@ export class ZstdFrameReader {
           if (magic === undefined) return undefined;
           const word = magic.readUInt32LE(0);
           if (word === FRAME_MAGIC) return this.frameHeader();
-          if (((word & SKIPPABLE_MAGIC_MASK) >>> 0) !== SKIPPABLE_MAGIC) {
+          if ((word & SKIPPABLE_MAGIC_MASK) >>> 0 !== SKIPPABLE_MAGIC) {
             throw this.corrupt(`expected a zstd frame, found bytes ${hex(magic)}`);
           }
           const header = this.peek(8);
@@ -87,7 +87,10 @@ export class ZstdFrameReader {
   /** Call at the end of input: throws CORRUPT_LAYER unless the stream ended between frames. */
   finish(): void {
     if (this.state !== 'frame' || this.buffered > 0) {
-      throw new PullUnpackError('CORRUPT_LAYER', `${this.what}: the zstd data ends early, in the middle of a frame (truncated or corrupt layer)`);
+      throw new PullUnpackError(
+        'CORRUPT_LAYER',
+        `${this.what}: the zstd data ends early, in the middle of a frame (truncated or corrupt layer)`,
+      );
     }
     if (this.frames === 0) throw this.corrupt('the stream holds no zstd frame');
   }
@@ -109,9 +112,13 @@ export class ZstdFrameReader {
     }
     const window = singleSegment ? readLE(header, length - fcsBytes, fcsBytes) + (fcsBytes === 2 ? 256 : 0) : windowSize(header[5]!);
     if (window > MAX_WINDOW) {
-      throw new PullUnpackError('TOO_LARGE', `${this.what}: a zstd frame needs a ${window}-byte window, more than the ${MAX_WINDOW} allowed`, {
-        hint: 'recompress the layer with a smaller window (zstd --long above 29 is not supported)',
-      });
+      throw new PullUnpackError(
+        'TOO_LARGE',
+        `${this.what}: a zstd frame needs a ${window}-byte window, more than the ${MAX_WINDOW} allowed`,
+        {
+          hint: 'recompress the layer with a smaller window (zstd --long above 29 is not supported)',
+        },
+      );
     }
     this.checksum = (descriptor & 0x04) !== 0;
     this.blockLimit = Math.min(MAX_BLOCK, Math.max(window, 1));

@@ -37,27 +37,32 @@ const PROVENANCE_DIGEST = 'pull-unpack.manifest.digest';
 export async function pullBundle(image: string, dir: string, options: BundleOptions = {}): Promise<BundleResult> {
   let spec: RuntimeSpec | undefined;
   const rootless = options.rootless ?? !isRoot();
-  const result = await pullInto(image, dir, { ...options, isRoot: options.isRoot ?? (rootless ? false : undefined) }, {
-    rootfsIn: (staging) => join(staging.out, 'rootfs'),
-    prepare: async (staging) => {
-      await mkdir(join(staging.out, 'rootfs'), { mode: 0o755 });
+  const result = await pullInto(
+    image,
+    dir,
+    { ...options, isRoot: options.isRoot ?? (rootless ? false : undefined) },
+    {
+      rootfsIn: (staging) => join(staging.out, 'rootfs'),
+      prepare: async (staging) => {
+        await mkdir(join(staging.out, 'rootfs'), { mode: 0o755 });
+      },
+      finish: async (staging, rootfs, pulled) => {
+        const image = applyOverrides(pulled.config, options.overrides ?? {});
+        const warn = (message: string): void => options.onEvent?.({ type: 'warning', message });
+        spec = toRuntimeConfig(image, {
+          passwd: await readAccountFile(rootfs, 'etc/passwd', warn),
+          group: await readAccountFile(rootfs, 'etc/group', warn),
+          rootless: rootless ? { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 } : undefined,
+          terminal: options.terminal,
+          hostname: options.hostname,
+          volumeMode: options.volumeMode,
+          annotations: { [PROVENANCE_REFERENCE]: pulled.reference, [PROVENANCE_DIGEST]: pulled.manifestDigest },
+        });
+        for (const mountPoint of volumeMountPoints(spec)) await createMountPoint(rootfs, mountPoint);
+        await writeFile(join(staging.out, 'config.json'), `${JSON.stringify(spec, null, '\t')}\n`, { mode: 0o644 });
+      },
     },
-    finish: async (staging, rootfs, pulled) => {
-      const image = applyOverrides(pulled.config, options.overrides ?? {});
-      const warn = (message: string): void => options.onEvent?.({ type: 'warning', message });
-      spec = toRuntimeConfig(image, {
-        passwd: await readAccountFile(rootfs, 'etc/passwd', warn),
-        group: await readAccountFile(rootfs, 'etc/group', warn),
-        rootless: rootless ? { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 } : undefined,
-        terminal: options.terminal,
-        hostname: options.hostname,
-        volumeMode: options.volumeMode,
-        annotations: { [PROVENANCE_REFERENCE]: pulled.reference, [PROVENANCE_DIGEST]: pulled.manifestDigest },
-      });
-      for (const mountPoint of volumeMountPoints(spec)) await createMountPoint(rootfs, mountPoint);
-      await writeFile(join(staging.out, 'config.json'), `${JSON.stringify(spec, null, '\t')}\n`, { mode: 0o644 });
-    },
-  });
+  );
   if (!spec) throw new PullUnpackError('INVALID_CONFIG', 'the bundle configuration was not written');
   return { ...result, spec };
 }
@@ -114,7 +119,7 @@ async function createMountPoint(rootfs: string, mountPoint: string): Promise<voi
     if (code !== 'ENOTDIR' && code !== 'EEXIST') throw err;
     const what = `the image volume ${JSON.stringify(mountPoint)}`;
     throw new PullUnpackError('INVALID_CONFIG', `${what} cannot be mounted: the image has a non-directory on that path`, {
-      hint: 'run with --volume-mode none to ignore the image\'s volumes',
+      hint: "run with --volume-mode none to ignore the image's volumes",
       cause: err,
     });
   }

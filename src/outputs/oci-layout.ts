@@ -63,10 +63,13 @@ export async function writeOciLayout(dir: string, input: OciLayoutInput, options
   const { signal } = options;
   if (signal?.aborted) throw abortError(signal);
   const mediaType = checkInput(input);
-  const manifest = options.convertDockerManifest === true && mediaType === MediaType.DockerManifest ? toOciManifest(input.manifest.bytes) : input.manifest;
+  const manifest =
+    options.convertDockerManifest === true && mediaType === MediaType.DockerManifest ? toOciManifest(input.manifest.bytes) : input.manifest;
   await mkdir(dir, { recursive: true });
   if ((await readdir(dir)).length > 0) {
-    throw new PullUnpackError('DESTINATION_NOT_EMPTY', `${dir} is not empty`, { hint: 'an OCI layout is written into an empty or new directory' });
+    throw new PullUnpackError('DESTINATION_NOT_EMPTY', `${dir} is not empty`, {
+      hint: 'an OCI layout is written into an empty or new directory',
+    });
   }
   await writeFile(join(dir, 'oci-layout'), `${JSON.stringify({ imageLayoutVersion: OCI_LAYOUT_VERSION })}\n`);
   // A layer listed twice (an empty layer, say) is one blob.
@@ -79,7 +82,10 @@ export async function writeOciLayout(dir: string, input: OciLayoutInput, options
   await writeFile(await blobPath(dir, manifest.descriptor.digest), manifest.bytes);
   if (signal?.aborted) throw abortError(signal);
   const entry = indexEntry(input, manifest.descriptor);
-  await writeFile(join(dir, 'index.json'), `${JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: [entry] }, null, 2)}\n`);
+  await writeFile(
+    join(dir, 'index.json'),
+    `${JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: [entry] }, null, 2)}\n`,
+  );
   return entry;
 }
 
@@ -99,7 +105,9 @@ function indexEntry(input: OciLayoutInput, manifest: { mediaType: string; digest
 function toOciManifest(bytes: Buffer): OciLayoutInput['manifest'] {
   const doc = JSON.parse(bytes.toString('utf8')) as Record<string, unknown> & { config: Descriptor; layers: Descriptor[] };
   const retype = (d: Descriptor): Descriptor => ({ ...d, mediaType: DOCKER_TO_OCI[d.mediaType] ?? d.mediaType });
-  const converted = Buffer.from(JSON.stringify({ ...doc, mediaType: MediaType.OciManifest, config: retype(doc.config), layers: doc.layers.map(retype) }));
+  const converted = Buffer.from(
+    JSON.stringify({ ...doc, mediaType: MediaType.OciManifest, config: retype(doc.config), layers: doc.layers.map(retype) }),
+  );
   return { bytes: converted, descriptor: { mediaType: MediaType.OciManifest, digest: digestOf(converted), size: converted.length } };
 }
 
@@ -118,17 +126,24 @@ function checkInput(input: OciLayoutInput): string {
   }
   const parsed = parseManifest(bytes, descriptor.mediaType, 'the image');
   if (parsed.kind !== 'manifest') {
-    throw new PullUnpackError('INVALID_MANIFEST', 'an OCI layout is written from one platform\'s image manifest, not an index');
+    throw new PullUnpackError('INVALID_MANIFEST', "an OCI layout is written from one platform's image manifest, not an index");
   }
   const { manifest } = parsed;
   if (manifest.config.digest !== input.config.digest) {
-    throw new PullUnpackError('INVALID_MANIFEST', `the manifest's config is ${manifest.config.digest}, not the given ${input.config.digest}`);
+    throw new PullUnpackError(
+      'INVALID_MANIFEST',
+      `the manifest's config is ${manifest.config.digest}, not the given ${input.config.digest}`,
+    );
   }
   const given = new Map(input.layers.map((l) => [l.digest, l.size]));
   for (const layer of manifest.layers) {
-    if (!given.has(layer.digest)) throw new PullUnpackError('INVALID_MANIFEST', `no blob was given for the manifest's layer ${layer.digest}`);
+    if (!given.has(layer.digest))
+      throw new PullUnpackError('INVALID_MANIFEST', `no blob was given for the manifest's layer ${layer.digest}`);
     if (given.get(layer.digest) !== layer.size) {
-      throw new PullUnpackError('SIZE_MISMATCH', `layer ${layer.digest}: the manifest says ${layer.size} bytes, the given blob ${given.get(layer.digest)}`);
+      throw new PullUnpackError(
+        'SIZE_MISMATCH',
+        `layer ${layer.digest}: the manifest says ${layer.size} bytes, the given blob ${given.get(layer.digest)}`,
+      );
     }
   }
   const named = new Set(manifest.layers.map((l) => l.digest));
@@ -141,7 +156,11 @@ function checkInput(input: OciLayoutInput): string {
  * Puts one layer blob in the layout: a hardlink to the verified file (so a large image costs no
  * space or time), or a copy across filesystems.
  */
-async function placeLayer(dir: string, layer: { digest: string; size: number; path: string }, signal: AbortSignal | undefined): Promise<void> {
+async function placeLayer(
+  dir: string,
+  layer: { digest: string; size: number; path: string },
+  signal: AbortSignal | undefined,
+): Promise<void> {
   const st = await stat(layer.path);
   if (st.size !== layer.size) {
     throw new PullUnpackError('SIZE_MISMATCH', `layer ${layer.digest}: ${layer.path} holds ${st.size} bytes, expected ${layer.size}`);

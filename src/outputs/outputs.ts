@@ -21,7 +21,11 @@ import { pullInto, type PullOptions, type PullResult } from '../pull.js';
  * complete; bytes already written to a stream cannot be taken back, so a failure there ends
  * the stream with an error.
  */
-export async function pullTar(image: string, dest: string, options: PullOptions & { stdout?: Writable | undefined } = {}): Promise<PullResult> {
+export async function pullTar(
+  image: string,
+  dest: string,
+  options: PullOptions & { stdout?: Writable | undefined } = {},
+): Promise<PullResult> {
   const toStream = dest === '-';
   const tarIn = (staging: Staging): string => join(staging.dir, 'flattened.tar');
   return pullInto(image, toStream ? join(process.cwd(), 'pull-unpack-export') : dest, options, {
@@ -59,9 +63,10 @@ export async function pullOci(image: string, dir: string, options: PullOptions =
           config: { bytes: pulledImage.configBytes, digest: pulled.configDigest },
           layers: pulled.layers.map((l, i) => ({ digest: l.digest, size: l.size, path: pulledImage.layerPaths[i]! })),
           refName: refNameOf(image),
-          platform: pulled.config.os && pulled.config.architecture
-            ? { os: pulled.config.os, architecture: pulled.config.architecture, variant: pulled.config.variant }
-            : undefined,
+          platform:
+            pulled.config.os && pulled.config.architecture
+              ? { os: pulled.config.os, architecture: pulled.config.architecture, variant: pulled.config.variant }
+              : undefined,
         },
         { signal: options.signal, convertDockerManifest: true },
       );

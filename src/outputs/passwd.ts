@@ -61,7 +61,10 @@ export function parseGroup(text: string): GroupEntry[] {
     const [name, , gidText, memberText] = fields;
     const gid = parseId(gidText);
     if (!name || gid === undefined) continue;
-    const members = (memberText ?? '').split(',').map((m) => m.trim()).filter((m) => m !== '');
+    const members = (memberText ?? '')
+      .split(',')
+      .map((m) => m.trim())
+      .filter((m) => m !== '');
     entries.push({ name, gid, members });
   }
   return entries;
@@ -117,8 +120,7 @@ function resolveGroup(groupPart: string, groups: GroupEntry[], absent: boolean, 
   if (found === undefined) {
     throw new PullUnpackError(
       'GROUP_NOT_FOUND',
-      `group ${JSON.stringify(groupPart)} not found in the image's /etc/group` +
-        (absent ? ' (the image has no /etc/group)' : ''),
+      `group ${JSON.stringify(groupPart)} not found in the image's /etc/group` + (absent ? ' (the image has no /etc/group)' : ''),
       { hint: 'give a numeric gid with --user uid:gid, or a group the image defines' },
     );
   }

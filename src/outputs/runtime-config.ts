@@ -129,8 +129,16 @@ export const VOLUME_TMPFS_OPTIONS = ['rw', 'nosuid', 'nodev', 'relatime', 'mode=
 
 const CAPABILITIES = ['CAP_AUDIT_WRITE', 'CAP_KILL', 'CAP_NET_BIND_SERVICE'];
 const MASKED_PATHS = [
-  '/proc/acpi', '/proc/asound', '/proc/kcore', '/proc/keys', '/proc/latency_stats', '/proc/timer_list',
-  '/proc/timer_stats', '/proc/sched_debug', '/sys/firmware', '/proc/scsi',
+  '/proc/acpi',
+  '/proc/asound',
+  '/proc/kcore',
+  '/proc/keys',
+  '/proc/latency_stats',
+  '/proc/timer_list',
+  '/proc/timer_stats',
+  '/proc/sched_debug',
+  '/sys/firmware',
+  '/proc/scsi',
 ];
 const READONLY_PATHS = ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'];
 
@@ -140,7 +148,9 @@ function standardMounts(): RuntimeMount[] {
     { destination: '/proc', type: 'proc', source: 'proc' },
     { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'] },
     {
-      destination: '/dev/pts', type: 'devpts', source: 'devpts',
+      destination: '/dev/pts',
+      type: 'devpts',
+      source: 'devpts',
       options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620', 'gid=5'],
     },
     { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'] },
@@ -206,7 +216,10 @@ export function toRuntimeConfig(image: ImageConfig, options: RuntimeConfigOption
       env: processEnv(config, options.terminal ?? false, user.home),
       cwd: workingDir(config.WorkingDir),
       capabilities: {
-        bounding: [...CAPABILITIES], effective: [...CAPABILITIES], permitted: [...CAPABILITIES], ambient: [...CAPABILITIES],
+        bounding: [...CAPABILITIES],
+        effective: [...CAPABILITIES],
+        permitted: [...CAPABILITIES],
+        ambient: [...CAPABILITIES],
       },
       rlimits: [{ type: 'RLIMIT_NOFILE', hard: 1024, soft: 1024 }],
       noNewPrivileges: true,
@@ -268,7 +281,7 @@ function workingDir(dir: string | undefined): string {
 function volumeMounts(config: ImageRunConfig, mode: 'tmpfs' | 'none', user: RuntimeUser): RuntimeMount[] {
   if (mode === 'none' || config.Volumes === undefined || config.Volumes === null) return [];
   if (typeof config.Volumes !== 'object' || Array.isArray(config.Volumes)) {
-    throw new PullUnpackError('INVALID_CONFIG', 'the image config\'s Volumes is not an object');
+    throw new PullUnpackError('INVALID_CONFIG', "the image config's Volumes is not an object");
   }
   const destinations = new Set<string>();
   for (const raw of Object.keys(config.Volumes)) {
@@ -283,7 +296,10 @@ function volumeMounts(config: ImageRunConfig, mode: 'tmpfs' | 'none', user: Runt
   // A volume owned by the process user, as docker's copy-up of the image directory usually gives.
   const owner = user.uid === 0 && user.gid === 0 ? [] : [`uid=${user.uid}`, `gid=${user.gid}`];
   return [...destinations].sort().map((destination) => ({
-    destination, type: 'tmpfs', source: 'tmpfs', options: [...VOLUME_TMPFS_OPTIONS, ...owner],
+    destination,
+    type: 'tmpfs',
+    source: 'tmpfs',
+    options: [...VOLUME_TMPFS_OPTIONS, ...owner],
   }));
 }
 

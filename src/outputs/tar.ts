@@ -75,12 +75,23 @@ export interface WriteTreeOptions {
  * Sockets cannot be archived and are skipped with a warning. Resolves with the member count
  * and the bytes written; rejects with ABORTED when `signal` fires.
  */
-export async function writeTreeAsTar(root: string, out: NodeJS.WritableStream, options: WriteTreeOptions = {}): Promise<{ entries: number; bytes: number }> {
+export async function writeTreeAsTar(
+  root: string,
+  out: NodeJS.WritableStream,
+  options: WriteTreeOptions = {},
+): Promise<{ entries: number; bytes: number }> {
   const { signal } = options;
   if (signal?.aborted) throw abortError(signal);
   const warnings = warningSink(options.onWarning);
   const top = resolve(root);
-  const walk: Walk = { xattrs: await readTreeXattrs(top, warnings, signal), inodes: new Map(), warn: warnings, signal, entries: 0, bytes: 0 };
+  const walk: Walk = {
+    xattrs: await readTreeXattrs(top, warnings, signal),
+    inodes: new Map(),
+    warn: warnings,
+    signal,
+    entries: 0,
+    bytes: 0,
+  };
   const counted = async function* (): AsyncGenerator<Buffer> {
     for await (const chunk of members(walk, Buffer.from(top), null)) {
       walk.bytes += chunk.length;
@@ -262,7 +273,11 @@ function isPortable(bytes: Buffer): boolean {
 
 /** A PAX record `LEN KEY=VALUE\n`, LEN counting the whole record including its own digits. */
 function paxRecord(key: string, value: string | Buffer): Buffer {
-  const body = Buffer.concat([Buffer.from(` ${key}=`, 'utf8'), Buffer.isBuffer(value) ? value : Buffer.from(value, 'utf8'), Buffer.from('\n')]);
+  const body = Buffer.concat([
+    Buffer.from(` ${key}=`, 'utf8'),
+    Buffer.isBuffer(value) ? value : Buffer.from(value, 'utf8'),
+    Buffer.from('\n'),
+  ]);
   let len = body.length + 1;
   while (String(len).length + body.length !== len) len = String(len).length + body.length;
   return Buffer.concat([Buffer.from(String(len), 'latin1'), body]);
@@ -306,7 +321,11 @@ function writeChecksum(b: Buffer): void {
  * relative path (its bytes as latin1) -> name -> value. Node has no xattr API; without getfattr
  * (Debian package "attr") the archive has no xattrs and a warning says so.
  */
-async function readTreeXattrs(root: string, warn: (message: string) => void, signal: AbortSignal | undefined): Promise<Map<string, Map<string, Buffer>>> {
+async function readTreeXattrs(
+  root: string,
+  warn: (message: string) => void,
+  signal: AbortSignal | undefined,
+): Promise<Map<string, Map<string, Buffer>>> {
   const result = await runGetfattr(['-R', '-d', '-m', '-', '-h', '-e', 'base64', '--absolute-names', '--', root], signal);
   if (result === null) {
     warn('getfattr (Debian package "attr") was not found: extended attributes such as security.capability are not archived');
@@ -344,7 +363,10 @@ function parseXattrDump(dump: Buffer, root: string, warn: (message: string) => v
 }
 
 function unescapeDump(text: string): Buffer {
-  return Buffer.from(text.replace(/\\([0-7]{3})/g, (_m, oct: string) => String.fromCharCode(Number.parseInt(oct, 8))), 'latin1');
+  return Buffer.from(
+    text.replace(/\\([0-7]{3})/g, (_m, oct: string) => String.fromCharCode(Number.parseInt(oct, 8))),
+    'latin1',
+  );
 }
 
 /** Runs getfattr; null when it is not installed. stdout is kept as bytes. */

@@ -104,7 +104,9 @@ export class RegistryClient {
     const fixed = options.origin === undefined ? undefined : new URL(options.origin);
     this.endpoint = fixed?.host ?? registryEndpoint(options.registry);
     if (fixed) this.origin = Promise.resolve(fixed.origin);
-    const listed = (options.insecureRegistries ?? []).some((h) => h === options.registry || h === this.endpoint || h === hostOnly(this.endpoint));
+    const listed = (options.insecureRegistries ?? []).some(
+      (h) => h === options.registry || h === this.endpoint || h === hostOnly(this.endpoint),
+    );
     this.insecure = listed;
     this.mayUseHttp = listed || isLoopbackRegistry(this.endpoint);
     this.transportOptions = options.transport;
@@ -276,7 +278,10 @@ export class RegistryClient {
    */
   private tlsHint(err: unknown): string | undefined {
     const e = err as { code?: string; message?: string };
-    const closed = e.code === 'UND_ERR_SOCKET' || e.code === 'ECONNRESET' || /certificate required|handshake failure|bad certificate/i.test(e.message ?? '');
+    const closed =
+      e.code === 'UND_ERR_SOCKET' ||
+      e.code === 'ECONNRESET' ||
+      /certificate required|handshake failure|bad certificate/i.test(e.message ?? '');
     if (!closed) return undefined;
     return `the registry closed the TLS connection: if it requires a client certificate, put it in ${this.clientCertDir}/ as NAME.cert with its key as NAME.key (docker's layout)`;
   }
@@ -288,7 +293,7 @@ export class RegistryClient {
     let url = `${base}${path}`;
     let authorization = await this.authorizationFor(scope);
     let retriedAuth = false;
-    for (let redirects = 0, attempt = 1; ; ) {
+    for (let redirects = 0, attempt = 1; ;) {
       const sameHost = new URL(url).host === new URL(base).host;
       const headers: Record<string, string> = { ...options.headers };
       // Never forward credentials to another host (a blob CDN behind a redirect).
@@ -325,7 +330,12 @@ export class RegistryClient {
         const scopeError = challenge?.params['error'] === 'insufficient_scope';
         if (res.statusCode === 401 || scopeError) {
           await res.body.dump();
-          throw unauthorized(this.registry, options.what, (await this.getCredentials()) !== undefined, scopeError ? 'insufficient_scope' : undefined);
+          throw unauthorized(
+            this.registry,
+            options.what,
+            (await this.getCredentials()) !== undefined,
+            scopeError ? 'insufficient_scope' : undefined,
+          );
         }
       }
       const wait = retryAfterMs(headerValue(res.headers['retry-after']));
@@ -404,7 +414,8 @@ export class RegistryClient {
     const base = new URL(await this.baseUrl(signal));
     // Secrets travel to the realm over TLS, to the registry's own host, or between loopback
     // addresses; never in clear text to another machine.
-    const mayCarrySecrets = realm.protocol === 'https:' || realm.host === base.host || (isLoopbackRegistry(base.host) && isLoopbackRegistry(realm.host));
+    const mayCarrySecrets =
+      realm.protocol === 'https:' || realm.host === base.host || (isLoopbackRegistry(base.host) && isLoopbackRegistry(realm.host));
     const url = new URL(realm);
     const headers: Record<string, string> = { 'user-agent': USER_AGENT, accept: 'application/json' };
     const { request, dispatcher } = await this.http();
@@ -432,9 +443,14 @@ export class RegistryClient {
     if (res.statusCode === 401 || res.statusCode === 403) {
       const sent = identityToken !== undefined || headers['authorization'] !== undefined;
       const said = await this.responseError(res, `a token for ${scope}`);
-      throw new RegistryError('UNAUTHORIZED', `the token server ${url.host} refused ${sent ? 'the credentials' : 'an anonymous token'} for ${scope} (HTTP ${res.statusCode})`, said, {
-        hint: sent ? CREDENTIALS_REFUSED_HINT : LOGIN_HINT,
-      });
+      throw new RegistryError(
+        'UNAUTHORIZED',
+        `the token server ${url.host} refused ${sent ? 'the credentials' : 'an anonymous token'} for ${scope} (HTTP ${res.statusCode})`,
+        said,
+        {
+          hint: sent ? CREDENTIALS_REFUSED_HINT : LOGIN_HINT,
+        },
+      );
     }
     if (res.statusCode !== 200) throw await this.responseError(res, `a token for ${scope}`);
     const body = await readCapped(res.body, MAX_ERROR_BODY_BYTES * 16, res.headers['content-length'], 'the token response', 'TOO_LARGE');

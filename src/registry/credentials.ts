@@ -109,7 +109,9 @@ export async function readPasswordFromStream(stream: NodeJS.ReadableStream): Pro
   if (password.endsWith('\n')) password = password.slice(0, -1);
   if (password.endsWith('\r')) password = password.slice(0, -1);
   if (password === '') {
-    throw new PullUnpackError('USAGE', 'the password read from stdin is empty', { hint: 'pipe the password, e.g. `echo "$TOKEN" | pull-unpack ... --password-stdin`' });
+    throw new PullUnpackError('USAGE', 'the password read from stdin is empty', {
+      hint: 'pipe the password, e.g. `echo "$TOKEN" | pull-unpack ... --password-stdin`',
+    });
   }
   return password;
 }
@@ -280,7 +282,10 @@ function helperCredentials(stdout: string): Credentials | undefined {
  * The default helper runner: spawns `docker-credential-NAME get` with `env` (its PATH finds
  * the executable), writes the server URL to stdin, and gives up after `timeoutMs`.
  */
-export function credentialHelperRunner(env: NodeJS.ProcessEnv, timeoutMs = HELPER_TIMEOUT_MS): (name: string, serverUrl: string) => Promise<HelperResult> {
+export function credentialHelperRunner(
+  env: NodeJS.ProcessEnv,
+  timeoutMs = HELPER_TIMEOUT_MS,
+): (name: string, serverUrl: string) => Promise<HelperResult> {
   return (name, serverUrl) =>
     new Promise<HelperResult>((resolve) => {
       let settled = false;

@@ -37,13 +37,22 @@ export const LOGIN_HINT = 'log in with docker login, or pass --username and --pa
 
 export function unauthorized(registry: string, what: string, hadCredentials: boolean, registryCode?: string): RegistryError {
   const why = registryCode === 'insufficient_scope' ? ' (insufficient_scope: the token does not allow pulling it)' : '';
-  return new RegistryError('UNAUTHORIZED', `${registry} requires authentication for ${what}${why}`, { status: 401, registryCode }, {
-    hint: hadCredentials ? CREDENTIALS_REFUSED_HINT : LOGIN_HINT,
-  });
+  return new RegistryError(
+    'UNAUTHORIZED',
+    `${registry} requires authentication for ${what}${why}`,
+    { status: 401, registryCode },
+    {
+      hint: hadCredentials ? CREDENTIALS_REFUSED_HINT : LOGIN_HINT,
+    },
+  );
 }
 
 /** Checks a resumed blob response: 206 from `offset`, or 200 (range ignored) whose prefix to skip. */
-export function checkRange(res: Dispatcher.ResponseData, offset: number, what: string): { body: Dispatcher.ResponseData['body']; skip: number } {
+export function checkRange(
+  res: Dispatcher.ResponseData,
+  offset: number,
+  what: string,
+): { body: Dispatcher.ResponseData['body']; skip: number } {
   if (res.statusCode === 200) return { body: res.body, skip: offset };
   const range = /^bytes (\d+)-\d+\/(\d+|\*)$/.exec(headerValue(res.headers['content-range']));
   if (res.statusCode !== 206 || !range || Number(range[1]) !== offset) {
@@ -56,7 +65,7 @@ export function checkRange(res: Dispatcher.ResponseData, offset: number, what: s
 }
 
 export function headerValue(value: string | string[] | undefined): string {
-  return Array.isArray(value) ? value.join(', ') : value ?? '';
+  return Array.isArray(value) ? value.join(', ') : (value ?? '');
 }
 
 /** Reads a whole body into memory, refusing more than `cap` bytes (checked before and while reading). */

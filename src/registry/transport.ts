@@ -49,7 +49,12 @@ export interface Http {
  * ~0.15 s to load, which a pull from the cache or a local layout never needs. `dispatcher`
  * (from a caller) replaces the one built from `options`.
  */
-export async function loadHttp(endpoint: string, insecure: boolean, options: TransportOptions = {}, dispatcher?: Dispatcher): Promise<Http> {
+export async function loadHttp(
+  endpoint: string,
+  insecure: boolean,
+  options: TransportOptions = {},
+  dispatcher?: Dispatcher,
+): Promise<Http> {
   const undici = await import('undici');
   return { request: undici.request, dispatcher: dispatcher ?? createDispatcher(undici, endpoint, insecure, options) };
 }
@@ -140,7 +145,10 @@ function tlsFiles(endpoint: string, options: TransportOptions): { ca: TlsFile[];
     if (name.endsWith('.crt')) ca.push({ path: join(dir, name), what: 'CA certificate' });
     else if (name.endsWith('.cert')) {
       files.cert = { path: join(dir, name), what: 'client certificate' };
-      files.key = { path: join(dir, `${name.slice(0, -'.cert'.length)}.key`), what: 'client key (it must sit beside the .cert with the same name)' };
+      files.key = {
+        path: join(dir, `${name.slice(0, -'.cert'.length)}.key`),
+        what: 'client key (it must sit beside the .cert with the same name)',
+      };
     }
   }
   return files;

@@ -95,7 +95,9 @@ async function readArchiveManifest(tar: TarIndex, name: string): Promise<Archive
     doc = JSON.parse((await files.read('manifest.json', MAX_MANIFEST_BYTES, `${name} manifest.json`)).toString('utf8'));
   } catch (err) {
     if (err instanceof PullUnpackError && err.code === 'NOT_FOUND') {
-      throw new PullUnpackError('NOT_FOUND', `${name} is not a docker save archive: it has neither manifest.json nor index.json`, { cause: err });
+      throw new PullUnpackError('NOT_FOUND', `${name} is not a docker save archive: it has neither manifest.json nor index.json`, {
+        cause: err,
+      });
     }
     if (err instanceof SyntaxError) throw new PullUnpackError('INVALID_MANIFEST', `${name}: manifest.json is not JSON`, { cause: err });
     throw err;
@@ -123,9 +125,11 @@ function selectImage(images: ArchiveImage[], name: string, ref: string | undefin
   const wanted = parseReference(ref).toString();
   const found = images.filter((im) => im.RepoTags.some((t) => normalized(t) === wanted));
   if (found.length === 1) return found[0]!;
-  throw new PullUnpackError('NOT_FOUND', found.length
-    ? `${name}: ${found.length} images are tagged "${ref}"`
-    : `${name} has no image tagged "${ref}"; it holds ${list()}`, { hint: `pick one with ${name}:NAME:TAG` });
+  throw new PullUnpackError(
+    'NOT_FOUND',
+    found.length ? `${name}: ${found.length} images are tagged "${ref}"` : `${name} has no image tagged "${ref}"; it holds ${list()}`,
+    { hint: `pick one with ${name}:NAME:TAG` },
+  );
 }
 
 function normalized(repoTag: string): string | undefined {
@@ -142,7 +146,9 @@ async function describeConfig(tar: TarIndex, path: string, label: string, blobs:
   if (member.size > MAX_CONFIG_BYTES) {
     throw new PullUnpackError('TOO_LARGE', `the config of ${label} is ${member.size} bytes, over the ${MAX_CONFIG_BYTES}-byte limit`);
   }
-  const digest = `sha256:${createHash('sha256').update(await tar.read(member)).digest('hex')}`;
+  const digest = `sha256:${createHash('sha256')
+    .update(await tar.read(member))
+    .digest('hex')}`;
   blobs.set(digest, member);
   return { mediaType: MediaType.DockerConfig, digest, size: member.size };
 }
@@ -152,7 +158,13 @@ const GZIP_MAGIC = Buffer.from([0x1f, 0x8b]);
 const ZSTD_MAGIC = Buffer.from([0x28, 0xb5, 0x2f, 0xfd]);
 
 /** Hashes a layer file as stored; its first bytes decide the media type (docker save may hold gzip layers). */
-async function describeLayer(tar: TarIndex, path: string, what: string, blobs: Map<string, TarMember>, signal?: AbortSignal): Promise<Descriptor> {
+async function describeLayer(
+  tar: TarIndex,
+  path: string,
+  what: string,
+  blobs: Map<string, TarMember>,
+  signal?: AbortSignal,
+): Promise<Descriptor> {
   const member = archiveMember(tar, path, what);
   const hash = createHash('sha256');
   let head = Buffer.alloc(0);

@@ -31,7 +31,11 @@ export function cachingSource(source: ImageSource, store: BlobStore): ImageSourc
         if (cached) return cached;
       }
       const fetched = await source.getManifest(reference, signal);
-      await store.putBytes({ mediaType: '', digest: fetched.digest, size: fetched.bytes.length }, fetched.bytes, `manifest ${fetched.digest}`);
+      await store.putBytes(
+        { mediaType: '', digest: fetched.digest, size: fetched.bytes.length },
+        fetched.bytes,
+        `manifest ${fetched.digest}`,
+      );
       return fetched;
     },
     async fetchBlob(descriptor, signal, what, offset) {

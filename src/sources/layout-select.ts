@@ -36,17 +36,23 @@ export function selectLayoutEntry(entries: Descriptor[], name: string, tag: stri
     }
   }
   const tags = [...new Set(entries.flatMap(names))];
-  throw new PullUnpackError('NOT_FOUND', `${name} has no image tagged "${tag}"; ${tags.length ? `it has ${tags.map((t) => `"${t}"`).join(', ')}` : 'its images are untagged'}`, {
-    hint: entries.length ? `pick one with ${name}:TAG or ${name}@sha256:HEX (${listEntries(entries)})` : undefined,
-  });
+  throw new PullUnpackError(
+    'NOT_FOUND',
+    `${name} has no image tagged "${tag}"; ${tags.length ? `it has ${tags.map((t) => `"${t}"`).join(', ')}` : 'its images are untagged'}`,
+    {
+      hint: entries.length ? `pick one with ${name}:TAG or ${name}@sha256:HEX (${listEntries(entries)})` : undefined,
+    },
+  );
 }
 
 /** 'latest (sha256:…), sha256:… (untagged)': what a layout holds, for messages. */
 export function listEntries(entries: Descriptor[]): string {
-  return entries.map((e) => {
-    const n = names(e);
-    return n.length ? `${n.join(' / ')} (${e.digest})` : `${e.digest} (untagged)`;
-  }).join(', ');
+  return entries
+    .map((e) => {
+      const n = names(e);
+      return n.length ? `${n.join(' / ')} (${e.digest})` : `${e.digest} (untagged)`;
+    })
+    .join(', ');
 }
 
 function names(entry: Descriptor): string[] {

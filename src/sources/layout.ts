@@ -69,7 +69,13 @@ export function parseLocalReference(text: string): LocalReference | undefined {
   if (tag !== undefined) checkTag(text, transport, tag);
   if (tag !== undefined && digest !== undefined) throw invalid(text, 'give a tag or a digest, not both');
   const canonical = `${transport}:${path}${tag === undefined ? '' : `:${tag}`}${digest === undefined ? '' : `@${digest}`}`;
-  return Object.freeze({ transport, path, ...(tag === undefined ? {} : { tag }), ...(digest === undefined ? {} : { digest }), toString: () => canonical });
+  return Object.freeze({
+    transport,
+    path,
+    ...(tag === undefined ? {} : { tag }),
+    ...(digest === undefined ? {} : { digest }),
+    toString: () => canonical,
+  });
 }
 
 function checkedDigest(text: string, digest: string): string {
@@ -133,9 +139,10 @@ export async function openLocalSource(
     const name = `${ref.transport}:${path}`;
     const isLayout = tar.lookup('oci-layout') !== undefined && tar.lookup('index.json') !== undefined;
     // docker 25+ writes an OCI layout (plus a legacy manifest.json) into `docker save` output.
-    const opened = ref.transport === 'oci-archive' || isLayout
-      ? await openOciLayout(tarFiles(tar), name, selection)
-      : await openDockerArchive(tar, name, ref.tag, options.signal);
+    const opened =
+      ref.transport === 'oci-archive' || isLayout
+        ? await openOciLayout(tarFiles(tar), name, selection)
+        : await openDockerArchive(tar, name, ref.tag, options.signal);
     return { ...opened, close: () => tar.close() };
   } catch (err) {
     await tar.close();
@@ -159,7 +166,9 @@ async function dirFiles(root: string): Promise<LayoutFiles> {
     throw cause;
   });
   if (!info.isDirectory()) {
-    throw new PullUnpackError('NOT_FOUND', `${root} is not a directory`, { hint: 'oci: names an OCI image layout directory; use oci-archive: for a tar file' });
+    throw new PullUnpackError('NOT_FOUND', `${root} is not a directory`, {
+      hint: 'oci: names an OCI image layout directory; use oci-archive: for a tar file',
+    });
   }
   const realRoot = await realpath(root);
   const openRegular = async (name: string, what: string): Promise<FileHandle> => {
@@ -225,7 +234,10 @@ async function openOciLayout(files: LayoutFiles, name: string, selection: Layout
   if (selection.tag !== undefined) selectLayoutEntry(index.manifests, name, selection.tag);
   const known = new Map<string, Descriptor>(index.manifests.map((d) => [d.digest, d]));
 
-  const readDocument = async (descriptor: Pick<Descriptor, 'digest'> & Partial<Descriptor>, signal?: AbortSignal): Promise<FetchedManifest> => {
+  const readDocument = async (
+    descriptor: Pick<Descriptor, 'digest'> & Partial<Descriptor>,
+    signal?: AbortSignal,
+  ): Promise<FetchedManifest> => {
     if (signal?.aborted) throw abortError(signal);
     const digest = parseDigest(descriptor.digest);
     const what = `${name}@${descriptor.digest}`;

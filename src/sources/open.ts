@@ -94,7 +94,12 @@ export async function openImage(image: string, options: SourceOptions): Promise<
 }
 
 /** A client for `registry` with the options' transport, retry and credential settings. */
-function registryClient(registry: string, options: SourceOptions, explicit: Credentials | undefined, extra: Partial<RegistryClientOptions> = {}): RegistryClient {
+function registryClient(
+  registry: string,
+  options: SourceOptions,
+  explicit: Credentials | undefined,
+  extra: Partial<RegistryClientOptions> = {},
+): RegistryClient {
   const onNotice = options.onNotice ?? (() => undefined);
   const lookup = options.env ? credentialProvider(registry, { env: options.env, explicit, onNotice }) : undefined;
   return new RegistryClient({
@@ -124,7 +129,12 @@ function mirrorSource(url: string, reference: Reference, options: SourceOptions)
   } catch {
     throw new PullUnpackError('USAGE', `invalid mirror URL "${url}": expected https://HOST[:PORT]`);
   }
-  if ((parsed.protocol !== 'https:' && parsed.protocol !== 'http:') || (parsed.pathname !== '/' && parsed.pathname !== '') || parsed.username || parsed.search) {
+  if (
+    (parsed.protocol !== 'https:' && parsed.protocol !== 'http:') ||
+    (parsed.pathname !== '/' && parsed.pathname !== '') ||
+    parsed.username ||
+    parsed.search
+  ) {
     throw new PullUnpackError('USAGE', `invalid mirror URL "${url}": expected https://HOST[:PORT] (or http:// for a test mirror)`);
   }
   const attempts = Math.min(options.attempts ?? DEFAULT_ATTEMPTS, MIRROR_ATTEMPTS);

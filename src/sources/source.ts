@@ -49,7 +49,9 @@ export function fallbackSource(sources: readonly ImageSource[], onNotice: (messa
         if (isPullUnpackError(err, 'ABORTED')) throw err;
         const down = isPullUnpackError(err, 'NETWORK');
         if (down) unreachable.add(source);
-        onNotice(`mirror ${source.name} failed for ${what} (${(err as Error).message}); ${down ? 'not using it again' : 'trying the next source'}`);
+        onNotice(
+          `mirror ${source.name} failed for ${what} (${(err as Error).message}); ${down ? 'not using it again' : 'trying the next source'}`,
+        );
       }
     }
     return call(last!);
@@ -57,7 +59,8 @@ export function fallbackSource(sources: readonly ImageSource[], onNotice: (messa
   return {
     name: last.name,
     getManifest: (reference, signal) => tryEach(reference, (s) => s.getManifest(reference, signal)),
-    fetchBlob: (descriptor, signal, what, offset) => tryEach(what ?? descriptor.digest, (s) => s.fetchBlob(descriptor, signal, what, offset)),
+    fetchBlob: (descriptor, signal, what, offset) =>
+      tryEach(what ?? descriptor.digest, (s) => s.fetchBlob(descriptor, signal, what, offset)),
   };
 }
 

@@ -17,10 +17,7 @@ import { Readable } from 'node:stream';
 
 const CHUNK = 1 << 20;
 
-type State =
-  | { kind: 'waiting' }
-  | { kind: 'growing'; partial: string; length: number }
-  | { kind: 'resuming' };
+type State = { kind: 'waiting' } | { kind: 'growing'; partial: string; length: number } | { kind: 'resuming' };
 
 /** Follows one blob's download; the store and fetcher report to it, one reader consumes it. */
 export class BlobFollower {
@@ -100,7 +97,10 @@ export class BlobFollower {
         closed = true;
         const closing = handle?.close() ?? Promise.resolve();
         handle = undefined;
-        closing.then(() => callback(err), () => callback(err));
+        closing.then(
+          () => callback(err),
+          () => callback(err),
+        );
         wakeReader();
       },
     });

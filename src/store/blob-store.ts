@@ -204,7 +204,13 @@ class ResumedCorrupt extends Error {
  * received is written before this settles, also when the transfer stops (an error, an abort), so
  * the next attempt resumes from it; nothing is written after this settles.
  */
-async function appendFrom(open: BlobOpener, offset: number, hasher: HashingCounter, partial: string, options: IngestOptions): Promise<void> {
+async function appendFrom(
+  open: BlobOpener,
+  offset: number,
+  hasher: HashingCounter,
+  partial: string,
+  options: IngestOptions,
+): Promise<void> {
   const { signal, onWritten } = options;
   const body = await open(offset);
   let file: FileHandle | undefined;
@@ -244,7 +250,7 @@ async function writeAll(file: FileHandle, buffers: Buffer[], size: number): Prom
   const { bytesWritten } = await file.writev(buffers);
   if (bytesWritten === size) return;
   const rest = Buffer.concat(buffers, size).subarray(bytesWritten);
-  for (let written = 0; written < rest.length; ) written += (await file.write(rest, written)).bytesWritten;
+  for (let written = 0; written < rest.length;) written += (await file.write(rest, written)).bytesWritten;
 }
 
 /**
@@ -296,7 +302,10 @@ class HashingCounter {
   add(chunk: Buffer): void {
     this.received += chunk.length;
     if (this.received > this.descriptor.size) {
-      throw new PullUnpackError('SIZE_MISMATCH', `${this.what}: received more than the ${this.descriptor.size} bytes its descriptor declares`);
+      throw new PullUnpackError(
+        'SIZE_MISMATCH',
+        `${this.what}: received more than the ${this.descriptor.size} bytes its descriptor declares`,
+      );
     }
     this.hash.update(chunk);
     this.onBytes?.(this.received);

@@ -32,7 +32,12 @@ export async function recordRef(store: BlobStore, reference: string, descriptor:
   await withFileLock(join(store.root, 'index.json.lock'), async () => {
     const index = await readIndex(store);
     const manifests = index.manifests.filter((d) => d.annotations?.[REF_NAME] !== reference);
-    manifests.push({ mediaType: descriptor.mediaType, digest: descriptor.digest, size: descriptor.size, annotations: { [REF_NAME]: reference } });
+    manifests.push({
+      mediaType: descriptor.mediaType,
+      digest: descriptor.digest,
+      size: descriptor.size,
+      annotations: { [REF_NAME]: reference },
+    });
     await writeIndex(store, { ...index, manifests });
   });
 }

@@ -89,6 +89,9 @@ function foreignLayerError(err: unknown, descriptor: Descriptor, what: string): 
   return new PullUnpackError(
     'NOT_FOUND',
     `${what} (${descriptor.digest}) is a non-distributable layer the registry does not have; it lives at ${descriptor.urls.join(', ')}`,
-    { cause: err, hint: 'pull-unpack fetches layers only from the registry; copy the layer into the registry first (e.g. skopeo copy --dest-... with foreign layers allowed)' },
+    {
+      cause: err,
+      hint: 'pull-unpack fetches layers only from the registry; copy the layer into the registry first (e.g. skopeo copy --dest-... with foreign layers allowed)',
+    },
   );
 }

@@ -144,13 +144,16 @@ async function walkHeaders(handle: FileHandle, path: string, signal?: AbortSigna
     const typeflag = String.fromCharCode(header[156]!);
     const isMeta = typeflag === 'x' || typeflag === 'L' || typeflag === 'K';
     const stored = parseNumber(header.subarray(124, 136), path, offset);
-    const size = isMeta ? stored : pending.size ?? stored;
+    const size = isMeta ? stored : (pending.size ?? stored);
     const dataOffset = offset + BLOCK;
     if (dataOffset + size > fileSize) throw truncated(path);
     offset = dataOffset + Math.ceil(size / BLOCK) * BLOCK;
     if (isMeta) {
       const meta = await readMeta(handle, dataOffset, size, path);
-      pending = typeflag === 'x' ? { ...pending, ...parsePax(meta, path) } : { ...pending, [typeflag === 'L' ? 'path' : 'linkpath']: cString(meta) };
+      pending =
+        typeflag === 'x'
+          ? { ...pending, ...parsePax(meta, path) }
+          : { ...pending, [typeflag === 'L' ? 'path' : 'linkpath']: cString(meta) };
       continue;
     }
     if (typeflag !== 'g') addMember(members, header, typeflag, pending, dataOffset, size, path);
@@ -159,7 +162,15 @@ async function walkHeaders(handle: FileHandle, path: string, signal?: AbortSigna
   return members;
 }
 
-function addMember(members: Map<string, TarMember>, header: Buffer, typeflag: string, pending: Pending, offset: number, size: number, path: string): void {
+function addMember(
+  members: Map<string, TarMember>,
+  header: Buffer,
+  typeflag: string,
+  pending: Pending,
+  offset: number,
+  size: number,
+  path: string,
+): void {
   const name = normalizeName(pending.path ?? headerName(header));
   if (name === undefined) return;
   if (members.size >= MAX_MEMBERS) {

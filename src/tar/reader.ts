@@ -20,15 +20,7 @@ const BLOCK = 512;
 const MAX_META_BYTES = 4 * 1024 * 1024;
 const PAX_XATTR_PREFIX = 'SCHILY.xattr.';
 
-export type TarEntryType =
-  | 'file'
-  | 'link'
-  | 'symlink'
-  | 'character-device'
-  | 'block-device'
-  | 'directory'
-  | 'fifo'
-  | 'contiguous-file';
+export type TarEntryType = 'file' | 'link' | 'symlink' | 'character-device' | 'block-device' | 'directory' | 'fifo' | 'contiguous-file';
 
 export interface TarHeader {
   name: string;
@@ -128,7 +120,8 @@ export class TarReader implements AsyncIterable<TarEntry> {
       if (pax !== null) {
         const { text } = pax;
         if (text['path']) header.name = pax.path !== undefined && pax.path.length > 0 ? bytesToName(pax.path) : text['path'];
-        if (text['linkpath']) header.linkname = pax.linkpath !== undefined && pax.linkpath.length > 0 ? bytesToName(pax.linkpath) : text['linkpath'];
+        if (text['linkpath'])
+          header.linkname = pax.linkpath !== undefined && pax.linkpath.length > 0 ? bytesToName(pax.linkpath) : text['linkpath'];
         if (text['size']) header.size = Number.parseInt(text['size'], 10);
         header.pax = text;
         header.xattrs = pax.xattrs;
@@ -207,7 +200,12 @@ export class TarReader implements AsyncIterable<TarEntry> {
         break;
       }
       const value = next.value as Buffer | Uint8Array | string;
-      const chunk = typeof value === 'string' ? Buffer.from(value) : Buffer.isBuffer(value) ? value : Buffer.from(value.buffer, value.byteOffset, value.length);
+      const chunk =
+        typeof value === 'string'
+          ? Buffer.from(value)
+          : Buffer.isBuffer(value)
+            ? value
+            : Buffer.from(value.buffer, value.byteOffset, value.length);
       if (chunk.length === 0) continue;
       this.chunk = chunk;
       this.offset = 0;

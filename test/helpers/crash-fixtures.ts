@@ -115,7 +115,10 @@ export interface SpawnedCli {
  * gets SIGKILL from inside the stdout handler as soon as it accepts an event (it sees the event
  * and every event before it).
  */
-export function spawnCli(args: string[], options: { env?: NodeJS.ProcessEnv; killWhen?: (event: EventLine, events: EventLine[]) => boolean } = {}): SpawnedCli {
+export function spawnCli(
+  args: string[],
+  options: { env?: NodeJS.ProcessEnv; killWhen?: (event: EventLine, events: EventLine[]) => boolean } = {},
+): SpawnedCli {
   if (!existsSync(BUILT_CLI)) throw new Error('dist/ is missing: run npm run build first');
   const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: options.env ?? process.env });
   let out = '';
@@ -140,7 +143,9 @@ export function spawnCli(args: string[], options: { env?: NodeJS.ProcessEnv; kil
     }
   });
   child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (err += chunk));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('close', (code, signal) => resolve({ code, signal })));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.on('close', (code, signal) => resolve({ code, signal })),
+  );
   return {
     child,
     events,
@@ -189,5 +194,8 @@ export async function unverifiedBlobs(cacheDir: string): Promise<{ bad: string[]
 /** The staging directories (`.NAME.pull-unpack-*`) beside `dest`, as absolute paths. */
 export async function stagingDirs(dest: string): Promise<string[]> {
   const prefix = `.${basename(dest)}.pull-unpack-`;
-  return (await readdir(dirname(dest))).filter((n) => n.startsWith(prefix)).sort().map((n) => join(dirname(dest), n));
+  return (await readdir(dirname(dest)))
+    .filter((n) => n.startsWith(prefix))
+    .sort()
+    .map((n) => join(dirname(dest), n));
 }

@@ -36,7 +36,8 @@ const MTIMES: Record<string, number> = {
  * security.* xattrs). Names of the hardlink group: bin/hard-a, lib/hard-b, lib/hard-c.
  */
 export async function buildRichTree(root: string): Promise<void> {
-  for (const dir of ['bin', 'lib', 'etc', 'dev', 'run', 'names', 'times', DEEP, 'locked', 'usr/lib']) await mkdir(join(root, dir), { recursive: true });
+  for (const dir of ['bin', 'lib', 'etc', 'dev', 'run', 'names', 'times', DEEP, 'locked', 'usr/lib'])
+    await mkdir(join(root, dir), { recursive: true });
   await file(root, 'bin/su', 'setuid program', 0o4755);
   await file(root, 'bin/wall', 'setgid program', 0o2711);
   await file(root, 'bin/hard-a', 'one inode, three names', 0o750);
@@ -131,7 +132,9 @@ export async function buildTinyImage(entries: TarEntrySpec[], options: { docker?
     schemaVersion: 2,
     mediaType: docker ? MediaType.DockerManifest : MediaType.OciManifest,
     config: { mediaType: docker ? MediaType.DockerConfig : MediaType.OciConfig, digest: sha256(configBytes), size: configBytes.length },
-    layers: [{ mediaType: docker ? MediaType.DockerLayerGzip : MediaType.OciLayerGzip, digest: sha256(layerBytes), size: layerBytes.length }],
+    layers: [
+      { mediaType: docker ? MediaType.DockerLayerGzip : MediaType.OciLayerGzip, digest: sha256(layerBytes), size: layerBytes.length },
+    ],
   };
   // Pretty-printed on purpose: the layout must keep these exact bytes, not re-serialize them.
   const manifestBytes = Buffer.from(JSON.stringify(manifest, null, 3));

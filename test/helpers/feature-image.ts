@@ -6,7 +6,15 @@
  * (compared against umoci).
  */
 import { createHash } from 'node:crypto';
-import { pushImage, tarLayer, FIXED_MTIME, type ImageFormat, type LayerCompression, type PushedImage, type TarEntry } from '../../testdata/lib/image-builder.mjs';
+import {
+  pushImage,
+  tarLayer,
+  FIXED_MTIME,
+  type ImageFormat,
+  type LayerCompression,
+  type PushedImage,
+  type TarEntry,
+} from '../../testdata/lib/image-builder.mjs';
 
 /**
  * A real `setcap cap_net_raw+ep` value: vfs_cap_data revision 2 (magic 0x02000001 with the
@@ -22,7 +30,7 @@ const CAP_PAX_VALUE = Buffer.from(CAP_NET_RAW_EP_BASE64, 'base64').toString('lat
 export function bigContent(): Buffer {
   const blocks: Buffer[] = [];
   let seed = Buffer.from('pull-unpack big file');
-  for (let i = 0; i < 2.5 * 1024 * 1024 / 32; i++) {
+  for (let i = 0; i < (2.5 * 1024 * 1024) / 32; i++) {
     seed = createHash('sha256').update(seed).digest();
     blocks.push(seed);
   }
@@ -35,7 +43,11 @@ export const LAYER1: TarEntry[] = [
   { name: 'etc/removed.txt', content: 'to be whited out\n' },
   { name: 'etc/abs-link', type: 'symlink', linkname: '/etc/passwd' },
   { name: 'etc/dangling', type: 'symlink', linkname: '/does/not/exist' },
-  { name: 'etc/userattr.txt', content: 'has user xattrs\n', pax: { 'SCHILY.xattr.user.comment': 'hello xattr', 'SCHILY.xattr.user.mime_type': 'text/plain' } },
+  {
+    name: 'etc/userattr.txt',
+    content: 'has user xattrs\n',
+    pax: { 'SCHILY.xattr.user.comment': 'hello xattr', 'SCHILY.xattr.user.mime_type': 'text/plain' },
+  },
   { name: 'usr/', type: 'directory' },
   { name: 'usr/bin/', type: 'directory' },
   { name: 'usr/bin/suid-root', mode: 0o4755, content: '#!/bin/sh\necho suid\n' },
@@ -118,7 +130,12 @@ export const EXPECTED: Record<string, ExpectedEntry> = {
   'etc/passwd': { type: 'file', mode: 0o644, content: 'root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000::/home/user:/bin/sh\n' },
   'etc/abs-link': { type: 'symlink', mode: 0o777, linkTarget: '/etc/passwd' },
   'etc/dangling': { type: 'symlink', mode: 0o777, linkTarget: '/does/not/exist' },
-  'etc/userattr.txt': { type: 'file', mode: 0o644, content: 'has user xattrs\n', xattrs: { 'user.comment': b64('hello xattr'), 'user.mime_type': b64('text/plain') } },
+  'etc/userattr.txt': {
+    type: 'file',
+    mode: 0o644,
+    content: 'has user xattrs\n',
+    xattrs: { 'user.comment': b64('hello xattr'), 'user.mime_type': b64('text/plain') },
+  },
   'etc/layer3.txt': { type: 'file', mode: 0o644, content: 'layer three\n' },
   usr: { type: 'directory', mode: 0o755 },
   'usr/bin': { type: 'directory', mode: 0o755 },
@@ -165,7 +182,12 @@ export interface FeatureImageOptions {
 }
 
 /** Pushes the three layers (gzip, zstd, none unless told otherwise) as `repo:tag` (or by digest). */
-export async function pushFeatureImage(registryUrl: string, repo: string, tag: string | null, options: FeatureImageOptions = {}): Promise<PushedImage> {
+export async function pushFeatureImage(
+  registryUrl: string,
+  repo: string,
+  tag: string | null,
+  options: FeatureImageOptions = {},
+): Promise<PushedImage> {
   const [c1, c2, c3] = options.compressions ?? ['gzip', 'zstd', 'none'];
   return pushImage(registryUrl, repo, tag, {
     format: options.format ?? 'oci',

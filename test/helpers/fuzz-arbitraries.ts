@@ -48,7 +48,13 @@ const registryHost: fc.Arbitrary<string> = fc.oneof(
 );
 
 const tag = fc
-  .tuple(chars(`${ALNUM}_`), fc.oneof({ weight: 5, arbitrary: fc.string({ unit: chars(`${ALNUM}_.-`), maxLength: 12 }) }, { weight: 1, arbitrary: fc.string({ unit: chars(`${ALNUM}_.-`), minLength: 100, maxLength: 127 }) }))
+  .tuple(
+    chars(`${ALNUM}_`),
+    fc.oneof(
+      { weight: 5, arbitrary: fc.string({ unit: chars(`${ALNUM}_.-`), maxLength: 12 }) },
+      { weight: 1, arbitrary: fc.string({ unit: chars(`${ALNUM}_.-`), minLength: 100, maxLength: 127 }) },
+    ),
+  )
   .map(([first, rest]) => first + rest);
 const digest = fc.oneof(
   fc.string({ unit: chars(HEX), minLength: 64, maxLength: 64 }).map((h) => `sha256:${h}`),
@@ -59,7 +65,10 @@ const digest = fc.oneof(
 export const generatedReference: fc.Arbitrary<GeneratedReference> = fc
   .record({
     registry: fc.option(registryHost, { nil: undefined }),
-    path: fc.oneof({ weight: 6, arbitrary: fc.array(pathComponent, { minLength: 1, maxLength: 4 }) }, { weight: 1, arbitrary: fc.array(pathComponent, { minLength: 20, maxLength: 40 }) }),
+    path: fc.oneof(
+      { weight: 6, arbitrary: fc.array(pathComponent, { minLength: 1, maxLength: 4 }) },
+      { weight: 1, arbitrary: fc.array(pathComponent, { minLength: 20, maxLength: 40 }) },
+    ),
     tag: fc.option(tag, { nil: undefined }),
     digest: fc.option(digest, { nil: undefined }),
   })
@@ -92,8 +101,24 @@ export const referenceLikeString = fc.oneof(
 // Platforms
 
 const os = fc.constantFrom('linux', 'LINUX', 'windows', 'darwin', 'macos', 'freebsd', 'unknown');
-const architecture = fc.constantFrom('amd64', 'x86_64', '386', 'i686', 'arm', 'armhf', 'armel', 'arm64', 'aarch64', 'ppc64le', 's390x', 'riscv64', 'unknown');
-const variant = fc.option(fc.constantFrom('v5', 'v6', 'v7', 'v8', '7', '8', 'v8.2', 'v9', 'v9.1', 'v2', 'v3', 'v1', 'V7'), { nil: undefined });
+const architecture = fc.constantFrom(
+  'amd64',
+  'x86_64',
+  '386',
+  'i686',
+  'arm',
+  'armhf',
+  'armel',
+  'arm64',
+  'aarch64',
+  'ppc64le',
+  's390x',
+  'riscv64',
+  'unknown',
+);
+const variant = fc.option(fc.constantFrom('v5', 'v6', 'v7', 'v8', '7', '8', 'v8.2', 'v9', 'v9.1', 'v2', 'v3', 'v1', 'V7'), {
+  nil: undefined,
+});
 const osVersion = fc.option(fc.constantFrom('10.0', '10.0.17763', '10.0.17763.1', '10.0.20348', '6.3'), { nil: undefined });
 
 const platform: fc.Arbitrary<Platform> = fc.record({ os, architecture, variant, 'os.version': osVersion }).map((p) => {
@@ -138,7 +163,8 @@ const SCHEMA1_TYPES = ['application/vnd.docker.distribution.manifest.v1+json', '
 
 /** A value that is sometimes the right kind and often not. */
 const anyJson = fc.jsonValue({ maxDepth: 2 });
-const maybe = <T>(good: fc.Arbitrary<T>): fc.Arbitrary<unknown> => fc.oneof({ weight: 4, arbitrary: good }, { weight: 1, arbitrary: anyJson });
+const maybe = <T>(good: fc.Arbitrary<T>): fc.Arbitrary<unknown> =>
+  fc.oneof({ weight: 4, arbitrary: good }, { weight: 1, arbitrary: anyJson });
 
 const descriptorLike = fc.record(
   {
@@ -148,7 +174,13 @@ const descriptorLike = fc.record(
     urls: maybe(fc.array(fc.webUrl(), { maxLength: 2 })),
     platform: maybe(
       fc.record(
-        { os: maybe(os), architecture: maybe(architecture), variant: maybe(variant), 'os.version': maybe(osVersion), 'os.features': maybe(fc.array(fc.string(), { maxLength: 2 })) },
+        {
+          os: maybe(os),
+          architecture: maybe(architecture),
+          variant: maybe(variant),
+          'os.version': maybe(osVersion),
+          'os.features': maybe(fc.array(fc.string(), { maxLength: 2 })),
+        },
         { requiredKeys: [] },
       ),
     ),
@@ -187,9 +219,17 @@ export const mutatedManifest = fc
       fc.record({
         schemaVersion: fc.constant(2),
         mediaType: fc.constantFrom(...INDEX_TYPES),
-        manifests: fc.array(fc.tuple(validDescriptor, validPlatform).map(([d, platform]) => ({ ...d, platform })), { minLength: 1, maxLength: 3 }),
+        manifests: fc.array(
+          fc.tuple(validDescriptor, validPlatform).map(([d, platform]) => ({ ...d, platform })),
+          { minLength: 1, maxLength: 3 },
+        ),
       }),
-      fc.record({ schemaVersion: fc.constant(2), mediaType: fc.constantFrom(...MANIFEST_TYPES), config: validDescriptor, layers: fc.array(validDescriptor, { maxLength: 3 }) }),
+      fc.record({
+        schemaVersion: fc.constant(2),
+        mediaType: fc.constantFrom(...MANIFEST_TYPES),
+        config: validDescriptor,
+        layers: fc.array(validDescriptor, { maxLength: 3 }),
+      }),
     ),
     fc.nat(),
     fc.option(anyJson, { nil: undefined, freq: 6 }),
@@ -215,7 +255,21 @@ function mutateAt(doc: object, at: number, value: unknown): unknown {
 }
 
 /** The Content-Type a registry might send along. */
-export const contentType = fc.option(fc.oneof(fc.constantFrom(...INDEX_TYPES, ...MANIFEST_TYPES, ...SCHEMA1_TYPES, 'application/json', 'application/json; charset=utf-8', 'text/html', ''), fc.string({ maxLength: 20 })), { nil: undefined });
+export const contentType = fc.option(
+  fc.oneof(
+    fc.constantFrom(
+      ...INDEX_TYPES,
+      ...MANIFEST_TYPES,
+      ...SCHEMA1_TYPES,
+      'application/json',
+      'application/json; charset=utf-8',
+      'text/html',
+      '',
+    ),
+    fc.string({ maxLength: 20 }),
+  ),
+  { nil: undefined },
+);
 
 /** Byte-level damage to a serialized document: truncation, a flipped byte, an inserted byte. */
 export function damage(bytes: Buffer, how: { kind: 'none' | 'truncate' | 'flip' | 'insert'; at: number; byte: number }): Buffer {
@@ -226,4 +280,8 @@ export function damage(bytes: Buffer, how: { kind: 'none' | 'truncate' | 'flip' 
   return Buffer.concat([bytes.subarray(0, i), Buffer.of(how.byte), bytes.subarray(i)]);
 }
 
-export const damageSpec = fc.record({ kind: fc.constantFrom('none', 'none', 'truncate', 'flip', 'insert') as fc.Arbitrary<'none' | 'truncate' | 'flip' | 'insert'>, at: fc.nat(), byte: fc.integer({ min: 1, max: 255 }) });
+export const damageSpec = fc.record({
+  kind: fc.constantFrom('none', 'none', 'truncate', 'flip', 'insert') as fc.Arbitrary<'none' | 'truncate' | 'flip' | 'insert'>,
+  at: fc.nat(),
+  byte: fc.integer({ min: 1, max: 255 }),
+});

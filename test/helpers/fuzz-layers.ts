@@ -41,15 +41,38 @@ const oddPath = fc.oneof(
   fc.constantFrom('.', './', '..', '../sentinel/secret', 'q1//q2///q3'),
 );
 /** Mostly well-formed names; now and then a `..`, absolute or otherwise odd one. */
-const withOdd = (good: fc.Arbitrary<string>): fc.Arbitrary<string> => fc.oneof({ weight: 50, arbitrary: good }, { weight: 1, arbitrary: oddPath });
+const withOdd = (good: fc.Arbitrary<string>): fc.Arbitrary<string> =>
+  fc.oneof({ weight: 50, arbitrary: good }, { weight: 1, arbitrary: oddPath });
 const dirName = withOdd(plainPath);
 const leafName = withOdd(fc.oneof({ weight: 3, arbitrary: leafPath }, { weight: 1, arbitrary: plainPath }));
 const dirOrRoot = fc.oneof({ weight: 1, arbitrary: fc.constant('') }, { weight: 3, arbitrary: plainPath });
 
 const symlinkTarget = fc.oneof(
-  fc.constantFrom('/', '.', '..', '../..', '../../..', '../../../..', '../sentinel', '../../sentinel', '../sentinel/q2', '../../../sentinel/secret'),
-  fc.constantFrom(SENTINEL_PLACEHOLDER, `${SENTINEL_PLACEHOLDER}/q2`, `${SENTINEL_PLACEHOLDER}/secret`, WORK_PLACEHOLDER, '/q1', '/q2/q3', '/tmp', '/etc/passwd'),
-  fc.array(fc.constantFrom('..', '..', '.', 'q1', 'q2', 'q3', 'sentinel'), { minLength: 1, maxLength: 5 }).chain((p) => fc.constantFrom(p.join('/'), `/${p.join('/')}`)),
+  fc.constantFrom(
+    '/',
+    '.',
+    '..',
+    '../..',
+    '../../..',
+    '../../../..',
+    '../sentinel',
+    '../../sentinel',
+    '../sentinel/q2',
+    '../../../sentinel/secret',
+  ),
+  fc.constantFrom(
+    SENTINEL_PLACEHOLDER,
+    `${SENTINEL_PLACEHOLDER}/q2`,
+    `${SENTINEL_PLACEHOLDER}/secret`,
+    WORK_PLACEHOLDER,
+    '/q1',
+    '/q2/q3',
+    '/tmp',
+    '/etc/passwd',
+  ),
+  fc
+    .array(fc.constantFrom('..', '..', '.', 'q1', 'q2', 'q3', 'sentinel'), { minLength: 1, maxLength: 5 })
+    .chain((p) => fc.constantFrom(p.join('/'), `/${p.join('/')}`)),
   plainPath,
 );
 
@@ -64,8 +87,19 @@ export type LayerOp =
   | { kind: 'fifo'; name: string };
 
 const op: fc.Arbitrary<LayerOp> = fc.oneof(
-  { weight: 5, arbitrary: fc.record({ kind: fc.constant('file' as const), name: leafName, content: fc.string({ maxLength: 12 }), mode: fc.constantFrom(0o644, 0o600, 0o755, 0o4755, 0o000) }) },
-  { weight: 4, arbitrary: fc.record({ kind: fc.constant('dir' as const), name: dirName, mode: fc.constantFrom(0o755, 0o700, 0o555, 0o000, 0o1777) }) },
+  {
+    weight: 5,
+    arbitrary: fc.record({
+      kind: fc.constant('file' as const),
+      name: leafName,
+      content: fc.string({ maxLength: 12 }),
+      mode: fc.constantFrom(0o644, 0o600, 0o755, 0o4755, 0o000),
+    }),
+  },
+  {
+    weight: 4,
+    arbitrary: fc.record({ kind: fc.constant('dir' as const), name: dirName, mode: fc.constantFrom(0o755, 0o700, 0o555, 0o000, 0o1777) }),
+  },
   { weight: 4, arbitrary: fc.record({ kind: fc.constant('symlink' as const), name: leafName, target: symlinkTarget }) },
   {
     weight: 3,
@@ -76,11 +110,31 @@ const op: fc.Arbitrary<LayerOp> = fc.oneof(
       raw: fc.oneof(
         { weight: 12, arbitrary: fc.constant(undefined) },
         // Outside names, and names that reach the sentinel only if a symlinked parent were followed on the host.
-        { weight: 1, arbitrary: fc.constantFrom('../sentinel/secret', `${SENTINEL_PLACEHOLDER}/secret`, '/etc/passwd', 'q1/../../sentinel/secret', 'missing', 'q1', 'q1/secret', 'q2/q1', 'q3/q2/q1') },
+        {
+          weight: 1,
+          arbitrary: fc.constantFrom(
+            '../sentinel/secret',
+            `${SENTINEL_PLACEHOLDER}/secret`,
+            '/etc/passwd',
+            'q1/../../sentinel/secret',
+            'missing',
+            'q1',
+            'q1/secret',
+            'q2/q1',
+            'q3/q2/q1',
+          ),
+        },
       ),
     }),
   },
-  { weight: 3, arbitrary: fc.record({ kind: fc.constant('whiteout' as const), dir: dirOrRoot, name: fc.oneof({ weight: 40, arbitrary: fc.constantFrom(...NAME_PARTS) }, { weight: 1, arbitrary: fc.constantFrom('.', '..', '') }) }) },
+  {
+    weight: 3,
+    arbitrary: fc.record({
+      kind: fc.constant('whiteout' as const),
+      dir: dirOrRoot,
+      name: fc.oneof({ weight: 40, arbitrary: fc.constantFrom(...NAME_PARTS) }, { weight: 1, arbitrary: fc.constantFrom('.', '..', '') }),
+    }),
+  },
   { weight: 2, arbitrary: fc.record({ kind: fc.constant('opaque' as const), dir: dirOrRoot }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('fifo' as const), name: leafPath }) },
 );
@@ -200,7 +254,15 @@ export async function outsideState(ws: Workspace): Promise<OutsideState> {
   };
   // A write that escaped all the way to "/" (or /tmp) would create one of the layer names there.
   const hostRoot: string[] = [];
-  for (const dir of ['/', tmpdir()]) for (const name of NAME_PARTS) if (await lstat(join(dir, name)).then(() => true, () => false)) hostRoot.push(join(dir, name));
+  for (const dir of ['/', tmpdir()])
+    for (const name of NAME_PARTS)
+      if (
+        await lstat(join(dir, name)).then(
+          () => true,
+          () => false,
+        )
+      )
+        hostRoot.push(join(dir, name));
   return { sentinel: await quickTree(ws.sentinel), base: await stamp(ws.base), work: await stamp(ws.work), hostRoot };
 }
 

@@ -36,7 +36,13 @@ let caches = 0;
  */
 export function isolatedEnv(home: string, extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
   const cache = join(home, `.cache-${process.pid}-${++caches}`);
-  return { PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: home, DOCKER_CONFIG: join(home, '.docker'), XDG_CACHE_HOME: cache, ...extra };
+  return {
+    PATH: process.env['PATH'] ?? '/usr/bin:/bin',
+    HOME: home,
+    DOCKER_CONFIG: join(home, '.docker'),
+    XDG_CACHE_HOME: cache,
+    ...extra,
+  };
 }
 
 /** Runs the CLI in-process like runCli, with `stdin` as its standard input. */
@@ -62,7 +68,12 @@ export function secretsIn(runResult: CliRun, secrets: readonly string[]): string
 export async function pushSmallImage(registryUrl: string, repo: string, tag: string): Promise<PushedImage> {
   return pushImage(registryUrl, repo, tag, {
     layers: [
-      { tar: await tarLayer([{ name: 'etc/', type: 'directory' }, { name: 'etc/hello.txt', content: `hello from ${repo}\n` }]) },
+      {
+        tar: await tarLayer([
+          { name: 'etc/', type: 'directory' },
+          { name: 'etc/hello.txt', content: `hello from ${repo}\n` },
+        ]),
+      },
       {
         tar: await tarLayer([
           { name: 'bin/', type: 'directory' },
@@ -75,10 +86,23 @@ export async function pushSmallImage(registryUrl: string, repo: string, tag: str
 }
 
 /** An image whose only layer holds `size` random (incompressible) bytes in /big.bin, stored uncompressed. */
-export async function pushBigImage(registryUrl: string, repo: string, tag: string, size: number): Promise<{ image: PushedImage; content: Buffer }> {
+export async function pushBigImage(
+  registryUrl: string,
+  repo: string,
+  tag: string,
+  size: number,
+): Promise<{ image: PushedImage; content: Buffer }> {
   const content = randomBytes(size);
   const image = await pushImage(registryUrl, repo, tag, {
-    layers: [{ tar: await tarLayer([{ name: 'big.bin', content }, { name: 'small.txt', content: 'small\n' }]), compression: 'none' }],
+    layers: [
+      {
+        tar: await tarLayer([
+          { name: 'big.bin', content },
+          { name: 'small.txt', content: 'small\n' },
+        ]),
+        compression: 'none',
+      },
+    ],
   });
   return { image, content };
 }
@@ -94,7 +118,10 @@ export async function hashTree(dir: string): Promise<Record<string, string>> {
     const st = await lstat(path);
     const mode = (st.mode & 0o7777).toString(8);
     if (st.isSymbolicLink()) out[rel || '.'] = `symlink -> ${await readlink(path)}`;
-    else if (st.isFile()) out[rel || '.'] = `file ${mode} ${createHash('sha256').update(await readFile(path)).digest('hex')}`;
+    else if (st.isFile())
+      out[rel || '.'] = `file ${mode} ${createHash('sha256')
+        .update(await readFile(path))
+        .digest('hex')}`;
     else if (st.isDirectory()) {
       out[rel || '.'] = `dir ${mode}`;
       for (const name of (await readdir(path)).sort()) await walk(rel === '' ? name : join(rel, name));
@@ -129,7 +156,10 @@ async function openssl(args: string[], cwd: string): Promise<void> {
 /** A CA, a server certificate for 127.0.0.1/localhost and a client certificate, all new. */
 export async function makePki(dir: string): Promise<TestPki> {
   const days = ['-days', '2'];
-  await openssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', ...days, '-subj', '/CN=pull-unpack test CA'], dir);
+  await openssl(
+    ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', ...days, '-subj', '/CN=pull-unpack test CA'],
+    dir,
+  );
   await writeFile(join(dir, 'server.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n');
   await writeFile(join(dir, 'client.ext'), 'extendedKeyUsage=clientAuth\n');
   for (const [name, subject] of [
@@ -138,7 +168,22 @@ export async function makePki(dir: string): Promise<TestPki> {
   ] as const) {
     await openssl(['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', subject], dir);
     await openssl(
-      ['x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', `${name}.pem`, ...days, '-extfile', `${name}.ext`],
+      [
+        'x509',
+        '-req',
+        '-in',
+        `${name}.csr`,
+        '-CA',
+        'ca.pem',
+        '-CAkey',
+        'ca.key',
+        '-CAcreateserial',
+        '-out',
+        `${name}.pem`,
+        ...days,
+        '-extfile',
+        `${name}.ext`,
+      ],
       dir,
     );
   }
@@ -227,7 +272,24 @@ export interface TokenServer extends Listening {
  * signing certificate as x5c (distribution 2.8 verifies it against rootcertbundle).
  */
 export async function startTokenServer(dir: string, options: TokenServerOptions): Promise<TokenServer> {
-  await openssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'token.key', '-out', 'token.pem', '-days', '2', '-subj', '/CN=pull-unpack token signer'], dir);
+  await openssl(
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-keyout',
+      'token.key',
+      '-out',
+      'token.pem',
+      '-days',
+      '2',
+      '-subj',
+      '/CN=pull-unpack token signer',
+    ],
+    dir,
+  );
   const key = createPrivateKey(await readFile(join(dir, 'token.key')));
   const certPem = await readFile(join(dir, 'token.pem'), 'utf8');
   const der = Buffer.from(certPem.replace(/-----(BEGIN|END) CERTIFICATE-----|\s/g, ''), 'base64').toString('base64');
@@ -236,7 +298,16 @@ export async function startTokenServer(dir: string, options: TokenServerOptions)
   const signToken = (subject: string, access: Array<{ type: string; name: string; actions: string[] }>): string => {
     const now = Math.floor(Date.now() / 1000);
     const header = { typ: 'JWT', alg: 'RS256', x5c: [der] };
-    const claims = { iss: options.issuer, sub: subject, aud: options.service, exp: now + 300, nbf: now - 10, iat: now, jti: randomBytes(8).toString('hex'), access };
+    const claims = {
+      iss: options.issuer,
+      sub: subject,
+      aud: options.service,
+      exp: now + 300,
+      nbf: now - 10,
+      iat: now,
+      jti: randomBytes(8).toString('hex'),
+      access,
+    };
     const input = `${b64url(JSON.stringify(header))}.${b64url(JSON.stringify(claims))}`;
     return `${input}.${b64url(sign('sha256', Buffer.from(input), key))}`;
   };
@@ -244,17 +315,29 @@ export async function startTokenServer(dir: string, options: TokenServerOptions)
     const url = new URL(req.url ?? '/', 'http://token');
     let params = url.searchParams;
     if (req.method === 'POST') params = new URLSearchParams(await readBody(req));
-    const scopes = params.getAll('scope').flatMap((s) => s.split(' ')).filter(Boolean);
-    const record: TokenRequest = { method: req.method ?? '', scopes, service: params.get('service') ?? undefined, as: 'anonymous', grantType: params.get('grant_type') ?? undefined };
+    const scopes = params
+      .getAll('scope')
+      .flatMap((s) => s.split(' '))
+      .filter(Boolean);
+    const record: TokenRequest = {
+      method: req.method ?? '',
+      scopes,
+      service: params.get('service') ?? undefined,
+      as: 'anonymous',
+      grantType: params.get('grant_type') ?? undefined,
+    };
     requests.push(record);
     let subject: string | undefined;
     if (req.method === 'POST') {
       const refresh = params.get('refresh_token') ?? '';
-      if (params.get('grant_type') !== 'refresh_token' || !options.refreshTokens?.[refresh]) return void res.writeHead(401).end('{"error":"invalid_grant"}');
+      if (params.get('grant_type') !== 'refresh_token' || !options.refreshTokens?.[refresh])
+        return void res.writeHead(401).end('{"error":"invalid_grant"}');
       subject = options.refreshTokens[refresh];
       record.as = 'refresh_token';
     } else if (req.headers.authorization) {
-      const [user, ...rest] = Buffer.from(req.headers.authorization.replace(/^Basic /, ''), 'base64').toString('utf8').split(':');
+      const [user, ...rest] = Buffer.from(req.headers.authorization.replace(/^Basic /, ''), 'base64')
+        .toString('utf8')
+        .split(':');
       if (!user || options.users[user] === undefined || options.users[user] !== rest.join(':')) {
         return void res.writeHead(401, { 'content-type': 'application/json' }).end('{"details":"incorrect username or password"}');
       }
@@ -274,7 +357,10 @@ export async function startTokenServer(dir: string, options: TokenServerOptions)
     }
     const token = signToken(subject ?? '', access);
     issued.push(token);
-    const body = req.method === 'POST' ? { access_token: token, expires_in: 300, scope: scopes.join(' ') } : { token, access_token: token, expires_in: 300, issued_at: new Date().toISOString() };
+    const body =
+      req.method === 'POST'
+        ? { access_token: token, expires_in: 300, scope: scopes.join(' ') }
+        : { token, access_token: token, expires_in: 300, issued_at: new Date().toISOString() };
     res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(body));
   };
   const listening = await listen(

@@ -45,7 +45,7 @@ export async function runCli(argv: string[], env?: NodeJS.ProcessEnv, stdin?: Re
   stdout.on('data', (c: Buffer) => out.push(c));
   stderr.on('data', (c: Buffer) => err.push(c));
   try {
-    const runEnv = cache ? { ...(env ?? process.env), XDG_CACHE_HOME: cache } : env ?? process.env;
+    const runEnv = cache ? { ...(env ?? process.env), XDG_CACHE_HOME: cache } : (env ?? process.env);
     const code = await main(argv, { stdout, stderr, env: runEnv, stdin });
     const stdoutBytes = Buffer.concat(out);
     return { code, stdout: stdoutBytes.toString('utf8'), stderr: Buffer.concat(err).toString('utf8'), stdoutBytes };

@@ -47,7 +47,9 @@ export async function snapshotText(dir: string): Promise<string> {
     let extra = '';
     if (st.isFile()) extra = (await readFile(p)).toString('base64');
     if (st.isSymbolicLink()) extra = await readlink(p);
-    const xattrs = (await run('getfattr', ['-h', '-d', '-m', '-', '--absolute-names', '-e', 'hex', p])).toString().replace(/^# file:.*$/m, '');
+    const xattrs = (await run('getfattr', ['-h', '-d', '-m', '-', '--absolute-names', '-e', 'hex', p]))
+      .toString()
+      .replace(/^# file:.*$/m, '');
     lines.push([rel, st.mode.toString(8), st.uid, st.gid, st.nlink, st.mtimeMs, extra, xattrs.trim()].join(' | '));
     if (st.isDirectory()) for (const name of (await readdir(p)).sort()) await walk(join(rel, name));
   }

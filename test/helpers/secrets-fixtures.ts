@@ -30,7 +30,8 @@ export function needlesFor(secrets: Record<string, string>, pairs: Array<[string
     if (value.length < 6) throw new Error(`secret ${label} is too short to search for`);
     out.push({ label, value }, { label: `${label} (base64)`, value: Buffer.from(value).toString('base64') });
   }
-  for (const [user, password] of pairs) out.push({ label: `basic ${user}:<password ${password.length} chars>`, value: Buffer.from(`${user}:${password}`).toString('base64') });
+  for (const [user, password] of pairs)
+    out.push({ label: `basic ${user}:<password ${password.length} chars>`, value: Buffer.from(`${user}:${password}`).toString('base64') });
   return out;
 }
 
@@ -39,7 +40,8 @@ export function authorizationNeedles(values: Iterable<string>): Needle[] {
   const out = new Map<string, Needle>();
   for (const value of values) {
     const credential = value.replace(/^\S+\s+/, '');
-    if (credential.length >= 6) out.set(credential, { label: `Authorization credential ${value.split(' ')[0]} #${out.size + 1}`, value: credential });
+    if (credential.length >= 6)
+      out.set(credential, { label: `Authorization credential ${value.split(' ')[0]} #${out.size + 1}`, value: credential });
   }
   return [...out.values()];
 }
@@ -88,7 +90,11 @@ export function leaksInTree(dir: string, needles: Needle[]): string[] {
         return;
       }
       const text = bytes.toString('latin1');
-      for (const label of leaksIn(text, needles.map((n) => ({ ...n, value: Buffer.from(n.value).toString('latin1') })))) found.push(`${path}: ${label}`);
+      for (const label of leaksIn(
+        text,
+        needles.map((n) => ({ ...n, value: Buffer.from(n.value).toString('latin1') })),
+      ))
+        found.push(`${path}: ${label}`);
     }
     if (st.isDirectory()) {
       let names: string[] = [];
@@ -108,7 +114,9 @@ export function leaksInTree(dir: string, needles: Needle[]): string[] {
 export function stagingBeside(dest: string): string[] {
   const prefix = `.${basename(dest)}.pull-unpack-`;
   try {
-    return readdirSync(dirname(dest)).filter((n) => n.startsWith(prefix)).map((n) => join(dirname(dest), n));
+    return readdirSync(dirname(dest))
+      .filter((n) => n.startsWith(prefix))
+      .map((n) => join(dirname(dest), n));
   } catch {
     return [];
   }
@@ -125,7 +133,13 @@ export interface ScannedRun extends CliRun {
  * Runs the CLI in-process (like runCliStdin) with `--json` expected in `argv`; at every event it
  * writes, the staging directories beside `dest` are searched for `needles()`.
  */
-export async function runCliScanning(argv: string[], env: NodeJS.ProcessEnv, stdin: string | undefined, dest: string, needles: () => Needle[]): Promise<ScannedRun> {
+export async function runCliScanning(
+  argv: string[],
+  env: NodeJS.ProcessEnv,
+  stdin: string | undefined,
+  dest: string,
+  needles: () => Needle[],
+): Promise<ScannedRun> {
   const out: Buffer[] = [];
   const err: Buffer[] = [];
   const stagingLeaks: string[] = [];
@@ -144,7 +158,14 @@ export async function runCliScanning(argv: string[], env: NodeJS.ProcessEnv, std
   stderr.on('data', (c: Buffer) => err.push(c));
   const code = await main(argv, { stdout, stderr, env, stdin: stdin === undefined ? undefined : Readable.from([Buffer.from(stdin)]) });
   const stdoutBytes = Buffer.concat(out);
-  return { code, stdout: stdoutBytes.toString('utf8'), stderr: Buffer.concat(err).toString('utf8'), stdoutBytes, stagingLeaks, stagingScans };
+  return {
+    code,
+    stdout: stdoutBytes.toString('utf8'),
+    stderr: Buffer.concat(err).toString('utf8'),
+    stdoutBytes,
+    stagingLeaks,
+    stagingScans,
+  };
 }
 
 export interface SeenRequest {

@@ -101,7 +101,10 @@ export interface Applied {
 }
 
 /** Applies `layers` in order onto `<tmp>/root` (or onto `into`), then finishApply. */
-export async function applyLayers(layers: Buffer[], options: { isRoot?: boolean; into?: { base: string; root: string } } = {}): Promise<Applied> {
+export async function applyLayers(
+  layers: Buffer[],
+  options: { isRoot?: boolean; into?: { base: string; root: string } } = {},
+): Promise<Applied> {
   const base = options.into?.base ?? (await makeTmp());
   const root = options.into?.root ?? join(base, 'root');
   try {

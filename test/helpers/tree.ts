@@ -164,7 +164,11 @@ export function parseGetfattrDump(dump: Buffer, root: string): Map<string, Recor
     if (line.startsWith('# file: ')) {
       const path = unescapeOctal(line.slice('# file: '.length));
       const prefix = Buffer.from(`${root}/`);
-      const rel = path.equals(Buffer.from(root)) ? '.' : path.subarray(0, prefix.length).equals(prefix) ? displayPath(path.subarray(prefix.length)) : undefined;
+      const rel = path.equals(Buffer.from(root))
+        ? '.'
+        : path.subarray(0, prefix.length).equals(prefix)
+          ? displayPath(path.subarray(prefix.length))
+          : undefined;
       if (rel === undefined) throw new Error(`getfattr reported a path outside ${root}: ${displayBytes(path)}`);
       current = {};
       out.set(rel, current);
@@ -189,7 +193,10 @@ function decodeValue(value: string): string {
 
 /** getfattr's `\ooo` escapes back to bytes (`text` holds one byte per character, latin1). */
 function unescapeOctal(text: string): Buffer {
-  return Buffer.from(text.replace(/\\([0-7]{3})/g, (_m, oct: string) => String.fromCharCode(Number.parseInt(oct, 8))), 'latin1');
+  return Buffer.from(
+    text.replace(/\\([0-7]{3})/g, (_m, oct: string) => String.fromCharCode(Number.parseInt(oct, 8))),
+    'latin1',
+  );
 }
 
 export interface DiffOptions {

@@ -106,12 +106,7 @@ export interface PushedImage {
 }
 
 /** Pushes layers, config and manifest; tagged `tag`, or by digest only when `tag` is null. */
-export declare function pushImage(
-  registryUrl: string,
-  repo: string,
-  tag: string | null,
-  options?: PushImageOptions,
-): Promise<PushedImage>;
+export declare function pushImage(registryUrl: string, repo: string, tag: string | null, options?: PushImageOptions): Promise<PushedImage>;
 
 export interface IndexEntry {
   descriptor: Descriptor;

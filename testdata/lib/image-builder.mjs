@@ -201,9 +201,7 @@ export function parsePlatform(text) {
  * /platform.txt holding `platform`, with the parent directories, sorted by name.
  */
 function platformEntries(files, platform) {
-  const given = Array.isArray(files)
-    ? files
-    : Object.entries(files).map(([name, content]) => ({ name, type: 'file', content }));
+  const given = Array.isArray(files) ? files : Object.entries(files).map(([name, content]) => ({ name, type: 'file', content }));
   const byName = new Map();
   for (const entry of [...given, { name: 'platform.txt', type: 'file', content: `${platform}\n` }]) {
     const name = entry.name.replace(/^\/+/, '');

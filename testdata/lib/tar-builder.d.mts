@@ -2,15 +2,7 @@
 
 export type LayerCompression = 'gzip' | 'zstd' | 'none';
 
-export type TarEntryType =
-  | 'file'
-  | 'directory'
-  | 'symlink'
-  | 'link'
-  | 'fifo'
-  | 'character-device'
-  | 'block-device'
-  | 'contiguous-file';
+export type TarEntryType = 'file' | 'directory' | 'symlink' | 'link' | 'fifo' | 'character-device' | 'block-device' | 'contiguous-file';
 
 export interface TarEntry {
   name: string;
