@@ -5,6 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 
+# Types, lint and formatting first (npm run lint:fix repairs most of what they report); the
+# tests run either way, and a lint failure fails the suite at the end.
+lint_status=0
+npm run --silent lint || lint_status=$?
+
 state=$(mktemp -d)
 # Tests never read or write the user's own blob cache.
 XDG_CACHE_HOME=$(mktemp -d)
@@ -22,5 +27,9 @@ npx vitest run --reporter=default --reporter=json --outputFile="$state/results.j
 # One plain closing line for CI logs: "N passed, N failed".
 if [ -f "$state/results.json" ]; then
   node -e 'const r = require(process.argv[1]); console.log(`${r.numPassedTests} passed, ${r.numFailedTests} failed` + (r.numPendingTests ? `, ${r.numPendingTests} skipped` : ""))' "$state/results.json"
+fi
+if [ "$lint_status" -ne 0 ]; then
+  echo "test: npm run lint failed (run npm run lint:fix)" >&2
+  [ "$status" -ne 0 ] || status=$lint_status
 fi
 exit "$status"

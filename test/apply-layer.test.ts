@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { PullUnpackError } from '../src/errors.js';
 import { applyLayer, createApplyContext, finishApply, parsePaxXattrs } from '../src/apply/applier.js';
-import { DEFAULT_MTIME, applyLayers, buildTar, gnuTar, makeTmp, removeTmp, run, stalledStream, type Applied } from './helpers/tar.js';
+import { applyLayers, buildTar, gnuTar, makeTmp, removeTmp, run, stalledStream, type Applied } from './helpers/tar.js';
 
 const tmps: string[] = [];
 afterEach(async () => {

@@ -6,7 +6,7 @@
  * once, a pull SIGKILLed mid-blob and resumed, `cache ls/prune`, and the --json event stream.
  */
 import { spawnCli } from './helpers/crash-fixtures.js';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { existsSync } from 'node:fs';
@@ -291,7 +291,7 @@ describe('BlobStore.ingest', () => {
       stdio: ['pipe', 'pipe', 'inherit'],
     });
     try {
-      const [line] = (await once(holder.stdout!, 'data')) as [Buffer];
+      const [line] = (await once(holder.stdout, 'data')) as [Buffer];
       expect(line.toString()).toBe('locked\n');
       const src = opener(bytes);
       let waits = 0;
@@ -300,7 +300,7 @@ describe('BlobStore.ingest', () => {
       await sleep(500);
       expect(settled).toBe(false);
       expect(waits).toBe(1);
-      holder.stdin!.write('go\n');
+      holder.stdin.write('go\n');
       const result = await pending;
       expect(src.offsets).toEqual([]);
       expect(result).toEqual({ path: store.path(d.digest), fetched: 0, resumed: 0 });
@@ -468,7 +468,6 @@ describe('cache index, listing and pruning', () => {
 // ---------------------------------------------------------------------------------------------
 // Pulls through the cache against a real registry.
 
-const BIN = fileURLToPath(new URL('../bin/pull-unpack.js', import.meta.url));
 const BUILT_CLI = fileURLToPath(new URL('../dist/cli/main.js', import.meta.url));
 const MiB = 1 << 20;
 const BLOB_PATH = /^\/v2\/.+\/blobs\/(sha256:[0-9a-f]{64})$/;
@@ -601,6 +600,7 @@ interface ThrottlingProxy {
 async function startThrottlingProxy(target: string): Promise<ThrottlingProxy> {
   const [targetHost, targetPort] = target.split(':') as [string, string];
   const requests: ProxiedRequest[] = [];
+  // eslint-disable-next-line prefer-const -- assigned below, once the proxy object it serves exists
   let server!: Server;
   const proxy: ThrottlingProxy = {
     host: '',

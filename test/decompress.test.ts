@@ -12,9 +12,9 @@ import {
   type DecompressorOptions,
   type ZstdDecoder,
 } from '../src/layer/decompress.js';
-import { PullUnpackError } from '../src/errors.js';
 import { ZstdFrameReader } from '../src/layer/zstd-frames.js';
 import { MediaType } from '../src/image/oci.js';
+import { failure } from './helpers/errors.js';
 
 const WHAT = 'layer 1 of test/image:1';
 const hasNativeZstd = typeof (zlib as unknown as { createZstdDecompress?: unknown }).createZstdDecompress === 'function';
@@ -67,15 +67,6 @@ async function decompress(
     }),
   );
   return Buffer.concat(out);
-}
-
-async function failure(promise: Promise<unknown>): Promise<PullUnpackError> {
-  const err = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(PullUnpackError);
-  return err as PullUnpackError;
 }
 
 describe('layerCompression', () => {
@@ -298,7 +289,7 @@ describe('decoder choice', () => {
     // A valid frame header and block framing around garbage that only decoding can reject.
     const good = zstd(sampleText(300_000));
     const bad = Buffer.from(good);
-    for (let i = 40; i < bad.length - 40; i += 97) bad[i] ^= 0x5a;
+    for (let i = 40; i < bad.length - 40; i += 97) bad[i] = bad[i]! ^ 0x5a;
     const err = await failure(decompress('zstd', bad, 4096, { zstd: 'cli' }));
     expect(err).toMatchObject({ code: 'CORRUPT_LAYER', message: expect.stringMatching(/zstd failed \(exit \d+\)/) });
   });

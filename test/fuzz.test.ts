@@ -330,7 +330,7 @@ describe('pull() of random layer stacks from the registry', () => {
     await fc.assert(
       fc.asyncProperty(
         layerStack,
-        fc.constantFrom('absent', 'empty', 'populated') as fc.Arbitrary<'absent' | 'empty' | 'populated'>,
+        fc.constantFrom<'absent' | 'empty' | 'populated'>('absent', 'empty', 'populated'),
         async (stack, destination) => {
           if (Date.now() > deadline) return;
           const ws = await makeWorkspace(destination !== 'absent');
@@ -361,9 +361,7 @@ describe('pull() of random layer stacks from the registry', () => {
               err === undefined || destination !== 'absent' ? ['root', 'sentinel'] : ['sentinel'],
             );
             await expectOutsideUnchanged(ws, before, false);
-            expect(err === undefined ? 'ok' : (err as PullUnpackError).code).toBe(
-              expectedErr === undefined ? 'ok' : (expectedErr as PullUnpackError).code,
-            );
+            expect(err === undefined ? 'ok' : err.code).toBe(expectedErr === undefined ? 'ok' : (expectedErr as PullUnpackError).code);
             if (err !== undefined) {
               if (dirBefore) expect(diffTrees(dirBefore, await snapshotTree(ws.root))).toEqual([]);
               return;

@@ -6,12 +6,13 @@
  */
 import { describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
-import { lstat, mkdir, readFile, readdir, readlink, rm, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, readFile, readdir, readlink, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { applyLayer, createApplyContext, finishApply, type ApplyLimits } from '../src/apply/applier.js';
 import { sentinelSandbox } from './helpers/sandbox.js';
-import { applyLayers, buildTar, makeTmp, removeTmp, run, type Applied, type TarEntrySpec } from './helpers/tar.js';
+import { applyLayers, buildTar, type Applied, type TarEntrySpec } from './helpers/tar.js';
+import { rejection } from './helpers/errors.js';
 
 const box = sentinelSandbox('pu-hostile-');
 
@@ -35,14 +36,6 @@ async function inRoot(rel: string): Promise<string> {
 }
 
 /** The error `pending` rejects with (the test fails if it resolves). */
-async function failure(pending: Promise<unknown>): Promise<Error> {
-  try {
-    await pending;
-  } catch (err) {
-    return err as Error;
-  }
-  throw new Error('expected the apply to fail');
-}
 
 /** A TOO_LARGE error whose hint names `flag`. */
 function tooLarge(flag: string): unknown {
@@ -104,7 +97,7 @@ describe('names', () => {
     await expect(applyWithLimits([await buildTar([{ name: 'l', type: 'symlink', linkname: longTarget }])], {})).rejects.toEqual(
       tooLarge('--max-name-length'),
     );
-    const err = await failure(applyWithLimits([await buildTar([{ name: tooLong, content: 'x' }])], {}));
+    const err = await rejection(applyWithLimits([await buildTar([{ name: tooLong, content: 'x' }])], {}));
     // The message names the entry, elided: a hostile name does not flood the terminal.
     expect(err.message.length).toBeLessThan(400);
     expect(err.message).toMatch(/over the limit of 4096/);
@@ -136,7 +129,7 @@ describe('resource limits', () => {
     // Exactly the first 1000 entries were applied; the 1001st was refused before touching the disk.
     expect((await readdir(box.root)).length).toBe(1000);
 
-    const err = await failure(applyWithLimits([await buildTar(files('a', 600)), await buildTar(files('b', 600))], { maxEntries: 1000 }));
+    const err = await rejection(applyWithLimits([await buildTar(files('a', 600)), await buildTar(files('b', 600))], { maxEntries: 1000 }));
     expect(err).toEqual(tooLarge('--max-entries'));
     expect(err.message).toMatch(/^layer 2: "b400": /);
     await expect(applyWithLimits([bomb], { maxEntries: 1500 })).resolves.toBeUndefined();

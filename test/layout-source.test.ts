@@ -279,7 +279,7 @@ describe('tampering and unsafe files', () => {
   it('serves a tampered layer raw, and VerifyingStream refuses it', async () => {
     const path = join(dir, 'blobs/sha256', img.layer.digest.slice(7));
     const bytes = await readFile(path);
-    bytes[bytes.length - 1] ^= 0xff;
+    bytes[bytes.length - 1] = bytes[bytes.length - 1]! ^ 0xff;
     await writeFile(path, bytes);
     const o = await openRef(`oci:${dir}:v1`);
     const stream = await o.source.fetchBlob(img.layer);
@@ -467,7 +467,7 @@ describe('TarIndex', () => {
   it('refuses a corrupt header and a truncated archive', async () => {
     const good = await makeTar({ 'a.txt': 'x'.repeat(1000) });
     const badSum = Buffer.from(good);
-    badSum[10] ^= 1;
+    badSum[10] = badSum[10]! ^ 1;
     await writeFile(join(root, 'badsum.tar'), badSum);
     await expect(TarIndex.open(join(root, 'badsum.tar'))).rejects.toMatchObject({ code: 'CORRUPT_LAYER' });
     await writeFile(join(root, 'short.tar'), good.subarray(0, 700));

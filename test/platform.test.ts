@@ -1,5 +1,4 @@
 import { describe, expect, it } from 'vitest';
-import { PullUnpackError } from '../src/errors.js';
 import { ATTESTATION_ANNOTATION, MediaType, type Descriptor, type Platform } from '../src/image/oci.js';
 import {
   compatiblePlatforms,
@@ -9,16 +8,7 @@ import {
   parsePlatform,
   selectPlatform,
 } from '../src/image/platform.js';
-
-function thrown(fn: () => unknown): PullUnpackError {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof PullUnpackError) return err;
-    throw err;
-  }
-  throw new Error('expected an error');
-}
+import { thrown } from './helpers/errors.js';
 
 let counter = 0;
 /** An index entry for `spec` ('os/arch[/variant]' as written in the index, not normalized). */

@@ -1,20 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import { isPullUnpackError, PullUnpackError } from '../src/errors.js';
+import { isPullUnpackError } from '../src/errors.js';
 import { familiarName, manifestReference, parseReference, registryEndpoint, withDigest } from '../src/image/reference.js';
+import { thrown } from './helpers/errors.js';
 
 const HEX = 'a'.repeat(64);
 const DIGEST = `sha256:${HEX}`;
 const DIGEST512 = `sha512:${'b'.repeat(128)}`;
-
-function thrown(fn: () => unknown): PullUnpackError {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof PullUnpackError) return err;
-    throw err;
-  }
-  throw new Error('expected an error');
-}
 
 describe('parseReference: valid references', () => {
   it.each([
@@ -60,7 +51,7 @@ describe('parseReference: valid references', () => {
     expect(ref.tag).toBe(tag);
     expect(ref.digest).toBe(digest);
     expect(ref.toString()).toBe(canonical);
-    expect(`${ref}`).toBe(canonical);
+    expect(String(ref)).toBe(canonical);
   });
 
   it('round-trips: the canonical form parses to the same reference', () => {

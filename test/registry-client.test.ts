@@ -9,6 +9,7 @@ import { inspect } from '../src/index.js';
 import { MediaType } from '../src/image/oci.js';
 import { isLoopbackRegistry, RegistryClient } from '../src/registry/client.js';
 import { runCli, startServer, type TestServer } from './helpers/registry.js';
+import { failure } from './helpers/errors.js';
 
 const servers: TestServer[] = [];
 afterEach(async () => {
@@ -124,7 +125,7 @@ describe('registry client: bad input', () => {
       res.writeHead(500, { 'content-type': 'text/plain' });
       res.end(Buffer.alloc(10 * 1024 * 1024, 0x41));
     });
-    const err = await inspect(`${s.host}/a/b:t`).catch((e: Error) => e);
+    const err = await failure(inspect(`${s.host}/a/b:t`));
     expect(err).toMatchObject({ code: 'REGISTRY_ERROR', status: 500 });
     expect(err.message.length).toBeLessThan(1000);
   });

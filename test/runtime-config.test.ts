@@ -1,5 +1,4 @@
 import { describe, expect, it } from 'vitest';
-import { PullUnpackError } from '../src/errors.js';
 import type { ImageConfig, ImageRunConfig } from '../src/image/oci.js';
 import { parseGroup, parsePasswd } from '../src/outputs/passwd.js';
 import {
@@ -12,6 +11,7 @@ import {
   volumeMountPoints,
 } from '../src/outputs/runtime-config.js';
 import { validateConfig } from './helpers/runtime-schema.js';
+import { thrown } from './helpers/errors.js';
 
 // ---- schema: every config this file generates goes through validateSpec() ----
 
@@ -35,16 +35,6 @@ function convert(img: ImageConfig, options?: RuntimeConfigOptions, overrides?: C
   const spec = toRuntimeConfig(overrides === undefined ? img : applyOverrides(img, overrides), options);
   validateSpec(spec);
   return spec;
-}
-
-function thrown(fn: () => unknown): PullUnpackError {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof PullUnpackError) return err;
-    throw err;
-  }
-  throw new Error('expected an error');
 }
 
 const PASSWD = [
@@ -217,7 +207,7 @@ const CASES: Case[] = [
   },
   {
     name: 'args: empty arrays and no config object',
-    extra: { config: undefined } as Partial<ImageConfig>,
+    extra: { config: undefined },
     error: { code: 'INVALID_CONFIG', message: /no Entrypoint or Cmd/ },
   },
   { name: 'args: Cmd is not a string array', config: { Cmd: 'sh' as unknown as string[] }, error: { code: 'INVALID_CONFIG' } },

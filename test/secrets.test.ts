@@ -204,15 +204,13 @@ beforeAll(async () => {
       (form) => {
         if (req.headers.authorization) evilSeen.add(req.headers.authorization);
         const echo = `Authorization: ${req.headers.authorization ?? '(none)'}; form: ${form}; query: ${req.url}`;
-        res
-          .writeHead(401, { 'content-type': 'application/json' })
-          .end(
-            registryErrorBody('UNAUTHORIZED', `authentication refused (${echo})`, {
-              authorization: req.headers.authorization,
-              form,
-              url: req.url,
-            }),
-          );
+        res.writeHead(401, { 'content-type': 'application/json' }).end(
+          registryErrorBody('UNAUTHORIZED', `authentication refused (${echo})`, {
+            authorization: req.headers.authorization,
+            form,
+            url: req.url,
+          }),
+        );
       },
       () => res.writeHead(500).end(),
     );

@@ -133,7 +133,7 @@ describe('TarReader reads what tar-stream reads', () => {
 describe('TarReader failures', () => {
   it('a header whose checksum does not match', async () => {
     const data = Buffer.from(archives['tar-stream pack, pax records']!);
-    data[0] ^= 0x01;
+    data[0] = data[0]! ^ 0x01;
     await expect(readWithReader(data, 4096)).rejects.toThrow(/Invalid tar header/);
   });
 

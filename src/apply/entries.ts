@@ -67,7 +67,7 @@ async function writeBody(fd: number, entry: Entry): Promise<number> {
   let inFlight: Promise<void> | null = null;
   try {
     for await (const data of entry) {
-      const chunk = data as Buffer;
+      const chunk = data;
       batch.push(chunk);
       batchBytes += chunk.length;
       total += chunk.length;

@@ -125,7 +125,7 @@ export function parseManifest(bytes: Uint8Array, contentType: string | undefined
   if (header === MediaType.DockerSchema1 || header === MediaType.DockerSchema1Signed) throw schema1Error(what);
   const doc = parseJsonObject(bytes, `manifest of ${what}`);
   if (doc['schemaVersion'] === 1) throw schema1Error(what);
-  const bodyType = typeof doc['mediaType'] === 'string' ? (doc['mediaType'] as string) : undefined;
+  const bodyType = typeof doc['mediaType'] === 'string' ? doc['mediaType'] : undefined;
   const mediaType = bodyType ?? (header && header !== 'application/json' ? header : guessMediaType(doc));
   if (doc['schemaVersion'] !== 2) {
     throw invalid(what, `schemaVersion is ${JSON.stringify(doc['schemaVersion'])}, expected 2`);

@@ -122,7 +122,7 @@ interface Walk {
 
 /** The members below directory `host` (named `rel` in the archive; null for the root), in order. */
 async function* members(walk: Walk, host: Buffer, rel: Buffer | null): AsyncGenerator<Buffer> {
-  const names = (await readdir(host, { encoding: 'buffer' })).sort(Buffer.compare);
+  const names = (await readdir(host, { encoding: 'buffer' })).sort((a, b) => Buffer.compare(a, b));
   for (const name of names) {
     if (walk.signal?.aborted) throw abortError(walk.signal);
     const childHost = Buffer.concat([host, Buffer.from('/'), name]);

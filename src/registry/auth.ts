@@ -115,8 +115,8 @@ export function parseTokenResponse(body: unknown, realm: string): { token: strin
   if (typeof token !== 'string' || token === '') {
     throw new PullUnpackError('UNAUTHORIZED', `the token server ${realmHost(realm)} answered without a token`);
   }
-  const expiresIn = typeof doc!['expires_in'] === 'number' ? (doc!['expires_in'] as number) : undefined;
-  const issuedAt = typeof doc!['issued_at'] === 'string' ? (doc!['issued_at'] as string) : undefined;
+  const expiresIn = typeof doc!['expires_in'] === 'number' ? doc!['expires_in'] : undefined;
+  const issuedAt = typeof doc!['issued_at'] === 'string' ? doc!['issued_at'] : undefined;
   return { token, ...(expiresIn !== undefined && { expiresIn }), ...(issuedAt !== undefined && { issuedAt }) };
 }
 

@@ -203,7 +203,7 @@ export function networkError(err: unknown, host: string, what: string, hint?: st
 
 /** A NETWORK error worth another attempt: anything but a certificate that failed verification. */
 export function isRetryableNetworkError(err: unknown): boolean {
-  return isPullUnpackError(err, 'NETWORK') && !isCertificateError((err as PullUnpackError).cause);
+  return isPullUnpackError(err, 'NETWORK') && !isCertificateError(err.cause);
 }
 
 /** True when a TLS handshake failed because the server speaks plain HTTP. */

@@ -126,7 +126,7 @@ export function spawnCli(
   let pending = '';
   const events: EventLine[] = [];
   const waiters: Array<{ match: (e: EventLine) => boolean; resolve: (e: EventLine) => void }> = [];
-  child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
     out += chunk;
     pending += chunk;
     for (let nl = pending.indexOf('\n'); nl >= 0; nl = pending.indexOf('\n')) {
@@ -142,7 +142,7 @@ export function spawnCli(
       }
     }
   });
-  child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (err += chunk));
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (err += chunk));
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     child.on('close', (code, signal) => resolve({ code, signal })),
   );

@@ -281,7 +281,7 @@ export function damage(bytes: Buffer, how: { kind: 'none' | 'truncate' | 'flip' 
 }
 
 export const damageSpec = fc.record({
-  kind: fc.constantFrom('none', 'none', 'truncate', 'flip', 'insert') as fc.Arbitrary<'none' | 'truncate' | 'flip' | 'insert'>,
+  kind: fc.constantFrom<'none' | 'truncate' | 'flip' | 'insert'>('none', 'none', 'truncate', 'flip', 'insert'),
   at: fc.nat(),
   byte: fc.integer({ min: 1, max: 255 }),
 });

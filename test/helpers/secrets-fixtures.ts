@@ -97,7 +97,7 @@ export function leaksInTree(dir: string, needles: Needle[]): string[] {
         found.push(`${path}: ${label}`);
     }
     if (st.isDirectory()) {
-      let names: string[] = [];
+      let names: string[];
       try {
         names = readdirSync(path);
       } catch {

@@ -88,7 +88,7 @@ async function walk(host: Buffer, rel: string, out: Map<string, TreeEntry>, inod
   if (type === 'symlink') entry.linkTarget = displayBytes(await readlink(host, { encoding: 'buffer' }));
   if (type === 'char-device' || type === 'block-device') entry.rdev = splitRdev(st.rdev);
   if (type !== 'directory') return;
-  const names = (await readdir(host, { encoding: 'buffer' })).sort(Buffer.compare);
+  const names = (await readdir(host, { encoding: 'buffer' })).sort((a, b) => Buffer.compare(a, b));
   for (const name of names) {
     const shown = displayBytes(name);
     await walk(Buffer.concat([host, Buffer.from('/'), name]), rel === '.' ? shown : `${rel}/${shown}`, out, inodes);
