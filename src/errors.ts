@@ -32,6 +32,8 @@ export type ErrorCode =
   | 'GROUP_NOT_FOUND'
   | 'INVALID_CONFIG_OVERRIDE'
   | 'ABORTED'
+  | 'INVALID_POLICY'
+  | 'SIGNATURE_REJECTED'
   | 'USAGE';
 
 export interface PullUnpackErrorOptions {
