@@ -25,8 +25,11 @@ export interface SigstoreRequirement {
   type: 'sigstoreSigned';
   /** PEM public keys, any one of which may have signed; empty for a keyless (fulcio) requirement. */
   publicKeys: string[];
-  /** Keyless: the certificate must chain to `caCertificates` (PEM) and name this issuer and email. */
-  fulcio?: { caCertificates: string; oidcIssuer: string; subjectEmail: string } | undefined;
+  /**
+   * Keyless: the certificate must chain to `caCertificates` (PEM) and name this OIDC issuer and
+   * subject: an email SAN (the policy's subjectEmail) or, from --verify-identity, a URI SAN.
+   */
+  fulcio?: { caCertificates: string; oidcIssuer: string; subjectEmail?: string | undefined; subjectUri?: string | undefined } | undefined;
   /** PEM public keys of the Rekor log whose signed entry timestamp must accompany the signature. */
   rekorPublicKeys: string[];
   signedIdentity: SignedIdentity;
@@ -59,4 +62,16 @@ export interface SignatureReport {
   verified: boolean;
   /** Why it does not satisfy the requirement, when it does not. */
   reason?: string | undefined;
+}
+
+/**
+ * `--verify-key FILE` (repeatable), or keyless `--verify-identity EMAIL|URI` + `--verify-issuer URL`
+ * + `--trusted-root FILE` (sigstore's trusted_root.json): a cosign check without a policy file,
+ * applied with signedIdentity matchRepoDigestOrExact.
+ */
+export interface VerifyOptions {
+  keyPaths: string[];
+  identity?: string | undefined;
+  issuer?: string | undefined;
+  trustedRootPath?: string | undefined;
 }
