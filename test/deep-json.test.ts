@@ -46,11 +46,11 @@ function expectDepthRefusal(r: { code: number; stderr: string }, code = 1): void
 }
 
 describe('the shared JSON parser', () => {
-  it('counts depth outside strings only, escapes included, for text and bytes alike', () => {
-    const text = '{"a":"[[[{{\\"[[","b":[{"c":[1,"]]]"]}]}';
+  it('counts depth outside strings only, escaped quotes and backslashes included', () => {
+    const text = '{"a":"[[[{{\\"[[","b":[{"c":[1,"]]]\\\\"]}],"d":"\\\\\\"["}';
     expect(jsonDepth(text)).toBe(4);
-    expect(jsonDepth(Buffer.from(text))).toBe(4);
-    expect(jsonDepth('"\\\\"')).toBe(0);
+    expect(jsonDepth('"\\\\"[')).toBe(1);
+    expect(jsonDepth('["unterminated [[[[')).toBe(1);
     expect(jsonDepth('[]'.repeat(1000))).toBe(1);
     expect(parseJson(Buffer.from(text), 'doc')).toEqual(JSON.parse(text));
   });

@@ -23,22 +23,17 @@ const BACKSLASH = 0x5c;
 
 /**
  * How deep `text` nests arrays and objects, counting brackets outside strings, in one pass
- * without recursion. Stops counting once `limit` is passed (the result is then limit + 1).
- * On malformed JSON the count is only an estimate; JSON.parse reports the syntax error.
+ * without recursion (string bodies are skipped with indexOf). Stops counting once `limit` is
+ * passed (the result is then limit + 1). On malformed JSON the count is only an estimate;
+ * JSON.parse reports the syntax error.
  */
-export function jsonDepth(text: string | Uint8Array, limit = Infinity): number {
-  // The bytes of '{', '[', '"' and '\' never occur inside a multi-byte UTF-8 sequence.
-  const code = typeof text === 'string' ? (i: number) => text.charCodeAt(i) : (i: number) => text[i]!;
+export function jsonDepth(text: string, limit = Infinity): number {
   let depth = 0;
   let deepest = 0;
-  let inString = false;
   for (let i = 0; i < text.length; i++) {
-    const c = code(i);
-    if (inString) {
-      if (c === BACKSLASH) i++;
-      else if (c === QUOTE) inString = false;
-    } else if (c === QUOTE) {
-      inString = true;
+    const c = text.charCodeAt(i);
+    if (c === QUOTE) {
+      i = closingQuote(text, i + 1);
     } else if (c === OPEN_BRACE || c === OPEN_BRACKET) {
       depth++;
       if (depth > deepest) deepest = depth;
@@ -48,6 +43,18 @@ export function jsonDepth(text: string | Uint8Array, limit = Infinity): number {
     }
   }
   return deepest;
+}
+
+/** The index of the quote that ends the string whose body starts at `from` (text.length if none). */
+function closingQuote(text: string, from: number): number {
+  for (let at = from; ;) {
+    const quote = text.indexOf('"', at);
+    if (quote === -1) return text.length;
+    let backslashes = 0;
+    while (quote - backslashes - 1 >= from && text.charCodeAt(quote - backslashes - 1) === BACKSLASH) backslashes++;
+    if (backslashes % 2 === 0) return quote;
+    at = quote + 1;
+  }
 }
 
 export interface ParseJsonOptions {
@@ -64,10 +71,10 @@ export interface ParseJsonOptions {
  */
 export function parseJson(text: string | Uint8Array, what: string, options: ParseJsonOptions = {}): unknown {
   const code = options.code ?? 'INVALID_MANIFEST';
-  if (jsonDepth(text, MAX_JSON_DEPTH) > MAX_JSON_DEPTH) {
+  const source = typeof text === 'string' ? text : Buffer.from(text.buffer, text.byteOffset, text.byteLength).toString('utf8');
+  if (jsonDepth(source, MAX_JSON_DEPTH) > MAX_JSON_DEPTH) {
     throw new PullUnpackError(code, `${what} nests arrays or objects more than ${MAX_JSON_DEPTH} levels deep`, { hint: options.hint });
   }
-  const source = typeof text === 'string' ? text : Buffer.from(text.buffer, text.byteOffset, text.byteLength).toString('utf8');
   try {
     return JSON.parse(source) as unknown;
   } catch (cause) {
