@@ -40,7 +40,11 @@ export async function inspect(image: string, options: InspectOptions = {}): Prom
   const wanted = wantedPlatform(options);
   const opened = await openImage(image, options);
   try {
-    return await inspectImage(opened.source, opened.reference, opened.display, wanted, options.signal);
+    return await inspectImage(opened.source, opened.reference, opened.display, wanted, {
+      signal: options.signal,
+      limits: opened.limits,
+      platformGiven: options.platform !== undefined,
+    });
   } finally {
     await opened.close();
   }

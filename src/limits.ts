@@ -9,6 +9,10 @@ export interface Limits {
   maxManifestBytes: number;
   /** Largest image config accepted, in bytes. */
   maxConfigBytes: number;
+  /** Most manifest descriptors one resolve reads, over the index and every index nested in it. */
+  maxManifests: number;
+  /** Most levels of indexes, the top one included (an index in an index is 2). */
+  maxIndexDepth: number;
   /** Most layers an image may have. */
   maxLayers: number;
   /** Most uncompressed layer bytes, all layers together (decompression bombs stop here). */
@@ -26,6 +30,11 @@ const GiB = 1024 ** 3;
 export const DEFAULT_LIMITS: Readonly<Limits> = {
   maxManifestBytes: 4 * 1024 * 1024,
   maxConfigBytes: 8 * 1024 * 1024,
+  // Real indexes list a few dozen entries (platforms and their attestations); each listed
+  // descriptor counts, so an index naming one nested index thousands of times stops here.
+  maxManifests: 1000,
+  // docker buildx and skopeo nest at most once; 4 leaves room for hand-made layouts.
+  maxIndexDepth: 4,
   // Docker refuses more than 127 layers on overlayfs; other tools allow a few more.
   maxLayers: 500,
   maxUncompressedBytes: 64 * GiB,

@@ -19,8 +19,8 @@ import { fetchBlobs, type BlobEvent } from './store/fetch.js';
 import type { Descriptor, ImageConfig, Platform } from './image/oci.js';
 import { openImage, wantedPlatform, type OpenedImage, type SourceOptions } from './sources/open.js';
 import { formatPlatform } from './image/platform.js';
-import { limitError, resolveLimits, type Limits } from './limits.js';
-import { fetchConfig, resolveImage, type ResolvedImage } from './image/resolve.js';
+import { limitError, type Limits } from './limits.js';
+import { checkConfigPlatform, fetchConfig, resolveImage, type ResolvedImage } from './image/resolve.js';
 import type { ImageSource } from './sources/source.js';
 
 export const DEFAULT_CONCURRENCY = 4;
@@ -134,7 +134,7 @@ async function pullOpened(opened: OpenedImage, dest: string, wanted: Platform, o
   const stopOnUserAbort = (): void => controller.abort(options.signal?.reason);
   options.signal?.addEventListener('abort', stopOnUserAbort, { once: true });
   const signal = controller.signal;
-  const limits = resolveLimits(options.limits);
+  const { limits } = opened;
   const staging = await createStaging(dest, (message) => options.onEvent?.({ type: 'warning', message }));
   try {
     // Registry pulls go through the persistent cache when there is one; local sources and
@@ -148,9 +148,12 @@ async function pullOpened(opened: OpenedImage, dest: string, wanted: Platform, o
         : persistent
           ? cachingSource(opened.source, store)
           : opened.source;
-    const resolved = await resolveImage(source, opened.reference, wanted, signal);
+    const resolved = await resolveImage(source, opened.reference, wanted, { signal, limits });
     emitResolved(opened.display, resolved, options);
-    const { config, bytes: configBytes } = await fetchConfig(source, resolved.manifest, signal, limits.maxConfigBytes);
+    const { config, bytes: configBytes } = await fetchConfig(source, resolved.manifest, { signal, limits });
+    for (const note of checkConfigPlatform(resolved, config, wanted, options.platform !== undefined, opened.display)) {
+      options.onEvent?.({ type: 'warning', message: note });
+    }
     await store.putBytes(resolved.manifest.config, configBytes, `the config of ${source.name}`);
     const layers = checkLayers(resolved, config, source.name, limits);
     if (options.offline && persistent) await checkOffline(store, layers, source.name);

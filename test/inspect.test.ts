@@ -179,14 +179,19 @@ describe('inspect a Docker manifest list and a single manifest', () => {
     expect(pickOf(r).digest).toBe(imageFor(list, 'linux/arm/v7'));
   });
 
-  it('reports a single manifest with the platform of its config', async () => {
-    const r = await inspect(singleRef, { platform: 'linux/amd64' });
+  it('reports a single manifest with the platform of its config; another --platform gets no match naming both', async () => {
+    const r = await inspect(singleRef, { platform: 'linux/arm64' });
     expect(r.kind).toBe('manifest');
     expect(r.mediaType).toBe(MediaType.DockerManifest);
     expect(r.digest).toBe(singleDigest);
     expect(r.configPlatform).toBe('linux/arm64');
     expect(r.platforms).toEqual([]);
-    expect(pickOf(r).notes.join(' ')).toMatch(/linux\/arm64, not linux\/amd64/);
+    expect(pickOf(r)).toMatchObject({ digest: singleDigest, platform: 'linux/arm64', notes: [] });
+    const other = await inspect(singleRef, { platform: 'linux/amd64' });
+    expect(other.pick).toMatchObject({
+      code: 'NO_MATCHING_PLATFORM',
+      error: expect.stringMatching(/built for linux\/arm64, not linux\/amd64/),
+    });
   });
 });
 

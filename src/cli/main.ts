@@ -47,6 +47,8 @@ Common options:
   --max-uncompressed-size SIZE     tar entries together (10000000), path depth (256),
   --max-layers N                   name or link target length in bytes (4096)
   --max-entries N  --max-path-depth N  --max-name-length N
+  --max-manifests N  --max-index-depth N
+                                 manifests listed by an image's indexes (1000), index levels (4)
   --json                         machine-readable output
   -h, --help                     show this help
   --version                      show the version
@@ -266,18 +268,20 @@ async function inspectCommand(args: string[], io: CliIo): Promise<number> {
     signal: io.signal,
     onNotice: (m) => notices.push(m),
   });
+  // Exit 1 when the platform has no image, so scripts can ask "does IMAGE have linux/arm/v6?".
+  const code = 'error' in result.pick ? EXIT_FAILURE : EXIT_OK;
   if (values.raw) {
     io.stdout.write(result.raw);
-    return EXIT_OK;
+    return code;
   }
   if (values.json) {
     const { raw: _raw, ...doc } = result;
     io.stdout.write(`${JSON.stringify({ ...doc, notices }, null, 2)}\n`);
-    return EXIT_OK;
+    return code;
   }
   for (const n of notices) io.stderr.write(`note: ${n}\n`);
   io.stdout.write(formatInspect(result));
-  return EXIT_OK;
+  return code;
 }
 
 const KIND_NAMES: Record<string, string> = {

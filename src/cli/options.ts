@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import type { ParseArgsConfig } from 'node:util';
 import { readPasswordFromStream } from '../registry/credentials.js';
 import { PullUnpackError } from '../errors.js';
+import { parseJson } from '../image/json.js';
 import type { SourceOptions } from '../sources/open.js';
 import { parseSize, resolveLimits, type Limits } from '../limits.js';
 import type { TransportOptions } from '../registry/transport.js';
@@ -23,6 +24,8 @@ export const NETWORK_FLAGS = {
   config: { type: 'string' },
   'max-manifest-size': { type: 'string' },
   'max-config-size': { type: 'string' },
+  'max-manifests': { type: 'string' },
+  'max-index-depth': { type: 'string' },
   'max-layers': { type: 'string' },
   'max-uncompressed-size': { type: 'string' },
   'max-entries': { type: 'string' },
@@ -40,6 +43,8 @@ export interface NetworkFlagValues {
   config?: string | undefined;
   'max-manifest-size'?: string | undefined;
   'max-config-size'?: string | undefined;
+  'max-manifests'?: string | undefined;
+  'max-index-depth'?: string | undefined;
   'max-layers'?: string | undefined;
   'max-uncompressed-size'?: string | undefined;
   'max-entries'?: string | undefined;
@@ -96,6 +101,8 @@ function limitsFrom(values: NetworkFlagValues): Partial<Limits> {
   return resolveLimits({
     maxManifestBytes: size(values['max-manifest-size']),
     maxConfigBytes: size(values['max-config-size']),
+    maxManifests: count('max-manifests'),
+    maxIndexDepth: count('max-index-depth'),
     maxLayers: count('max-layers'),
     maxUncompressedBytes: size(values['max-uncompressed-size']),
     maxEntries: count('max-entries'),
@@ -140,13 +147,7 @@ function readConfigFile(explicit: string | undefined, env: NodeJS.ProcessEnv): C
     if (explicit === undefined && (err as NodeJS.ErrnoException).code === 'ENOENT') return {};
     throw new PullUnpackError('USAGE', `cannot read the config file ${path}: ${(err as Error).message}`);
   }
-  let doc: unknown;
-  try {
-    doc = JSON.parse(text);
-  } catch (cause) {
-    throw new PullUnpackError('USAGE', `the config file ${path} is not valid JSON`, { cause });
-  }
-  return checkConfigFile(doc, path);
+  return checkConfigFile(parseJson(text, `the config file ${path}`, { code: 'USAGE' }), path);
 }
 
 function checkConfigFile(doc: unknown, path: string): ConfigFile {

@@ -5,7 +5,7 @@
 import { isPullUnpackError } from '../errors.js';
 import type { Platform } from './oci.js';
 import { formatPlatform, normalizePlatform } from './platform.js';
-import { chooseManifest, fetchConfig, fetchTopLevel } from './resolve.js';
+import { checkConfigPlatform, chooseManifest, configPlatform, fetchConfig, fetchTopLevel, type ResolveOptions } from './resolve.js';
 import type { ImageSource } from '../sources/source.js';
 
 export interface InspectedPlatform {
@@ -37,15 +37,20 @@ export interface InspectResult {
   raw: Buffer;
 }
 
+export interface InspectImageOptions extends ResolveOptions {
+  /** True when the platform was asked for (--platform), not the host's: a single manifest built for another is no match. */
+  platformGiven?: boolean | undefined;
+}
+
 /** Inspects `reference` through `source`; a platform with no match is reported, not thrown. */
 export async function inspectImage(
   source: ImageSource,
   reference: string,
   display: string,
   wanted: Platform,
-  signal?: AbortSignal,
+  options: InspectImageOptions = {},
 ): Promise<InspectResult> {
-  const top = await fetchTopLevel(source, reference, signal);
+  const top = await fetchTopLevel(source, reference, options);
   const normalized = normalizePlatform(wanted);
   const base = {
     reference: display,
@@ -57,23 +62,20 @@ export async function inspectImage(
     raw: top.bytes,
   };
   if (top.parsed.kind === 'manifest') {
-    const { config } = await fetchConfig(source, top.parsed.manifest, signal);
-    const configPlatform =
-      config.os && config.architecture
-        ? formatPlatform({ os: config.os, architecture: config.architecture, variant: config.variant })
-        : undefined;
-    const reason = 'the reference names a single-platform manifest';
-    return {
-      ...base,
-      platforms: [],
-      configPlatform,
-      pick: {
+    const { config } = await fetchConfig(source, top.parsed.manifest, options);
+    const built = configPlatform(config);
+    const platform = built ? formatPlatform(built) : undefined;
+    const pick = await noMatchReported(async () => {
+      const resolved = await chooseManifest(top, normalized);
+      const notes = checkConfigPlatform(resolved, config, normalized, options.platformGiven ?? false, display);
+      return {
         digest: top.descriptor.digest,
-        platform: configPlatform ?? 'unknown',
-        reason,
-        notes: platformNotes(configPlatform, base.wanted),
-      },
-    };
+        platform: platform ?? 'unknown',
+        reason: 'the reference names a single-platform manifest',
+        notes,
+      };
+    });
+    return { ...base, platforms: [], configPlatform: platform, pick };
   }
   const platforms = top.entries.map((e) => ({
     platform: e.descriptor.platform ? formatPlatform(e.descriptor.platform) : undefined,
@@ -83,18 +85,19 @@ export async function inspectImage(
     attestation: e.attestation,
     via: e.via,
   }));
-  let pick: InspectResult['pick'];
-  try {
-    const { choice } = await chooseManifest(source, top, normalized, signal);
-    pick = { digest: choice!.descriptor.digest, platform: formatPlatform(choice!.platform), reason: choice!.reason, notes: choice!.notes };
-  } catch (err) {
-    if (!isPullUnpackError(err, 'NO_MATCHING_PLATFORM')) throw err;
-    pick = { error: err.message, code: err.code };
-  }
+  const pick = await noMatchReported(async () => {
+    const { choice } = await chooseManifest(top, normalized);
+    return { digest: choice!.descriptor.digest, platform: formatPlatform(choice!.platform), reason: choice!.reason, notes: choice!.notes };
+  });
   return { ...base, platforms, pick };
 }
 
-function platformNotes(configPlatform: string | undefined, wanted: string): string[] {
-  if (!configPlatform || configPlatform === wanted) return [];
-  return [`the image is built for ${configPlatform}, not ${wanted}`];
+/** The pick `choose` makes, or the NO_MATCHING_PLATFORM error it throws as a value. */
+async function noMatchReported(choose: () => Promise<InspectResult['pick']>): Promise<InspectResult['pick']> {
+  try {
+    return await choose();
+  } catch (err) {
+    if (!isPullUnpackError(err, 'NO_MATCHING_PLATFORM')) throw err;
+    return { error: err.message, code: err.code };
+  }
 }

@@ -4,6 +4,7 @@
  */
 import { PullUnpackError } from '../errors.js';
 import { parseDigest } from './digest.js';
+import { parseJson } from './json.js';
 
 export const MediaType = {
   OciIndex: 'application/vnd.oci.image.index.v1+json',
@@ -148,7 +149,7 @@ export function parseManifest(bytes: Uint8Array, contentType: string | undefined
 
 /** Parses and checks an image config blob. */
 export function parseImageConfig(bytes: Uint8Array, what: string): ImageConfig {
-  const doc = parseJsonObject(bytes, `config of ${what}`);
+  const doc = parseJsonObject(bytes, `config of ${what}`, 'INVALID_CONFIG');
   const rootfs = doc['rootfs'] as { type?: unknown; diff_ids?: unknown } | undefined;
   if (!rootfs || typeof rootfs !== 'object' || !Array.isArray(rootfs.diff_ids)) {
     throw new PullUnpackError('INVALID_CONFIG', `config of ${what} has no rootfs.diff_ids`);
@@ -205,20 +206,19 @@ function checkDescriptor(value: unknown, where: string): Descriptor {
   return d as unknown as Descriptor;
 }
 
-function parseJsonObject(bytes: Uint8Array, what: string): Record<string, unknown> {
-  let doc: unknown;
-  try {
-    doc = JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8'));
-  } catch (cause) {
-    const start = Buffer.from(bytes.subarray(0, 40)).toString('utf8').replace(/\s+/g, ' ');
-    const looksHtml = /^\s*</.test(start);
-    throw new PullUnpackError('INVALID_MANIFEST', `${what} is not JSON${looksHtml ? ' (the server answered HTML)' : ''}`, {
-      cause,
-      hint: looksHtml ? 'is this address a registry? A proxy or login page may be answering instead' : undefined,
+function parseJsonObject(
+  bytes: Uint8Array,
+  what: string,
+  code: 'INVALID_MANIFEST' | 'INVALID_CONFIG' = 'INVALID_MANIFEST',
+): Record<string, unknown> {
+  if (/^\s*</.test(Buffer.from(bytes.subarray(0, 40)).toString('utf8'))) {
+    throw new PullUnpackError(code, `${what} is not JSON (the server answered HTML)`, {
+      hint: 'is this address a registry? A proxy or login page may be answering instead',
     });
   }
+  const doc = parseJson(bytes, what, { code });
   if (!doc || typeof doc !== 'object' || Array.isArray(doc)) {
-    throw new PullUnpackError('INVALID_MANIFEST', `${what} is not a JSON object`);
+    throw new PullUnpackError(code, `${what} is not a JSON object`);
   }
   return doc as Record<string, unknown>;
 }

@@ -250,6 +250,13 @@ function matches(want: Platform, have: Platform): boolean {
   return haveVersion === wantVersion || haveVersion.startsWith(`${wantVersion}.`);
 }
 
+/** Where `have` ranks in compatiblePlatforms(wanted) (0: exact), or undefined when it does not run there. */
+export function platformRank(wanted: Platform, have: Platform): number | undefined {
+  const normalized = normalizePlatform(have);
+  const rank = compatiblePlatforms(wanted).findIndex((v) => matches(v, normalized));
+  return rank === -1 ? undefined : rank;
+}
+
 export interface PlatformChoice {
   /** The chosen index entry. */
   descriptor: Descriptor;

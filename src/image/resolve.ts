@@ -16,13 +16,9 @@ import {
   type ParsedManifest,
   type Platform,
 } from './oci.js';
-import { formatPlatform, normalizePlatform, selectPlatform, type PlatformChoice } from './platform.js';
+import { formatPlatform, normalizePlatform, platformRank, selectPlatform, type PlatformChoice } from './platform.js';
 import type { ImageSource } from '../sources/source.js';
-
-/** Indexes nested deeper than this are refused (real images nest at most once). */
-const MAX_INDEX_DEPTH = 4;
-/** Image configs larger than this are refused. */
-export const MAX_CONFIG_BYTES = 8 * 1024 * 1024;
+import { DEFAULT_LIMITS, limitError, type Limits } from '../limits.js';
 
 /** One entry of an index, with the chain of nested indexes it was found in. */
 export interface IndexEntry {
@@ -39,6 +35,8 @@ export interface TopLevel {
   parsed: ParsedManifest;
   /** Every manifest entry of the index and of the indexes nested in it; empty for a manifest. */
   entries: IndexEntry[];
+  /** Reads the resolve's further documents (each digest once). */
+  reader: DocumentReader;
 }
 
 export interface ResolvedImage {
@@ -50,75 +48,127 @@ export interface ResolvedImage {
   manifest: ImageManifest;
 }
 
-/** Fetches and parses what `reference` (a tag or digest) names; follows nested indexes. */
-export async function fetchTopLevel(source: ImageSource, reference: string, signal?: AbortSignal): Promise<TopLevel> {
-  const fetched = await source.getManifest(reference, signal);
-  const parsed = parseManifest(fetched.bytes, fetched.contentType, `${source.name}${reference.includes(':') ? '@' : ':'}${reference}`);
-  const descriptor: Descriptor = { mediaType: parsed.mediaType, digest: fetched.digest, size: fetched.bytes.length };
-  const entries = parsed.kind === 'index' ? await flattenIndex(source, parsed.index, [], signal) : [];
-  return { descriptor, bytes: fetched.bytes, parsed, entries };
+export interface ResolveOptions {
+  signal?: AbortSignal | undefined;
+  /** The limits a resolve obeys (maxManifestBytes is the source's business); default DEFAULT_LIMITS. */
+  limits?: Limits | undefined;
 }
 
-async function flattenIndex(source: ImageSource, index: ImageIndex, via: string[], signal?: AbortSignal): Promise<IndexEntry[]> {
+/**
+ * The documents of one resolve: each digest is fetched at most once, and every descriptor an
+ * index lists counts against maxManifests, so an index naming the same nested index thousands
+ * of times costs one request and then a TOO_LARGE, not millions of requests.
+ */
+class DocumentReader {
+  private readonly fetched = new Map<string, ReturnType<ImageSource['getManifest']>>();
+  private listed = 0;
+
+  constructor(
+    readonly source: ImageSource,
+    readonly limits: Limits,
+    readonly signal: AbortSignal | undefined,
+  ) {}
+
+  /** Counts the descriptors of one more index listing. */
+  count(listing: number): void {
+    this.listed += listing;
+    if (this.listed > this.limits.maxManifests) {
+      throw limitError(`${this.source.name}: its indexes list ${this.listed} manifests`, this.limits.maxManifests, '--max-manifests');
+    }
+  }
+
+  /** The manifest or index `descriptor` names, fetched once, checked against its size and digest, parsed. */
+  async read(
+    descriptor: Descriptor,
+    what = `${this.source.name}@${descriptor.digest}`,
+  ): Promise<{ bytes: Buffer; parsed: ParsedManifest }> {
+    let pending = this.fetched.get(descriptor.digest);
+    if (!pending) {
+      pending = this.source.getManifest(descriptor.digest, this.signal);
+      this.fetched.set(descriptor.digest, pending);
+    }
+    const { bytes, contentType } = await pending;
+    verifyBytes(bytes, descriptor.digest, what, descriptor.size);
+    return { bytes, parsed: parseManifest(bytes, contentType || descriptor.mediaType, what) };
+  }
+}
+
+/** Fetches and parses what `reference` (a tag or digest) names; follows nested indexes. */
+export async function fetchTopLevel(source: ImageSource, reference: string, options: ResolveOptions = {}): Promise<TopLevel> {
+  const reader = new DocumentReader(source, options.limits ?? DEFAULT_LIMITS, options.signal);
+  const fetched = await source.getManifest(reference, options.signal);
+  const parsed = parseManifest(fetched.bytes, fetched.contentType, `${source.name}${reference.includes(':') ? '@' : ':'}${reference}`);
+  const descriptor: Descriptor = { mediaType: parsed.mediaType, digest: fetched.digest, size: fetched.bytes.length };
+  const entries = parsed.kind === 'index' ? await flattenIndex(reader, parsed.index, [], new Set()) : [];
+  return { descriptor, bytes: fetched.bytes, parsed, entries, reader };
+}
+
+/**
+ * The manifest entries of `index` and of the indexes nested in it, in order. A nested index
+ * met again (by digest) adds nothing: its entries are already listed.
+ */
+async function flattenIndex(reader: DocumentReader, index: ImageIndex, via: string[], expanded: Set<string>): Promise<IndexEntry[]> {
+  reader.count(index.manifests.length);
   const entries: IndexEntry[] = [];
   for (const descriptor of index.manifests) {
     if (!isIndexMediaType(descriptor.mediaType)) {
       entries.push({ descriptor, via, attestation: isAttestation(descriptor) });
       continue;
     }
-    if (via.length + 1 >= MAX_INDEX_DEPTH) {
-      throw new PullUnpackError('INVALID_MANIFEST', `${source.name}: indexes nested more than ${MAX_INDEX_DEPTH} deep`);
+    if (expanded.has(descriptor.digest)) continue;
+    expanded.add(descriptor.digest);
+    // The top index is level 1; `via` holds the levels between it and this one.
+    const level = via.length + 2;
+    if (level > reader.limits.maxIndexDepth) {
+      throw limitError(`${reader.source.name}: indexes nested ${level} levels deep`, reader.limits.maxIndexDepth, '--max-index-depth');
     }
-    const nested = await fetchDocument(source, descriptor, signal);
-    if (nested.kind !== 'index') {
-      throw new PullUnpackError('INVALID_MANIFEST', `${source.name}@${descriptor.digest} is listed as an index but is a manifest`);
+    const nested = await reader.read(descriptor);
+    if (nested.parsed.kind !== 'index') {
+      throw new PullUnpackError('INVALID_MANIFEST', `${reader.source.name}@${descriptor.digest} is listed as an index but is a manifest`);
     }
-    entries.push(...(await flattenIndex(source, nested.index, [...via, descriptor.digest], signal)));
+    entries.push(...(await flattenIndex(reader, nested.parsed.index, [...via, descriptor.digest], expanded)));
   }
   return entries;
 }
 
-/** Fetches a manifest or index by descriptor, checking its size and digest. */
-async function fetchDocument(source: ImageSource, descriptor: Descriptor, signal?: AbortSignal): Promise<ParsedManifest> {
-  const fetched = await source.getManifest(descriptor.digest, signal);
-  const what = `${source.name}@${descriptor.digest}`;
-  verifyBytes(fetched.bytes, descriptor.digest, what, descriptor.size);
-  return parseManifest(fetched.bytes, fetched.contentType || descriptor.mediaType, what);
-}
-
 /** Resolves `reference` to the single-platform manifest to unpack. */
-export async function resolveImage(source: ImageSource, reference: string, wanted: Platform, signal?: AbortSignal): Promise<ResolvedImage> {
-  const top = await fetchTopLevel(source, reference, signal);
-  return chooseManifest(source, top, wanted, signal);
+export async function resolveImage(
+  source: ImageSource,
+  reference: string,
+  wanted: Platform,
+  options: ResolveOptions = {},
+): Promise<ResolvedImage> {
+  const top = await fetchTopLevel(source, reference, options);
+  return chooseManifest(top, wanted);
 }
 
 /** Picks the platform entry of an index (or takes the manifest itself) and fetches it. */
-export async function chooseManifest(source: ImageSource, top: TopLevel, wanted: Platform, signal?: AbortSignal): Promise<ResolvedImage> {
+export async function chooseManifest(top: TopLevel, wanted: Platform): Promise<ResolvedImage> {
   if (top.parsed.kind === 'manifest') {
     return { top, choice: undefined, manifestDescriptor: top.descriptor, manifestBytes: top.bytes, manifest: top.parsed.manifest };
   }
+  const { source } = top.reader;
   const choice = selectPlatform(
     top.entries.map((e) => e.descriptor),
     normalizePlatform(wanted),
     source.name,
   );
-  const fetched = await source.getManifest(choice.descriptor.digest, signal);
   const what = `${source.name}@${choice.descriptor.digest} (${formatPlatform(choice.platform)})`;
-  verifyBytes(fetched.bytes, choice.descriptor.digest, what, choice.descriptor.size);
-  const parsed = parseManifest(fetched.bytes, fetched.contentType || choice.descriptor.mediaType, what);
+  const { bytes, parsed } = await top.reader.read(choice.descriptor, what);
   if (parsed.kind !== 'manifest') {
     throw new PullUnpackError('INVALID_MANIFEST', `${what} is listed as an image manifest but is an index`);
   }
-  return { top, choice, manifestDescriptor: choice.descriptor, manifestBytes: fetched.bytes, manifest: parsed.manifest };
+  return { top, choice, manifestDescriptor: choice.descriptor, manifestBytes: bytes, manifest: parsed.manifest };
 }
 
 /** Fetches, verifies and parses the image config a manifest names. */
 export async function fetchConfig(
   source: ImageSource,
   manifest: ImageManifest,
-  signal?: AbortSignal,
-  maxBytes = MAX_CONFIG_BYTES,
+  options: ResolveOptions = {},
 ): Promise<{ config: ImageConfig; bytes: Buffer }> {
+  const { signal } = options;
+  const maxBytes = (options.limits ?? DEFAULT_LIMITS).maxConfigBytes;
   const descriptor = manifest.config;
   const what = `the config of ${source.name} (${descriptor.digest})`;
   if (descriptor.size > maxBytes) {
@@ -140,4 +190,38 @@ export async function fetchConfig(
   const bytes = Buffer.concat(chunks);
   verifyBytes(bytes, descriptor.digest, what, descriptor.size);
   return { config: parseImageConfig(bytes, source.name), bytes };
+}
+
+/** The platform an image config declares ('linux/arm64'), or undefined when it names no OS and architecture. */
+export function configPlatform(config: ImageConfig): Platform | undefined {
+  if (typeof config.os !== 'string' || typeof config.architecture !== 'string' || !config.os || !config.architecture) return undefined;
+  return normalizePlatform({ os: config.os, architecture: config.architecture, variant: config.variant });
+}
+
+/**
+ * Checks a single-platform image (one the reference names directly, not an index entry) against
+ * the wanted platform, as docker and containerd do: its config's os/architecture/variant is what
+ * it is built for. Asked for with --platform (`explicit`), an image for another platform is
+ * NO_MATCHING_PLATFORM naming both; for the host's platform it is pulled, and the returned notes
+ * say it may not run here. A config that names no platform is pulled as docker pulls it (moby
+ * takes an empty OS for the host's), with a note when a platform was asked for. `name` names
+ * the image in messages.
+ */
+export function checkConfigPlatform(
+  resolved: ResolvedImage,
+  config: ImageConfig,
+  wanted: Platform,
+  explicit: boolean,
+  name: string,
+): string[] {
+  if (resolved.choice) return [];
+  const target = formatPlatform(normalizePlatform(wanted));
+  const built = configPlatform(config);
+  if (!built) return explicit ? [`the config of ${name} names no platform; it cannot be checked against ${target}`] : [];
+  if (platformRank(wanted, built) !== undefined) return [];
+  const have = formatPlatform(built);
+  if (!explicit) return [`${name} is built for ${have}, not for this host's ${target}: it may not run here`];
+  throw new PullUnpackError('NO_MATCHING_PLATFORM', `${name} is built for ${have}, not ${target}`, {
+    hint: `it is a single-platform image: pull it with --platform ${have}, or without --platform`,
+  });
 }

@@ -17,6 +17,7 @@ import { pipeline } from 'node:stream/promises';
 import { abortError, PullUnpackError } from '../errors.js';
 import { digestOf, parseDigest, verifyBytes } from '../image/digest.js';
 import { MediaType, parseManifest, type Descriptor } from '../image/oci.js';
+import { parseJson } from '../image/json.js';
 
 export interface OciLayoutInput {
   /** The platform's image manifest, exactly as served, and its descriptor. */
@@ -103,7 +104,7 @@ function indexEntry(input: OciLayoutInput, manifest: { mediaType: string; digest
 
 /** The Docker schema 2 manifest `bytes` with OCI media types; every other field is kept. */
 function toOciManifest(bytes: Buffer): OciLayoutInput['manifest'] {
-  const doc = JSON.parse(bytes.toString('utf8')) as Record<string, unknown> & { config: Descriptor; layers: Descriptor[] };
+  const doc = parseJson(bytes, 'the manifest') as Record<string, unknown> & { config: Descriptor; layers: Descriptor[] };
   const retype = (d: Descriptor): Descriptor => ({ ...d, mediaType: DOCKER_TO_OCI[d.mediaType] ?? d.mediaType });
   const converted = Buffer.from(
     JSON.stringify({ ...doc, mediaType: MediaType.OciManifest, config: retype(doc.config), layers: doc.layers.map(retype) }),

@@ -8,14 +8,14 @@ import type { Dispatcher } from 'undici';
 import { basicAuthorization, parseChallenges, parseTokenResponse, pullScope, TokenCache, type Credentials } from './auth.js';
 import { digestOf, parseDigest } from '../image/digest.js';
 import { PullUnpackError, RegistryError, abortError } from '../errors.js';
+import { DEFAULT_LIMITS } from '../limits.js';
+import { parseJson } from '../image/json.js';
 import { MANIFEST_ACCEPT, MediaType, type Descriptor } from '../image/oci.js';
 import { registryEndpoint } from '../image/reference.js';
 import { checkRange, CREDENTIALS_REFUSED_HINT, headerValue, LOGIN_HINT, readCapped, registryErrorFrom, unauthorized } from './responses.js';
 import { backoffDelay, isRetryableStatus, retryAfterMs, rateLimitSummary } from './retry.js';
 import { certsDirFor, loadHttp, isNotTls, isRetryableNetworkError, networkError, type Http, type TransportOptions } from './transport.js';
 
-/** Manifests and indexes larger than this are refused (containerd and the distribution registry use 4 MiB). */
-export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
 /** Error bodies are read up to this many bytes; the rest is discarded. */
 const MAX_ERROR_BODY_BYTES = 64 * 1024;
 const MAX_REDIRECTS = 5;
@@ -111,7 +111,7 @@ export class RegistryClient {
     this.mayUseHttp = listed || isLoopbackRegistry(this.endpoint);
     this.transportOptions = options.transport;
     this.givenDispatcher = options.dispatcher;
-    this.maxManifestBytes = options.maxManifestBytes ?? MAX_MANIFEST_BYTES;
+    this.maxManifestBytes = options.maxManifestBytes ?? DEFAULT_LIMITS.maxManifestBytes;
     this.attempts = Math.max(1, options.attempts ?? DEFAULT_ATTEMPTS);
     this.backoffMs = options.backoffMs ?? 500;
     this.onNotice = options.onNotice ?? (() => undefined);
@@ -454,12 +454,7 @@ export class RegistryClient {
     }
     if (res.statusCode !== 200) throw await this.responseError(res, `a token for ${scope}`);
     const body = await readCapped(res.body, MAX_ERROR_BODY_BYTES * 16, res.headers['content-length'], 'the token response', 'TOO_LARGE');
-    let doc: unknown;
-    try {
-      doc = JSON.parse(body.toString('utf8'));
-    } catch (cause) {
-      throw new PullUnpackError('UNAUTHORIZED', `the token server ${url.host} did not answer JSON`, { cause });
-    }
+    const doc = parseJson(body, `the answer of the token server ${url.host}`, { code: 'UNAUTHORIZED' });
     const { token, expiresIn, issuedAt } = parseTokenResponse(doc, url.toString());
     this.tokens.set(scope, token, expiresIn, issuedAt);
     return token;

@@ -10,6 +10,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import type { Credentials } from './auth.js';
 import { PullUnpackError, redactSecrets } from '../errors.js';
+import { parseJson as parseJsonText } from '../image/json.js';
 
 /** What running `docker-credential-NAME get` came to. */
 export type HelperResult =
@@ -267,7 +268,7 @@ async function fromHelper(name: string, lookup: Lookup): Promise<Found | undefin
 function helperCredentials(stdout: string): Credentials | undefined {
   let doc: unknown;
   try {
-    doc = JSON.parse(stdout);
+    doc = parseJsonText(stdout, 'the answer');
   } catch {
     return undefined; // the caller's notice says the answer was unusable; the text may hold a secret
   }
@@ -344,9 +345,9 @@ async function readJsonFile(file: string, lookup: Lookup): Promise<Record<string
 function parseJson(text: string, source: string, lookup: Lookup): Record<string, unknown> | undefined {
   let doc: unknown;
   try {
-    doc = JSON.parse(text);
+    doc = parseJsonText(text, source);
   } catch {
-    doc = undefined;
+    doc = undefined; // not JSON, or nested too deep to be a credential file
   }
   if (isObject(doc)) return doc;
   lookup.notices.push(`${source} is not a valid JSON object; ignoring it`);

@@ -4,12 +4,13 @@
  */
 import type { Dispatcher } from 'undici';
 import { PullUnpackError, redactValue, RegistryError } from '../errors.js';
+import { parseJson } from '../image/json.js';
 
 /** Maps an HTTP error response to a typed error, using the registry's JSON error body when it has one. */
 export function registryErrorFrom(status: number, body: Buffer, contentType: string, what: string, registry: string): RegistryError {
   let first: { code?: string; message?: string; detail?: unknown } | undefined;
   try {
-    const doc = JSON.parse(body.toString('utf8')) as { errors?: Array<{ code?: string; message?: string; detail?: unknown }> };
+    const doc = parseJson(body, 'the error body') as { errors?: Array<{ code?: string; message?: string; detail?: unknown }> };
     first = Array.isArray(doc.errors) ? doc.errors[0] : undefined;
   } catch {
     first = undefined;

@@ -12,8 +12,10 @@ import { abortError, PullUnpackError } from '../errors.js';
 import type { LayoutFiles } from './layout.js';
 import { MediaType, type Descriptor, type ImageManifest } from '../image/oci.js';
 import { parseReference } from '../image/reference.js';
-import { MAX_MANIFEST_BYTES, type FetchedManifest } from '../registry/client.js';
-import { MAX_CONFIG_BYTES } from '../image/resolve.js';
+import type { FetchedManifest } from '../registry/client.js';
+import { parseJson } from '../image/json.js';
+import { limitError, type Limits } from '../limits.js';
+import { readCapped } from './capped-read.js';
 import type { ImageSource } from './source.js';
 import type { TarIndex, TarMember } from '../tar/archive-index.js';
 
@@ -45,26 +47,37 @@ interface ArchiveImage {
 
 /**
  * An ImageSource for the image of a legacy `docker save` archive that `ref` (NAME[:TAG], Docker
- * normalization) names, or its only image. Reads each layer once to compute its digest; the
- * synthesized Docker schema 2 manifest is addressed by its own digest, which is `reference`.
- * NOT_FOUND listing the RepoTags when `ref` matches nothing or no `ref` is given for several images.
+ * normalization) names, or its only image. The limits are checked before any layer is read,
+ * and each distinct layer file is read once to compute its digest (manifest.json may name one
+ * file many times); the synthesized Docker schema 2 manifest is addressed by its own digest,
+ * which is `reference`. NOT_FOUND listing the RepoTags when `ref` matches nothing or no `ref`
+ * is given for several images.
  */
 export async function openDockerArchive(
   tar: TarIndex,
   name: string,
   ref: string | undefined,
-  signal?: AbortSignal,
+  options: { signal?: AbortSignal | undefined; limits: Limits },
 ): Promise<{ source: ImageSource; reference: string }> {
-  const images = await readArchiveManifest(tar, name);
+  const { signal, limits } = options;
+  const images = await readArchiveManifest(tar, name, limits);
   const image = selectImage(images, name, ref);
   const label = image.RepoTags[0] ? `${name}:${image.RepoTags[0]}` : name;
+  if (image.Layers.length > limits.maxLayers) throw limitError(`${label}: ${image.Layers.length} layers`, limits.maxLayers, '--max-layers');
   const blobs = new Map<string, TarMember>();
-  const config = describeConfig(tar, image.Config, label, blobs);
+  const config = await describeConfig(tar, image.Config, label, blobs, limits);
+  const described = new Map<TarMember, Descriptor>();
   const layers: Descriptor[] = [];
   for (const [i, path] of image.Layers.entries()) {
-    layers.push(await describeLayer(tar, path, `layer ${i + 1} of ${label}`, blobs, signal));
+    const member = archiveMember(tar, path, `layer ${i + 1} of ${label}`);
+    let descriptor = described.get(member);
+    if (!descriptor) {
+      descriptor = await describeLayer(tar, member, blobs, signal);
+      described.set(member, descriptor);
+    }
+    layers.push(descriptor);
   }
-  const manifest: ImageManifest = { schemaVersion: 2, mediaType: MediaType.DockerManifest, config: await config, layers };
+  const manifest: ImageManifest = { schemaVersion: 2, mediaType: MediaType.DockerManifest, config, layers };
   const bytes = Buffer.from(JSON.stringify(manifest), 'utf8');
   const digest = `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
   const source: ImageSource = {
@@ -88,20 +101,19 @@ export async function openDockerArchive(
   return { source, reference: digest };
 }
 
-async function readArchiveManifest(tar: TarIndex, name: string): Promise<ArchiveImage[]> {
-  const files = tarFiles(tar);
-  let doc: unknown;
+async function readArchiveManifest(tar: TarIndex, name: string, limits: Limits): Promise<ArchiveImage[]> {
+  let bytes: Buffer;
   try {
-    doc = JSON.parse((await files.read('manifest.json', MAX_MANIFEST_BYTES, `${name} manifest.json`)).toString('utf8'));
+    bytes = await readCapped(tarFiles(tar), 'manifest.json', limits.maxManifestBytes, '--max-manifest-size', `${name} manifest.json`);
   } catch (err) {
     if (err instanceof PullUnpackError && err.code === 'NOT_FOUND') {
       throw new PullUnpackError('NOT_FOUND', `${name} is not a docker save archive: it has neither manifest.json nor index.json`, {
         cause: err,
       });
     }
-    if (err instanceof SyntaxError) throw new PullUnpackError('INVALID_MANIFEST', `${name}: manifest.json is not JSON`, { cause: err });
     throw err;
   }
+  const doc = parseJson(bytes, `${name}: manifest.json`);
   if (!Array.isArray(doc)) throw new PullUnpackError('INVALID_MANIFEST', `${name}: manifest.json is not an array`);
   return doc.map((entry: unknown, i) => {
     const e = (entry ?? {}) as Record<string, unknown>;
@@ -141,10 +153,18 @@ function normalized(repoTag: string): string | undefined {
   }
 }
 
-async function describeConfig(tar: TarIndex, path: string, label: string, blobs: Map<string, TarMember>): Promise<Descriptor> {
+async function describeConfig(
+  tar: TarIndex,
+  path: string,
+  label: string,
+  blobs: Map<string, TarMember>,
+  limits: Limits,
+): Promise<Descriptor> {
   const member = archiveMember(tar, path, `the config of ${label}`);
-  if (member.size > MAX_CONFIG_BYTES) {
-    throw new PullUnpackError('TOO_LARGE', `the config of ${label} is ${member.size} bytes, over the ${MAX_CONFIG_BYTES}-byte limit`);
+  if (member.size > limits.maxConfigBytes) {
+    throw new PullUnpackError('TOO_LARGE', `the config of ${label} is ${member.size} bytes, over the ${limits.maxConfigBytes}-byte limit`, {
+      hint: 'raise it with --max-config-size if the image is trusted',
+    });
   }
   const digest = `sha256:${createHash('sha256')
     .update(await tar.read(member))
@@ -158,14 +178,7 @@ const GZIP_MAGIC = Buffer.from([0x1f, 0x8b]);
 const ZSTD_MAGIC = Buffer.from([0x28, 0xb5, 0x2f, 0xfd]);
 
 /** Hashes a layer file as stored; its first bytes decide the media type (docker save may hold gzip layers). */
-async function describeLayer(
-  tar: TarIndex,
-  path: string,
-  what: string,
-  blobs: Map<string, TarMember>,
-  signal?: AbortSignal,
-): Promise<Descriptor> {
-  const member = archiveMember(tar, path, what);
+async function describeLayer(tar: TarIndex, member: TarMember, blobs: Map<string, TarMember>, signal?: AbortSignal): Promise<Descriptor> {
   const hash = createHash('sha256');
   let head = Buffer.alloc(0);
   const stream = tar.stream(member);

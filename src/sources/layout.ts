@@ -16,7 +16,10 @@ import { selectLayoutEntry } from './layout-select.js';
 import { digestOf, parseDigest } from '../image/digest.js';
 import { MediaType, parseManifest, type Descriptor } from '../image/oci.js';
 import { parseReference } from '../image/reference.js';
-import { MAX_MANIFEST_BYTES, type FetchedManifest } from '../registry/client.js';
+import type { FetchedManifest } from '../registry/client.js';
+import { DEFAULT_LIMITS, type Limits } from '../limits.js';
+import { parseJson } from '../image/json.js';
+import { readCapped } from './capped-read.js';
 import type { ImageSource } from './source.js';
 import { TarIndex } from '../tar/archive-index.js';
 
@@ -125,14 +128,15 @@ export interface OpenedLocalSource {
  */
 export async function openLocalSource(
   ref: LocalReference,
-  options: { scratchDir?: string; signal?: AbortSignal } = {},
+  options: { scratchDir?: string; signal?: AbortSignal; limits?: Limits } = {},
 ): Promise<OpenedLocalSource> {
+  const limits = options.limits ?? DEFAULT_LIMITS;
   if (options.signal?.aborted) throw abortError(options.signal);
   const path = resolve(ref.path);
   const selection: LayoutSelection = { tag: ref.tag, digest: ref.digest };
   if (ref.transport === 'oci') {
     const files = await dirFiles(path);
-    return { ...(await openOciLayout(files, `oci:${path}`, selection)), close: () => files.close() };
+    return { ...(await openOciLayout(files, `oci:${path}`, selection, limits)), close: () => files.close() };
   }
   const tar = await TarIndex.open(path, options.signal);
   try {
@@ -141,8 +145,8 @@ export async function openLocalSource(
     // docker 25+ writes an OCI layout (plus a legacy manifest.json) into `docker save` output.
     const opened =
       ref.transport === 'oci-archive' || isLayout
-        ? await openOciLayout(tarFiles(tar), name, selection)
-        : await openDockerArchive(tar, name, ref.tag, options.signal);
+        ? await openOciLayout(tarFiles(tar), name, selection, limits)
+        : await openDockerArchive(tar, name, ref.tag, { signal: options.signal, limits });
     return { ...opened, close: () => tar.close() };
   } catch (err) {
     await tar.close();
@@ -223,9 +227,9 @@ const MAX_LAYOUT_FILE_BYTES = 64 * 1024;
 const LOOKS_LIKE_DIGEST = /^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-f0-9]{32,}$/;
 
 /** An ImageSource over an OCI layout's files, and the reference of the entry `selection` picks. */
-async function openOciLayout(files: LayoutFiles, name: string, selection: LayoutSelection): Promise<LayoutOpened> {
+async function openOciLayout(files: LayoutFiles, name: string, selection: LayoutSelection, limits: Limits): Promise<LayoutOpened> {
   await checkLayoutVersion(files, name);
-  const indexBytes = await files.read('index.json', MAX_MANIFEST_BYTES, `${name} index.json`);
+  const indexBytes = await readCapped(files, 'index.json', limits.maxManifestBytes, '--max-manifest-size', `${name} index.json`);
   const parsed = parseManifest(indexBytes, MediaType.OciIndex, `${name} index.json`);
   if (parsed.kind !== 'index') throw new PullUnpackError('INVALID_MANIFEST', `${name}: index.json is not an image index`);
   const index = parsed.index;
@@ -241,7 +245,8 @@ async function openOciLayout(files: LayoutFiles, name: string, selection: Layout
     if (signal?.aborted) throw abortError(signal);
     const digest = parseDigest(descriptor.digest);
     const what = `${name}@${descriptor.digest}`;
-    const bytes = await files.read(`blobs/${digest.algorithm}/${digest.hex}`, MAX_MANIFEST_BYTES, `the manifest ${what}`);
+    const blob = `blobs/${digest.algorithm}/${digest.hex}`;
+    const bytes = await readCapped(files, blob, limits.maxManifestBytes, '--max-manifest-size', `the manifest ${what}`);
     checkDocument(bytes, descriptor, what);
     return { bytes, contentType: descriptor.mediaType ?? '', digest: descriptor.digest };
   };
@@ -287,12 +292,8 @@ async function checkLayoutVersion(files: LayoutFiles, name: string): Promise<voi
     }
     throw err;
   }
-  let version: unknown;
-  try {
-    version = (JSON.parse(text) as { imageLayoutVersion?: unknown }).imageLayoutVersion;
-  } catch (cause) {
-    throw new PullUnpackError('INVALID_MANIFEST', `${name}: oci-layout is not JSON`, { cause });
-  }
+  const doc = parseJson(text, `${name}: oci-layout`);
+  const version = doc && typeof doc === 'object' ? (doc as { imageLayoutVersion?: unknown }).imageLayoutVersion : undefined;
   // image-layout.md: imageLayoutVersion is "1.0.0"; a later major version may change the layout.
   if (typeof version !== 'string' || !/^1\./.test(version)) {
     throw new PullUnpackError('INVALID_MANIFEST', `${name}: unsupported imageLayoutVersion ${JSON.stringify(version)}`, {

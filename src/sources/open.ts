@@ -11,7 +11,7 @@ import { openLocalSource, parseLocalReference } from './layout.js';
 import { manifestReference, parseReference, type Reference } from '../image/reference.js';
 import { DEFAULT_ATTEMPTS, RegistryClient, type RegistryClientOptions } from '../registry/client.js';
 import { fallbackSource, registrySource, withBlobOffsets, type ImageSource } from './source.js';
-import type { Limits } from '../limits.js';
+import { resolveLimits, type Limits } from '../limits.js';
 import type { TransportOptions } from '../registry/transport.js';
 
 export interface SourceOptions {
@@ -61,6 +61,8 @@ export interface OpenedImage {
   display: string;
   /** True for oci:, oci-archive: and docker-archive: sources (never cached, never offline). */
   local: boolean;
+  /** The limits every reader of this image obeys: DEFAULT_LIMITS with the options' overrides, resolved once. */
+  limits: Limits;
   /** Releases files held open by local sources; a no-op for registries. */
   close(): Promise<void>;
 }
@@ -70,25 +72,29 @@ export interface OpenedImage {
  * source (`oci:DIR[:TAG|@DIGEST]`, `oci-archive:FILE[:TAG]`, `docker-archive:FILE[:REF]`).
  */
 export async function openImage(image: string, options: SourceOptions): Promise<OpenedImage> {
+  const limits = resolveLimits(options.limits);
   const local = parseLocalReference(image);
   if (local) {
-    const opened = await openLocalSource(local, { signal: options.signal });
+    const opened = await openLocalSource(local, { signal: options.signal, limits });
     return {
       source: withBlobOffsets(opened.source),
       reference: opened.reference,
       display: local.toString(),
       local: true,
+      limits,
       close: () => opened.close(),
     };
   }
   const reference = parseReference(image);
-  const mirrors = (options.mirrors?.[reference.registry] ?? []).map((url) => mirrorSource(url, reference, options));
-  const upstream = registrySource(registryClient(reference.registry, options, options.credentials), reference.repository);
+  const resolved = { ...options, limits };
+  const mirrors = (options.mirrors?.[reference.registry] ?? []).map((url) => mirrorSource(url, reference, resolved));
+  const upstream = registrySource(registryClient(reference.registry, resolved, options.credentials), reference.repository);
   return {
     source: fallbackSource([...mirrors, upstream], options.onNotice ?? (() => undefined)),
     reference: manifestReference(reference),
     display: reference.toString(),
     local: false,
+    limits,
     close: async () => undefined,
   };
 }

@@ -10,6 +10,7 @@ import type { BlobStore } from './blob-store.js';
 import { PullUnpackError } from '../errors.js';
 import { tryFileLock, withFileLock } from './lock.js';
 import { MediaType, type Descriptor, type ImageIndex } from '../image/oci.js';
+import { parseJson } from '../image/json.js';
 
 /** The annotation naming a reference in an OCI layout's index.json (image-spec annotations.md). */
 export const REF_NAME = 'org.opencontainers.image.ref.name';
@@ -51,7 +52,7 @@ async function readIndex(store: BlobStore): Promise<ImageIndex> {
     throw err;
   }
   try {
-    const doc = JSON.parse(text) as ImageIndex;
+    const doc = parseJson(text, `the cache's index.json (${store.root})`) as ImageIndex;
     if (!Array.isArray(doc.manifests)) throw new Error('no manifests array');
     return doc;
   } catch (cause) {

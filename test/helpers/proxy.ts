@@ -20,6 +20,8 @@ export interface ProxyOptions {
 }
 
 export interface RegistryProxy extends TestServer {
+  /** Every request seen, in order, as 'METHOD /path'. */
+  readonly requests: string[];
   /** Digests of the blob GETs seen, in order. */
   readonly blobRequests: string[];
   /** The most blob GETs that were being answered at the same time. */
@@ -33,10 +35,12 @@ const SKIP_HEADERS = new Set(['host', 'connection', 'keep-alive', 'transfer-enco
 /** Starts a proxy that forwards to the registry at `targetUrl` (e.g. 'http://127.0.0.1:5000'). */
 export async function startRegistryProxy(targetUrl: string, options: ProxyOptions = {}): Promise<RegistryProxy> {
   const blobRequests: string[] = [];
+  const requests: string[] = [];
   let inFlight = 0;
   let maxInFlight = 0;
   let misbehaved = 0;
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    requests.push(`${req.method ?? 'GET'} ${req.url ?? '/'}`);
     const digest = req.method === 'GET' ? BLOB_PATH.exec(req.url ?? '')?.[1] : undefined;
     if (digest) {
       blobRequests.push(digest);
@@ -72,6 +76,7 @@ export async function startRegistryProxy(targetUrl: string, options: ProxyOption
       });
     })),
     blobRequests,
+    requests,
     get maxInFlight() {
       return maxInFlight;
     },
