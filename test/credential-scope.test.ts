@@ -9,6 +9,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { digestOf } from '../src/image/digest.js';
 import { MediaType } from '../src/image/oci.js';
 import { RegistryClient } from '../src/registry/client.js';
+import { OriginPolicy } from '../src/registry/origins.js';
 import { isolatedEnv, makePki, runCliStdin, secretsIn, tempDir, type TestPki } from './helpers/network-fixtures.js';
 import { startDualServer, TINY_MANIFEST, type DualHandler, type DualServer } from './helpers/hostile-servers.js';
 import { failure } from './helpers/errors.js';
@@ -171,5 +172,42 @@ describe('--insecure-registry is for the named origin alone', () => {
     const err = await failure(client.fetchBlob('org/app', descriptor));
     expect(err).toMatchObject({ code: 'NETWORK', hint: expect.stringMatching(/certificate is not trusted/) });
     expect(storage.seen).toEqual([]);
+  });
+});
+
+describe('the origin policy', () => {
+  it('says which origins may receive credentials: TLS, listed insecure origins, loopback only under a plain-HTTP loopback registry', () => {
+    const policy = new OriginPolicy({
+      registry: 'registry.example:5000',
+      endpoint: 'registry.example:5000',
+      insecureRegistries: ['10.0.0.5:5000', 'lab.example'],
+    });
+    const tls = new URL('https://registry.example:5000');
+    const may = (url: string, base = tls): boolean => policy.maySendSecrets(new URL(url), base);
+    expect(may('https://auth.example/token')).toBe(true);
+    expect(may('http://registry.example:5000/token')).toBe(false);
+    expect(may('http://127.0.0.1:5001/token')).toBe(false);
+    expect(may('http://10.0.0.5:5000/token')).toBe(true);
+    expect(may('http://10.0.0.5:5001/token')).toBe(false);
+    expect(may('http://lab.example:8080/token')).toBe(true);
+    expect(may('ftp://auth.example/token')).toBe(false);
+    expect(may('http://localhost:5001/token', new URL('http://127.0.0.1:5000'))).toBe(true);
+    expect(may('http://mirror.example:5000/v2/', new URL('http://mirror.example:5000'))).toBe(false);
+  });
+
+  it('leaves certificates unverified only for listed origins; a registry listed by name covers its endpoint only', () => {
+    const policy = new OriginPolicy({
+      registry: 'docker.io',
+      endpoint: 'registry-1.docker.io',
+      insecureRegistries: ['docker.io', '10.0.0.5:5000'],
+    });
+    expect(policy.registryInsecure).toBe(true);
+    expect(policy.isInsecure(new URL('https://registry-1.docker.io'))).toBe(true);
+    expect(policy.isInsecure(new URL('https://auth.docker.io/token'))).toBe(false);
+    expect(policy.isInsecure(new URL('https://10.0.0.5:5000'))).toBe(true);
+    expect(policy.isInsecure(new URL('https://10.0.0.5:5001'))).toBe(false);
+    expect(
+      new OriginPolicy({ registry: 'ghcr.io', endpoint: 'ghcr.io', insecureRegistries: [] }).isInsecure(new URL('https://ghcr.io')),
+    ).toBe(false);
   });
 });

@@ -3,19 +3,20 @@
  * One client talks to one registry; it owns scheme selection, authentication and error mapping.
  */
 import { Readable } from 'node:stream';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { Dispatcher } from 'undici';
 import { basicAuthorization, parseChallenges, pullScope, TokenCache, type Credentials } from './auth.js';
 import { digestOf, parseDigest } from '../image/digest.js';
-import { PullUnpackError, RegistryError, abortError } from '../errors.js';
+import { PullUnpackError, RegistryError } from '../errors.js';
 import { MANIFEST_ACCEPT, MediaType, type Descriptor } from '../image/oci.js';
 import { registryEndpoint } from '../image/reference.js';
-import { Deadline, DeadlineExpired, DEFAULT_DOCUMENT_TIMEOUT_MS, tooSlowError } from './deadline.js';
-import { exchange, USER_AGENT, withRetries, type Step } from './exchange.js';
-import { attemptsFor, brokenBodyError, exchangeFailure, isBrokenBody, isNotTls, networkError } from './failures.js';
+import { resumableBody, type ResumedBody } from './blob-body.js';
+import { Deadline, DEFAULT_DOCUMENT_TIMEOUT_MS } from './deadline.js';
+import { exchange, withRetries, type Step } from './exchange.js';
+import { attemptsFor } from './failures.js';
+import { probeScheme } from './probe.js';
 import { isLoopbackRegistry, OriginPolicy } from './origins.js';
 import { checkRange, errorFromResponse, headerValue, readCapped, unauthorized } from './responses.js';
-import { backoffDelay, isRetryableStatus, Retry, retryAfterMs, type RetryPolicy } from './retry.js';
+import { isRetryableStatus, Retry, retryAfterMs, type RetryPolicy } from './retry.js';
 import { requestToken } from './token-request.js';
 import { certsDirFor, loadHttp, type Http, type TransportOptions } from './transport.js';
 
@@ -72,9 +73,6 @@ interface SendOptions {
 }
 
 /** Reads a 2xx response under its deadline (and may hand the deadline over to a streamed body). */
-/** A blob body and how many of its first bytes to skip (a server that ignored the Range). */
-type ResumedBody = { body: Dispatcher.ResponseData['body']; skip: number };
-
 type BodyReader<T> = (res: Dispatcher.ResponseData, deadline: Deadline) => Promise<T>;
 
 /** The authorization state of one request: the scope asked for, the header to send, whether a 401 was answered. */
@@ -156,15 +154,18 @@ export class RegistryClient {
 
   /** GET /v2/: checks that the registry answers the v2 API (a 401 counts as an answer). */
   async ping(signal?: AbortSignal): Promise<void> {
-    const status = await this.send('/v2/', { repository: '', what: 'the registry API', signal }, async (res) => {
+    const url = new URL('/v2/', await this.baseUrl(signal));
+    const deadline = new Deadline(this.documentTimeout, signal);
+    try {
+      const res = await exchange(await this.http(), url, { method: 'GET', headers: {} }, deadline, signal, 'the registry API');
       await res.body.dump();
-      return res.statusCode;
-    }).catch((err: unknown) => {
-      if (err instanceof RegistryError && err.status === 401) return 401;
-      throw err;
-    });
-    if (status !== 200 && status !== 401) {
-      throw new RegistryError('REGISTRY_ERROR', `${this.registry} does not answer the registry v2 API (HTTP ${status})`, { status });
+      if (res.statusCode !== 200 && res.statusCode !== 401) {
+        throw new RegistryError('REGISTRY_ERROR', `${this.registry} does not answer the registry v2 API (HTTP ${res.statusCode})`, {
+          status: res.statusCode,
+        });
+      }
+    } finally {
+      deadline.settle();
     }
   }
 
@@ -211,11 +212,11 @@ export class RegistryClient {
     parseDigest(descriptor.digest);
     const path = `/v2/${repository}/blobs/${descriptor.digest}`;
     const options = { repository, what, signal };
-    const first = await this.openBlob(path, options, offset, isDocumentBlob(descriptor));
-    return Readable.from(this.resumableBody(first, path, descriptor, offset, options), {
-      objectMode: false,
-      highWaterMark: 1 << 20,
-    });
+    const document = isDocumentBlob(descriptor);
+    const first = await this.openBlob(path, options, offset, document);
+    const reopen = (from: number): Promise<ResumedBody> => this.openBlob(path, options, from, document);
+    const context = { registry: this.registry, what, signal, retry: this.retryPolicy };
+    return Readable.from(resumableBody(first, reopen, descriptor.size, offset, context), { objectMode: false, highWaterMark: 1 << 20 });
   }
 
   /** The blob's body from byte `offset` (with how many bytes of it to skip), its deadline handed over to it. */
@@ -229,51 +230,6 @@ export class RegistryClient {
     });
   }
 
-  private async *resumableBody(
-    first: ResumedBody,
-    path: string,
-    descriptor: Descriptor,
-    start: number,
-    options: SendOptions,
-  ): AsyncGenerator<Buffer> {
-    const size = descriptor.size;
-    let offset = start;
-    let { body, skip } = first;
-    for (let attempt = 1; ; attempt++) {
-      let failure: unknown;
-      try {
-        for await (const raw of body) {
-          let chunk = raw as Buffer;
-          if (skip > 0) {
-            const dropped = Math.min(skip, chunk.length);
-            skip -= dropped;
-            chunk = chunk.subarray(dropped);
-            if (chunk.length === 0) continue;
-          }
-          offset += chunk.length;
-          yield chunk;
-        }
-        if (offset >= size) return;
-        failure = new Error(`the connection closed after ${offset} of ${size} bytes`);
-      } catch (err) {
-        failure = err;
-      }
-      body.destroy();
-      if (options.signal?.aborted) throw abortError(options.signal);
-      if (failure instanceof DeadlineExpired) throw tooSlowError(this.registry, options.what, failure);
-      if (attempt >= this.retryPolicy.attempts) {
-        throw isBrokenBody(failure)
-          ? brokenBodyError(failure, this.registry, options.what)
-          : networkError(failure, this.registry, options.what);
-      }
-      this.retryPolicy.onNotice(
-        `${options.what}: connection lost at byte ${offset} of ${size}; resuming (attempt ${attempt + 1} of ${this.retryPolicy.attempts})`,
-      );
-      await sleep(backoffDelay(attempt, this.retryPolicy.backoffMs), undefined, { signal: options.signal }).catch(() => undefined);
-      ({ body, skip } = await this.openBlob(path, options, offset, isDocumentBlob(descriptor)));
-    }
-  }
-
   /** undici and the dispatchers for this registry and the hosts it sends us to (transport.ts). */
   private http(): Promise<Http> {
     this.httpReady ??= loadHttp((url) => this.policy.isInsecure(url), this.transportOptions, this.givenDispatcher);
@@ -285,46 +241,19 @@ export class RegistryClient {
   }
 
   private async probeOrigin(signal: AbortSignal | undefined): Promise<string> {
-    const https = new URL(`https://${this.endpoint}`);
-    if (!this.policy.registryMayUseHttp) return https.origin;
-    const http = await this.http();
-    // As docker does for insecure and loopback registries: try TLS first, fall back to plain HTTP
-    // only when the server does not speak TLS. A certificate that fails verification is an error
-    // unless the user listed the host with --insecure-registry.
-    const dispatcher = http.dispatcherFor(https);
-    const deadline = new Deadline(this.documentTimeout, signal);
-    try {
-      const res = await http.request(new URL('/v2/', https), {
-        method: 'GET',
-        dispatcher,
-        signal: deadline.signal,
-        headers: { 'user-agent': USER_AGENT },
-      });
-      await res.body.dump();
-      if (this.policy.registryInsecure)
-        this.retryPolicy.onNotice(`${this.registry} is an insecure registry: its TLS certificate is not verified`);
-      return https.origin;
-    } catch (err) {
-      if (deadline.signal.aborted) throw exchangeFailure(err, deadline, signal, this.endpoint, 'the registry API');
-      if (!isNotTls(err)) throw networkError(err, this.registry, 'the registry API', this.tlsHint(err));
-      return `http://${this.endpoint}`;
-    } finally {
-      deadline.settle();
-    }
-  }
-
-  /**
-   * A TLS server that closes the connection during or right after the handshake most often
-   * wants a client certificate (TLS 1.3 clients only learn of the refusal on the first read).
-   */
-  private tlsHint(err: unknown): string | undefined {
-    const e = err as { code?: string; message?: string };
-    const closed =
-      e.code === 'UND_ERR_SOCKET' ||
-      e.code === 'ECONNRESET' ||
-      /certificate required|handshake failure|bad certificate/i.test(e.message ?? '');
-    if (!closed) return undefined;
-    return `the registry closed the TLS connection: if it requires a client certificate, put it in ${this.clientCertDir}/ as NAME.cert with its key as NAME.key (docker's layout)`;
+    if (!this.policy.registryMayUseHttp) return `https://${this.endpoint}`;
+    return probeScheme(
+      {
+        http: await this.http(),
+        registry: this.registry,
+        endpoint: this.endpoint,
+        insecure: this.policy.registryInsecure,
+        documentTimeout: this.documentTimeout,
+        onNotice: this.retryPolicy.onNotice,
+        clientCertDir: this.clientCertDir,
+      },
+      signal,
+    );
   }
 
   /**
@@ -396,10 +325,20 @@ export class RegistryClient {
   }
 
   /**
-   * Answers a 401 challenge: Basic with credentials (only where the origin policy lets them
-   * go), or a bearer token from the realm for the scope the challenge names (or the pull scope).
+   * Answers a 401 challenge: Basic with credentials, or a bearer token from the realm for the
+   * scope the challenge names (or the pull scope). Nothing goes to a registry origin that may
+   * not receive secrets (a plain-HTTP mirror that is neither loopback nor listed as insecure).
    */
   private async answerChallenge(header: string, auth: AuthState, base: URL, options: SendOptions, retry: Retry): Promise<void> {
+    if (!this.policy.maySendSecrets(base, base)) {
+      throw new PullUnpackError(
+        'UNAUTHORIZED',
+        `${this.registry} asks for credentials over plain HTTP (${base.origin}): none are sent in clear text`,
+        {
+          hint: `use the registry over HTTPS; only for a test registry, name ${base.host} with --insecure-registry`,
+        },
+      );
+    }
     if (auth.authorization) this.tokens.delete(auth.scope);
     const challenges = parseChallenges(header);
     const bearer = challenges.find((c) => c.scheme === 'bearer');
@@ -423,15 +362,6 @@ export class RegistryClient {
     }
     const basicValue = challenges.some((c) => c.scheme === 'basic') && credentials ? basicAuthorization(credentials) : undefined;
     if (!basicValue) throw unauthorized(this.registry, options.what, credentials !== undefined);
-    if (!this.policy.maySendSecrets(base, base)) {
-      throw new PullUnpackError(
-        'UNAUTHORIZED',
-        `${this.registry} asks for credentials over plain HTTP (${base.origin}): they are not sent in clear text`,
-        {
-          hint: `use the registry over HTTPS; only for a test registry, name ${base.host} with --insecure-registry`,
-        },
-      );
-    }
     auth.authorization = basicValue;
   }
 }
