@@ -37,6 +37,7 @@ let bigLayer: { digest: string; size: number };
 let bigContentHash: string;
 let expectedBig: Record<string, string>;
 let expectedSmall: Record<string, string>;
+let smallConfig: string;
 const cleanups: Array<() => Promise<void>> = [];
 let counter = 0;
 const out = (): string => join(work, `out-${++counter}`);
@@ -143,7 +144,7 @@ beforeAll(async () => {
   bigContentHash = sha256hex(big.content);
   const layer = big.image.layers[0]!;
   bigLayer = { digest: layer.digest, size: layer.size };
-  await pushSmallImage(seed.url, 'faults/small', 'v1');
+  smallConfig = (await pushSmallImage(seed.url, 'faults/small', 'v1')).configDescriptor.digest;
   const bigDir = out();
   await pull(`${seed.host}/faults/big:v1`, bigDir);
   expectedBig = await hashTree(bigDir);
@@ -264,21 +265,26 @@ describe('a connection cut in the middle of a large blob', () => {
 });
 
 describe('transient errors and rate limits', () => {
-  it('retries a registry that does not accept connections yet, from the very first request', async () => {
+  it('retries a refused connection once, with one warning, and pulls from the registry that came up meanwhile', async () => {
     const port = await freePort();
     const notices: string[] = [];
+    let late: Promise<FaultProxy> | undefined;
     const dir = out();
-    const pending = pull(`127.0.0.1:${port}/faults/small:v1`, dir, { backoffMs: 300, onNotice: (m) => notices.push(m) });
-    await sleep(400);
-    const late = await startFaultProxy(seed.url, port);
     try {
-      await pending;
+      // The registry comes up when the first refusal is reported, inside the backoff (1 to 2 s).
+      await pull(`127.0.0.1:${port}/faults/small:v1`, dir, {
+        backoffMs: 2000,
+        onNotice: (m) => {
+          notices.push(m);
+          late ??= startFaultProxy(seed.url, port);
+        },
+      });
     } finally {
-      await late.close();
+      await (await late)?.close();
     }
     expect(await hashTree(dir)).toEqual(expectedSmall);
-    expect(notices.length).toBeGreaterThan(0);
-    expect(notices.every((n) => /cannot reach .*ECONNREFUSED.*; retrying in/.test(n))).toBe(true);
+    expect(notices).toHaveLength(1);
+    expect(notices[0]).toMatch(/cannot reach .*ECONNREFUSED.*; retrying in .* \(attempt 2 of 2\)/);
   });
 
   it('retries a burst of 500 and 503, and waits as long as a 429 Retry-After asks', async () => {
@@ -360,6 +366,31 @@ describe('transient errors and rate limits', () => {
     expect(await hashTree(dir)).toEqual(expectedSmall);
     expect(notices).toEqual([]);
     expect(proxy.log.filter((l) => blobDigest(l.url)).every((l) => l.range === undefined)).toBe(true);
+  });
+});
+
+describe('slow documents', () => {
+  it('an image config trickled one byte at a time fails at the document deadline', async () => {
+    proxy.plan = (req) => (blobDigest(req.url ?? '') === smallConfig ? { trickle: { bytes: 1, delayMs: 20 } } : {});
+    const dir = out();
+    await expect(pull(`${proxy.host}/faults/small:v1`, dir, { transport: { documentTimeout: 300 } })).rejects.toMatchObject({
+      code: 'NETWORK',
+      message: expect.stringMatching(/sent the config of .* too slowly: not complete within 0\.3 s/),
+    });
+    expect(proxy.log.filter((l) => blobDigest(l.url) === smallConfig)).toHaveLength(1);
+    expect(existsSync(dir)).toBe(false);
+  });
+
+  it('layers that trickle in for longer than the document deadline are not cut: they have the idle timeout only', async () => {
+    proxy.plan = (req) => {
+      const digest = blobDigest(req.url ?? '');
+      return digest && digest !== smallConfig ? { trickle: { bytes: 8, delayMs: 25 } } : {};
+    };
+    const notices: string[] = [];
+    const dir = out();
+    await pull(`${proxy.host}/faults/small:v1`, dir, { transport: { documentTimeout: 200 }, onNotice: (m) => notices.push(m) });
+    expect(await hashTree(dir)).toEqual(expectedSmall);
+    expect(notices).toEqual([]);
   });
 });
 

@@ -10,6 +10,7 @@ import { cacheCommand, defaultCacheDir } from './cache.js';
 import { NETWORK_FLAGS, sourceOptionsFrom } from './options.js';
 import { formatBytes, ProgressDisplay } from './progress.js';
 import { MediaType } from '../image/oci.js';
+import { escapeControl, escapeStack, toJson } from './escape.js';
 
 export interface CliIo {
   stdout: Writable & { isTTY?: boolean };
@@ -178,10 +179,10 @@ async function pullCommand(args: string[], io: CliIo): Promise<number> {
   const report = output === 'tar' && dir === '-' ? io.stderr : io.stdout;
   const display = !values.json && !values.quiet && io.stderr.isTTY ? new ProgressDisplay(io.stderr) : undefined;
   const onEvent = (event: PullEvent): void => {
-    if (values.json) io.stdout.write(`${JSON.stringify(event)}\n`);
+    if (values.json) io.stdout.write(`${toJson(event)}\n`);
     else if (event.type === 'warning' && !values.quiet) {
       display?.clear();
-      io.stderr.write(`warning: ${event.message}\n`);
+      io.stderr.write(`warning: ${escapeControl(event.message)}\n`);
     }
     display?.handle(event);
   };
@@ -221,8 +222,8 @@ async function pullCommand(args: string[], io: CliIo): Promise<number> {
   } finally {
     display?.clear();
   }
-  if (values.json) io.stdout.write(`${JSON.stringify({ type: 'done', ...summary(result) })}\n`);
-  else if (!values.quiet) report.write(`${formatPullResult(result, dir)}\n`);
+  if (values.json) io.stdout.write(`${toJson({ type: 'done', ...summary(result) })}\n`);
+  else if (!values.quiet) report.write(`${escapeControl(formatPullResult(result, dir))}\n`);
   return EXIT_OK;
 }
 
@@ -276,10 +277,10 @@ async function inspectCommand(args: string[], io: CliIo): Promise<number> {
   }
   if (values.json) {
     const { raw: _raw, ...doc } = result;
-    io.stdout.write(`${JSON.stringify({ ...doc, notices }, null, 2)}\n`);
+    io.stdout.write(`${toJson({ ...doc, notices }, 2)}\n`);
     return code;
   }
-  for (const n of notices) io.stderr.write(`note: ${n}\n`);
+  for (const n of notices) io.stderr.write(`note: ${escapeControl(n)}\n`);
   io.stdout.write(formatInspect(result));
   return code;
 }
@@ -321,21 +322,21 @@ export function formatInspect(r: InspectResult): string {
   } else {
     lines.push(`  for ${r.wanted}: no match`, `    ${r.pick.error}`);
   }
-  return `${lines.join('\n')}\n`;
+  // Each line escaped on its own: a field from the registry cannot break one into two.
+  return `${lines.map(escapeControl).join('\n')}\n`;
 }
 
 function reportError(err: unknown, io: CliIo): number {
   if (err instanceof UsageError) {
-    io.stderr.write(`pull-unpack: ${err.message}\nRun 'pull-unpack --help' for usage.\n`);
+    io.stderr.write(`pull-unpack: ${escapeControl(err.message)}\nRun 'pull-unpack --help' for usage.\n`);
     return EXIT_USAGE;
   }
   if (isPullUnpackError(err)) {
-    io.stderr.write(`pull-unpack: ${err.message}\n`);
-    if (err.hint) io.stderr.write(`hint: ${err.hint}\n`);
+    io.stderr.write(`pull-unpack: ${escapeControl(err.message)}\n`);
+    if (err.hint) io.stderr.write(`hint: ${escapeControl(err.hint)}\n`);
     return exitCodeFor(err);
   }
-  const e = err as Error;
-  io.stderr.write(`pull-unpack: unexpected error: ${redactSecrets(e?.stack ?? String(err))}\n`);
+  io.stderr.write(`pull-unpack: unexpected error: ${redactSecrets(escapeStack(err))}\n`);
   return EXIT_FAILURE;
 }
 

@@ -5,6 +5,7 @@
  */
 import type { Writable } from 'node:stream';
 import type { PullEvent } from '../pull.js';
+import { escapeControl } from './escape.js';
 
 type LayerState = 'waiting' | 'downloading' | 'verified' | 'cached' | 'applied';
 
@@ -33,7 +34,9 @@ export class ProgressDisplay {
   handle(event: PullEvent): void {
     switch (event.type) {
       case 'resolved':
-        this.header = `${event.reference}${event.platform ? ` (${event.platform})` : ''} ${event.manifestDigest.slice(0, 19)}`;
+        this.header = escapeControl(
+          `${event.reference}${event.platform ? ` (${event.platform})` : ''} ${event.manifestDigest.slice(0, 19)}`,
+        );
         break;
       case 'blob-start':
         this.line(event.digest, event.size).state = 'downloading';

@@ -3,25 +3,29 @@
  * One client talks to one registry; it owns scheme selection, authentication and error mapping.
  */
 import { Readable } from 'node:stream';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { Dispatcher } from 'undici';
-import { basicAuthorization, parseChallenges, parseTokenResponse, pullScope, TokenCache, type Credentials } from './auth.js';
+import { basicAuthorization, parseChallenges, pullScope, TokenCache, type Credentials } from './auth.js';
 import { digestOf, parseDigest } from '../image/digest.js';
-import { PullUnpackError, RegistryError, abortError } from '../errors.js';
+import { PullUnpackError, RegistryError } from '../errors.js';
 import { DEFAULT_LIMITS } from '../limits.js';
-import { parseJson } from '../image/json.js';
 import { MANIFEST_ACCEPT, MediaType, type Descriptor } from '../image/oci.js';
 import { registryEndpoint } from '../image/reference.js';
-import { checkRange, CREDENTIALS_REFUSED_HINT, headerValue, LOGIN_HINT, readCapped, registryErrorFrom, unauthorized } from './responses.js';
-import { backoffDelay, isRetryableStatus, retryAfterMs, rateLimitSummary } from './retry.js';
-import { certsDirFor, loadHttp, isNotTls, isRetryableNetworkError, networkError, type Http, type TransportOptions } from './transport.js';
+import { resumableBody, type ResumedBody } from './blob-body.js';
+import { Deadline, DEFAULT_DOCUMENT_TIMEOUT_MS } from './deadline.js';
+import { exchange, withRetries, type Step } from './exchange.js';
+import { attemptsFor } from './failures.js';
+import { probeScheme } from './probe.js';
+import { isLoopbackRegistry, OriginPolicy } from './origins.js';
+import { checkRange, errorFromResponse, headerValue, readCapped, unauthorized } from './responses.js';
+import { isRetryableStatus, Retry, retryAfterMs, type RetryPolicy } from './retry.js';
+import { requestToken } from './token-request.js';
+import { certsDirFor, loadHttp, type Http, type TransportOptions } from './transport.js';
 
-/** Error bodies are read up to this many bytes; the rest is discarded. */
-const MAX_ERROR_BODY_BYTES = 64 * 1024;
+export { isLoopbackRegistry };
+
 const MAX_REDIRECTS = 5;
 /** A Retry-After longer than this is not waited for: the error says when to come back. */
 const MAX_RETRY_AFTER_MS = 60_000;
-const USER_AGENT = 'pull-unpack/0.1';
 /** Attempts per request (first try included) on connection errors, 5xx and 429. */
 export const DEFAULT_ATTEMPTS = 5;
 
@@ -60,7 +64,6 @@ export interface FetchedManifest {
 }
 
 interface SendOptions {
-  method?: 'GET' | 'HEAD';
   headers?: Record<string, string>;
   signal?: AbortSignal | undefined;
   repository: string;
@@ -68,31 +71,32 @@ interface SendOptions {
   what: string;
 }
 
-/** True for hosts docker reaches without TLS by default: localhost, 127.0.0.0/8, ::1. */
-export function isLoopbackRegistry(registry: string): boolean {
-  const host = hostOnly(registry);
-  return host === 'localhost' || host === '::1' || /^127(\.\d{1,3}){3}$/.test(host);
+/** Reads a 2xx response under its deadline (and may hand the deadline over to a streamed body). */
+type BodyReader<T> = (res: Dispatcher.ResponseData, deadline: Deadline) => Promise<T>;
+
+/** The authorization state of one request: the scope asked for, the header to send, whether a 401 was answered. */
+interface AuthState {
+  scope: string;
+  authorization: string | undefined;
+  answered: boolean;
 }
 
-function hostOnly(registry: string): string {
-  if (registry.startsWith('[')) return registry.slice(1, registry.indexOf(']'));
-  const colon = registry.lastIndexOf(':');
-  return colon === -1 ? registry : registry.slice(0, colon);
+/** Blobs that are JSON documents (image configs) get the document deadline; layers stream with the idle timeout only. */
+function isDocumentBlob(descriptor: Descriptor): boolean {
+  return /[+/]json$/.test(descriptor.mediaType);
 }
 
 /** A client for one registry. Safe for concurrent use; tokens are shared across requests. */
 export class RegistryClient {
   readonly registry: string;
   private readonly endpoint: string;
-  private readonly insecure: boolean;
-  private readonly mayUseHttp: boolean;
+  private readonly policy: OriginPolicy;
   private readonly transportOptions: TransportOptions | undefined;
   private readonly givenDispatcher: Dispatcher | undefined;
   private httpReady: Promise<Http> | undefined;
   private readonly maxManifestBytes: number;
-  private readonly attempts: number;
-  private readonly backoffMs: number;
-  private readonly onNotice: (message: string) => void;
+  private readonly retryPolicy: RetryPolicy;
+  private readonly documentTimeout: number;
   private readonly tokens = new TokenCache();
   private readonly credentialSource: RegistryClientOptions['credentials'];
   private readonly clientCertDir: string;
@@ -104,17 +108,20 @@ export class RegistryClient {
     const fixed = options.origin === undefined ? undefined : new URL(options.origin);
     this.endpoint = fixed?.host ?? registryEndpoint(options.registry);
     if (fixed) this.origin = Promise.resolve(fixed.origin);
-    const listed = (options.insecureRegistries ?? []).some(
-      (h) => h === options.registry || h === this.endpoint || h === hostOnly(this.endpoint),
-    );
-    this.insecure = listed;
-    this.mayUseHttp = listed || isLoopbackRegistry(this.endpoint);
+    this.policy = new OriginPolicy({
+      registry: options.registry,
+      endpoint: this.endpoint,
+      insecureRegistries: options.insecureRegistries ?? [],
+    });
     this.transportOptions = options.transport;
     this.givenDispatcher = options.dispatcher;
     this.maxManifestBytes = options.maxManifestBytes ?? DEFAULT_LIMITS.maxManifestBytes;
-    this.attempts = Math.max(1, options.attempts ?? DEFAULT_ATTEMPTS);
-    this.backoffMs = options.backoffMs ?? 500;
-    this.onNotice = options.onNotice ?? (() => undefined);
+    this.retryPolicy = {
+      attempts: Math.max(1, options.attempts ?? DEFAULT_ATTEMPTS),
+      backoffMs: options.backoffMs ?? 500,
+      onNotice: options.onNotice ?? (() => undefined),
+    };
+    this.documentTimeout = options.transport?.documentTimeout ?? DEFAULT_DOCUMENT_TIMEOUT_MS;
     this.credentialSource = options.credentials;
     this.clientCertDir = certsDirFor(this.endpoint, options.transport);
   }
@@ -131,27 +138,33 @@ export class RegistryClient {
     return this.origin;
   }
 
-  /** baseUrl(), retried with backoff while the registry cannot be reached (not for certificate errors). */
-  private async baseUrlWithRetry(options: SendOptions): Promise<string> {
-    for (let attempt = 1; ; attempt++) {
+  /** baseUrl(), retried with backoff while the registry cannot be reached (see networkAttempts). */
+  private async baseUrlWithRetry(signal: AbortSignal | undefined, retry: Retry): Promise<URL> {
+    for (;;) {
       try {
-        return await this.baseUrl(options.signal);
+        return new URL(await this.baseUrl(signal));
       } catch (err) {
-        if (options.signal?.aborted || !isRetryableNetworkError(err) || attempt >= this.attempts) throw err;
-        await this.pause(attempt, undefined, (err as Error).message, options.signal);
+        const limit = attemptsFor(err);
+        if (signal?.aborted || !retry.allows(limit)) throw err;
+        await retry.pause((err as Error).message, signal, { limit });
       }
     }
   }
 
   /** GET /v2/: checks that the registry answers the v2 API (a 401 counts as an answer). */
   async ping(signal?: AbortSignal): Promise<void> {
-    const base = await this.baseUrl(signal);
-    const res = await this.raw('GET', `${base}/v2/`, {}, signal, 'the registry API');
-    await res.body.dump();
-    if (res.statusCode !== 200 && res.statusCode !== 401) {
-      throw new RegistryError('REGISTRY_ERROR', `${this.registry} does not answer the registry v2 API (HTTP ${res.statusCode})`, {
-        status: res.statusCode,
-      });
+    const url = new URL('/v2/', await this.baseUrl(signal));
+    const deadline = new Deadline(this.documentTimeout, signal);
+    try {
+      const res = await exchange(await this.http(), url, { method: 'GET', headers: {} }, deadline, signal, 'the registry API');
+      await res.body.dump();
+      if (res.statusCode !== 200 && res.statusCode !== 401) {
+        throw new RegistryError('REGISTRY_ERROR', `${this.registry} does not answer the registry v2 API (HTTP ${res.statusCode})`, {
+          status: res.statusCode,
+        });
+      }
+    } finally {
+      deadline.settle();
     }
   }
 
@@ -163,14 +176,15 @@ export class RegistryClient {
     const byDigest = reference.includes(':');
     const expected = byDigest ? parseDigest(reference) : undefined;
     const what = `${this.registry}/${repository}${byDigest ? '@' : ':'}${reference}`;
-    const res = await this.send(`/v2/${repository}/manifests/${reference}`, {
-      repository,
-      what,
-      signal,
-      headers: { accept: [...MANIFEST_ACCEPT, MediaType.DockerSchema1Signed + ';q=0.1'].join(', ') },
-    });
-    const bytes = await readCapped(res.body, this.maxManifestBytes, res.headers['content-length'], `the manifest of ${what}`, 'TOO_LARGE');
-    const contentType = headerValue(res.headers['content-type']).split(';')[0]!.trim();
+    const headers = { accept: [...MANIFEST_ACCEPT, MediaType.DockerSchema1Signed + ';q=0.1'].join(', ') };
+    const { bytes, contentType } = await this.send(
+      `/v2/${repository}/manifests/${reference}`,
+      { repository, what, signal, headers },
+      async (res) => ({
+        bytes: await readCapped(res.body, this.maxManifestBytes, res.headers['content-length'], `the manifest of ${what}`, 'TOO_LARGE'),
+        contentType: headerValue(res.headers['content-type']).split(';')[0]!.trim(),
+      }),
+    );
     const digest = digestOf(bytes, expected?.algorithm ?? 'sha256');
     if (expected && digest !== reference) {
       throw new PullUnpackError('DIGEST_MISMATCH', `the manifest served for ${what} hashes to ${digest}`, {
@@ -181,10 +195,11 @@ export class RegistryClient {
   }
 
   /**
-   * Opens a blob for reading, following redirects (without Authorization to other hosts).
+   * Opens a blob for reading, following redirects (without Authorization to another origin).
    * A connection that breaks mid-blob is resumed with a Range request from the byte reached
    * (or restarted and the known prefix skipped when the server ignores ranges), so the caller
    * sees one continuous, still unverified stream, which it verifies and consumes or destroys.
+   * A JSON blob (an image config) must arrive whole within the document deadline.
    */
   async fetchBlob(
     repository: string,
@@ -196,185 +211,108 @@ export class RegistryClient {
     parseDigest(descriptor.digest);
     const path = `/v2/${repository}/blobs/${descriptor.digest}`;
     const options = { repository, what, signal };
-    let first: { body: Dispatcher.ResponseData['body']; skip: number };
-    if (offset > 0) {
-      // Resuming an earlier partial download (kept in the cache) from byte `offset`.
-      first = checkRange(await this.send(path, { ...options, headers: { range: `bytes=${offset}-` } }), offset, what);
-    } else {
-      first = { body: (await this.send(path, options)).body, skip: 0 };
-    }
-    return Readable.from(this.resumableBody(first, path, descriptor.size, offset, options), {
-      objectMode: false,
-      highWaterMark: 1 << 20,
+    const document = isDocumentBlob(descriptor);
+    const first = await this.openBlob(path, options, offset, document);
+    const reopen = (from: number): Promise<ResumedBody> => this.openBlob(path, options, from, document);
+    const context = { registry: this.registry, what, signal, retry: this.retryPolicy };
+    return Readable.from(resumableBody(first, reopen, descriptor.size, offset, context), { objectMode: false, highWaterMark: 1 << 20 });
+  }
+
+  /** The blob's body from byte `offset` (with how many bytes of it to skip), its deadline handed over to it. */
+  private openBlob(path: string, options: SendOptions, offset: number, document: boolean): Promise<ResumedBody> {
+    // From byte `offset`: resuming an earlier partial download (kept in the cache) or a broken connection.
+    const headers = offset > 0 ? { range: `bytes=${offset}-` } : undefined;
+    return this.send(path, { ...options, headers }, (res, deadline) => {
+      const resumed = offset > 0 ? checkRange(res, offset, options.what) : { body: res.body, skip: 0 };
+      deadline.handOver(res.body, document);
+      return Promise.resolve(resumed);
     });
   }
 
-  private async *resumableBody(
-    first: { body: Dispatcher.ResponseData['body']; skip: number },
-    path: string,
-    size: number,
-    start: number,
-    options: SendOptions,
-  ): AsyncGenerator<Buffer> {
-    let offset = start;
-    let { body, skip } = first;
-    for (let attempt = 1; ; attempt++) {
-      let failure: unknown;
-      try {
-        for await (const raw of body) {
-          let chunk = raw as Buffer;
-          if (skip > 0) {
-            const dropped = Math.min(skip, chunk.length);
-            skip -= dropped;
-            chunk = chunk.subarray(dropped);
-            if (chunk.length === 0) continue;
-          }
-          offset += chunk.length;
-          yield chunk;
-        }
-        if (offset >= size) return;
-        failure = new Error(`the connection closed after ${offset} of ${size} bytes`);
-      } catch (err) {
-        failure = err;
-      }
-      body.destroy();
-      if (options.signal?.aborted) throw abortError(options.signal);
-      if (attempt >= this.attempts) throw networkError(failure, this.registry, options.what);
-      this.onNotice(`${options.what}: connection lost at byte ${offset} of ${size}; resuming (attempt ${attempt + 1} of ${this.attempts})`);
-      await sleep(backoffDelay(attempt, this.backoffMs), undefined, { signal: options.signal }).catch(() => undefined);
-      const res = await this.send(path, { ...options, headers: { range: `bytes=${offset}-` } });
-      ({ body, skip } = checkRange(res, offset, options.what));
-    }
-  }
-
-  /** undici and this registry's dispatcher, loaded on the first request (transport.ts). */
+  /** undici and the dispatchers for this registry and the hosts it sends us to (transport.ts). */
   private http(): Promise<Http> {
-    this.httpReady ??= loadHttp(this.endpoint, this.insecure, this.transportOptions, this.givenDispatcher);
+    this.httpReady ??= loadHttp((url) => this.policy.isInsecure(url), this.transportOptions, this.givenDispatcher);
     return this.httpReady;
   }
 
+  private newRetry(): Retry {
+    return new Retry(this.retryPolicy);
+  }
+
   private async probeOrigin(signal: AbortSignal | undefined): Promise<string> {
-    const https = `https://${this.endpoint}`;
-    if (!this.mayUseHttp) return https;
-    const { request, dispatcher } = await this.http();
-    // As docker does for insecure and loopback registries: try TLS first, fall back to plain HTTP
-    // only when the server does not speak TLS. A certificate that fails verification is an error
-    // unless the user listed the host with --insecure-registry.
-    try {
-      const res = await request(`${https}/v2/`, { method: 'GET', dispatcher, signal, headers: { 'user-agent': USER_AGENT } });
-      await res.body.dump();
-      if (this.insecure) this.onNotice(`${this.registry} is an insecure registry: its TLS certificate is not verified`);
-      return https;
-    } catch (err) {
-      if (signal?.aborted) throw abortError(signal);
-      if (!isNotTls(err)) throw networkError(err, this.registry, 'the registry API', this.tlsHint(err));
-      return `http://${this.endpoint}`;
-    }
+    if (!this.policy.registryMayUseHttp) return `https://${this.endpoint}`;
+    return probeScheme(
+      {
+        http: await this.http(),
+        registry: this.registry,
+        endpoint: this.endpoint,
+        insecure: this.policy.registryInsecure,
+        documentTimeout: this.documentTimeout,
+        onNotice: this.retryPolicy.onNotice,
+        clientCertDir: this.clientCertDir,
+      },
+      signal,
+    );
   }
 
   /**
-   * A TLS server that closes the connection during or right after the handshake most often
-   * wants a client certificate (TLS 1.3 clients only learn of the refusal on the first read).
+   * A registry request with authentication, redirects, retries and error mapping; `read` reads
+   * the 2xx response. Connection failures, retryable statuses and bodies that break off while
+   * `read` runs share one budget of attempts.
    */
-  private tlsHint(err: unknown): string | undefined {
-    const e = err as { code?: string; message?: string };
-    const closed =
-      e.code === 'UND_ERR_SOCKET' ||
-      e.code === 'ECONNRESET' ||
-      /certificate required|handshake failure|bad certificate/i.test(e.message ?? '');
-    if (!closed) return undefined;
-    return `the registry closed the TLS connection: if it requires a client certificate, put it in ${this.clientCertDir}/ as NAME.cert with its key as NAME.key (docker's layout)`;
-  }
-
-  /** A registry request with authentication, redirects, retries and error mapping. */
-  private async send(path: string, options: SendOptions): Promise<Dispatcher.ResponseData> {
-    const base = await this.baseUrlWithRetry(options);
-    let scope = pullScope(options.repository);
-    let url = `${base}${path}`;
-    let authorization = await this.authorizationFor(scope);
-    let retriedAuth = false;
-    for (let redirects = 0, attempt = 1; ;) {
-      const sameHost = new URL(url).host === new URL(base).host;
+  private async send<T>(path: string, options: SendOptions, read: BodyReader<T>): Promise<T> {
+    const retry = this.newRetry();
+    const base = await this.baseUrlWithRetry(options.signal, retry);
+    const scope = pullScope(options.repository);
+    const auth: AuthState = { scope, authorization: this.authorizationFor(scope), answered: false };
+    let url = new URL(path, base);
+    let redirects = 0;
+    const loop = { retry, documentTimeout: this.documentTimeout, signal: options.signal, host: () => url.host, what: options.what };
+    return withRetries(loop, async (deadline): Promise<Step<T>> => {
+      const sameOrigin = url.origin === base.origin;
       const headers: Record<string, string> = { ...options.headers };
-      // Never forward credentials to another host (a blob CDN behind a redirect).
-      if (authorization && sameHost) headers['authorization'] = authorization;
-      let res: Dispatcher.ResponseData;
-      try {
-        res = await this.raw(options.method ?? 'GET', url, headers, options.signal, options.what);
-      } catch (err) {
-        if (options.signal?.aborted || !isRetryableNetworkError(err) || attempt >= this.attempts) throw err;
-        await this.pause(attempt++, undefined, `${options.what}: ${(err as Error).message}`, options.signal);
-        continue;
-      }
-      if (res.statusCode === 401 && sameHost && !retriedAuth) {
-        retriedAuth = true;
-        const challenge = headerValue(res.headers['www-authenticate']);
+      // Credentials go to the registry's own origin only: never to a blob CDN behind a redirect,
+      // nor to the same host over another scheme or port (issue 11).
+      if (auth.authorization && sameOrigin) headers['authorization'] = auth.authorization;
+      const res = await exchange(await this.http(), url, { method: 'GET', headers }, deadline, options.signal, options.what);
+      if (res.statusCode === 401 && sameOrigin && !auth.answered) {
+        auth.answered = true;
         await res.body.dump();
-        if (authorization) this.tokens.delete(scope);
-        ({ authorization, scope } = await this.authenticate(challenge, scope, options));
-        continue;
+        const challenge = headerValue(res.headers['www-authenticate']);
+        return { again: true, before: () => this.answerChallenge(challenge, auth, base, options, retry) };
       }
       if (res.statusCode >= 300 && res.statusCode < 400 && res.headers['location']) {
         await res.body.dump();
         if (++redirects > MAX_REDIRECTS) {
           throw new RegistryError('REGISTRY_ERROR', `${options.what}: too many redirects`, { status: res.statusCode });
         }
-        url = new URL(headerValue(res.headers['location']), url).toString();
-        continue;
+        url = new URL(headerValue(res.headers['location']), url);
+        return { again: true };
       }
-      if (res.statusCode >= 200 && res.statusCode < 300) return res;
-      if ((res.statusCode === 401 || res.statusCode === 403) && sameHost) {
-        // A refusal after authenticating: the credentials were wrong, or (`insufficient_scope`)
-        // the token we got does not grant the pull.
-        const challenge = parseChallenges(headerValue(res.headers['www-authenticate'])).find((c) => c.scheme === 'bearer');
-        const scopeError = challenge?.params['error'] === 'insufficient_scope';
-        if (res.statusCode === 401 || scopeError) {
-          await res.body.dump();
-          throw unauthorized(
-            this.registry,
-            options.what,
-            (await this.getCredentials()) !== undefined,
-            scopeError ? 'insufficient_scope' : undefined,
-          );
-        }
-      }
+      if (res.statusCode >= 200 && res.statusCode < 300) return { done: await read(res, deadline) };
+      if ((res.statusCode === 401 || res.statusCode === 403) && sameOrigin) await this.checkRefusal(res, options.what);
       const wait = retryAfterMs(headerValue(res.headers['retry-after']));
-      if (isRetryableStatus(res.statusCode) && attempt < this.attempts && (wait === undefined || wait <= MAX_RETRY_AFTER_MS)) {
+      if (isRetryableStatus(res.statusCode) && retry.allows() && (wait === undefined || wait <= MAX_RETRY_AFTER_MS)) {
         await res.body.dump();
-        await this.pause(attempt++, wait, `${options.what}: HTTP ${res.statusCode}`, options.signal);
-        continue;
+        return { retry: `${options.what}: HTTP ${res.statusCode}`, retryAfter: wait };
       }
-      throw await this.responseError(res, options.what);
-    }
+      throw await errorFromResponse(res, options.what, this.registry);
+    });
   }
 
-  private async pause(attempt: number, retryAfter: number | undefined, why: string, signal: AbortSignal | undefined): Promise<void> {
-    const delay = retryAfter ?? backoffDelay(attempt, this.backoffMs);
-    this.onNotice(`${why}; retrying in ${(delay / 1000).toFixed(1)} s (attempt ${attempt + 1} of ${this.attempts})`);
-    try {
-      await sleep(delay, undefined, { signal });
-    } catch {
-      throw abortError(signal);
-    }
+  /**
+   * A refusal after authenticating: the credentials were wrong, or (`insufficient_scope`) the
+   * token we got does not grant the pull. Other 403s are reported from their body.
+   */
+  private async checkRefusal(res: Dispatcher.ResponseData, what: string): Promise<void> {
+    const challenge = parseChallenges(headerValue(res.headers['www-authenticate'])).find((c) => c.scheme === 'bearer');
+    const scopeError = challenge?.params['error'] === 'insufficient_scope';
+    if (res.statusCode !== 401 && !scopeError) return;
+    await res.body.dump();
+    throw unauthorized(this.registry, what, (await this.getCredentials()) !== undefined, scopeError ? 'insufficient_scope' : undefined);
   }
 
-  private async raw(
-    method: 'GET' | 'HEAD',
-    url: string,
-    headers: Record<string, string>,
-    signal: AbortSignal | undefined,
-    what: string,
-  ): Promise<Dispatcher.ResponseData> {
-    const { request, dispatcher } = await this.http();
-    try {
-      return await request(url, { method, headers: { 'user-agent': USER_AGENT, ...headers }, signal, dispatcher });
-    } catch (err) {
-      if (signal?.aborted) throw abortError(signal);
-      throw networkError(err, new URL(url).host, what);
-    }
-  }
-
-  private async authorizationFor(scope: string): Promise<string | undefined> {
+  private authorizationFor(scope: string): string | undefined {
     const token = this.tokens.get(scope);
     return token ? `Bearer ${token}` : undefined;
   }
@@ -387,92 +325,42 @@ export class RegistryClient {
 
   /**
    * Answers a 401 challenge: Basic with credentials, or a bearer token from the realm for the
-   * scope the challenge names (or the pull scope).
+   * scope the challenge names (or the pull scope). Nothing goes to a registry origin that may
+   * not receive secrets (a plain-HTTP mirror that is neither loopback nor listed as insecure).
    */
-  private async authenticate(header: string, scope: string, options: SendOptions): Promise<{ authorization: string; scope: string }> {
+  private async answerChallenge(header: string, auth: AuthState, base: URL, options: SendOptions, retry: Retry): Promise<void> {
+    if (!this.policy.maySendSecrets(base, base)) {
+      throw new PullUnpackError(
+        'UNAUTHORIZED',
+        `${this.registry} asks for credentials over plain HTTP (${base.origin}): none are sent in clear text`,
+        {
+          hint: `use the registry over HTTPS; only for a test registry, name ${base.host} with --insecure-registry`,
+        },
+      );
+    }
+    if (auth.authorization) this.tokens.delete(auth.scope);
     const challenges = parseChallenges(header);
     const bearer = challenges.find((c) => c.scheme === 'bearer');
     const credentials = await this.getCredentials();
     if (bearer?.params['realm']) {
-      const wanted = bearer.params['scope'] || scope;
-      const token = await this.fetchToken(bearer.params, wanted, credentials, options.signal);
-      return { authorization: `Bearer ${token}`, scope: wanted };
+      const scope = bearer.params['scope'] || auth.scope;
+      const context = {
+        http: await this.http(),
+        registry: this.registry,
+        base,
+        policy: this.policy,
+        retry,
+        documentTimeout: this.documentTimeout,
+        signal: options.signal,
+      };
+      const { token, expiresIn, issuedAt } = await requestToken(context, bearer.params, scope, credentials);
+      this.tokens.set(scope, token, expiresIn, issuedAt);
+      auth.scope = scope;
+      auth.authorization = `Bearer ${token}`;
+      return;
     }
-    const basic = challenges.find((c) => c.scheme === 'basic');
-    const basicValue = credentials && basicAuthorization(credentials);
-    if (basic && basicValue) return { authorization: basicValue, scope };
-    throw unauthorized(this.registry, options.what, credentials !== undefined);
-  }
-
-  private async fetchToken(
-    params: Record<string, string>,
-    scope: string,
-    credentials: Credentials | undefined,
-    signal: AbortSignal | undefined,
-  ): Promise<string> {
-    const realm = new URL(params['realm']!);
-    const base = new URL(await this.baseUrl(signal));
-    // Secrets travel to the realm over TLS, to the registry's own host, or between loopback
-    // addresses; never in clear text to another machine.
-    const mayCarrySecrets =
-      realm.protocol === 'https:' || realm.host === base.host || (isLoopbackRegistry(base.host) && isLoopbackRegistry(realm.host));
-    const url = new URL(realm);
-    const headers: Record<string, string> = { 'user-agent': USER_AGENT, accept: 'application/json' };
-    const { request, dispatcher } = await this.http();
-    const identityToken = mayCarrySecrets ? credentials?.identityToken : undefined;
-    let form: string | undefined;
-    if (identityToken) {
-      // An identity token is an OAuth2 refresh token: POST it as a form (distribution's oauth.md).
-      const body = new URLSearchParams({ grant_type: 'refresh_token', refresh_token: identityToken, client_id: 'pull-unpack', scope });
-      if (params['service']) body.set('service', params['service']);
-      form = body.toString();
-      headers['content-type'] = 'application/x-www-form-urlencoded';
-    } else {
-      if (params['service']) url.searchParams.set('service', params['service']);
-      url.searchParams.set('scope', scope);
-      const basicValue = credentials && mayCarrySecrets ? basicAuthorization(credentials) : undefined;
-      if (basicValue) headers['authorization'] = basicValue;
-    }
-    let res: Dispatcher.ResponseData;
-    try {
-      res = await request(url, { method: form ? 'POST' : 'GET', headers, signal, dispatcher, body: form });
-    } catch (err) {
-      if (signal?.aborted) throw abortError(signal);
-      throw networkError(err, url.host, 'the token server');
-    }
-    if (res.statusCode === 401 || res.statusCode === 403) {
-      const sent = identityToken !== undefined || headers['authorization'] !== undefined;
-      const said = await this.responseError(res, `a token for ${scope}`);
-      throw new RegistryError(
-        'UNAUTHORIZED',
-        `the token server ${url.host} refused ${sent ? 'the credentials' : 'an anonymous token'} for ${scope} (HTTP ${res.statusCode})`,
-        said,
-        {
-          hint: sent ? CREDENTIALS_REFUSED_HINT : LOGIN_HINT,
-        },
-      );
-    }
-    if (res.statusCode !== 200) throw await this.responseError(res, `a token for ${scope}`);
-    const body = await readCapped(res.body, MAX_ERROR_BODY_BYTES * 16, res.headers['content-length'], 'the token response', 'TOO_LARGE');
-    const doc = parseJson(body, `the answer of the token server ${url.host}`, { code: 'UNAUTHORIZED' });
-    const { token, expiresIn, issuedAt } = parseTokenResponse(doc, url.toString());
-    this.tokens.set(scope, token, expiresIn, issuedAt);
-    return token;
-  }
-
-  private async responseError(res: Dispatcher.ResponseData, what: string): Promise<RegistryError> {
-    let body: Buffer;
-    try {
-      body = await readCapped(res.body, MAX_ERROR_BODY_BYTES, undefined, 'error body', 'TOO_LARGE', true);
-    } catch {
-      body = Buffer.alloc(0);
-    }
-    const error = registryErrorFrom(res.statusCode, body, headerValue(res.headers['content-type']), what, this.registry);
-    if (res.statusCode !== 429) return error;
-    const limits = rateLimitSummary(headerValue(res.headers['ratelimit-limit']), headerValue(res.headers['ratelimit-remaining']));
-    const after = headerValue(res.headers['retry-after']);
-    return new RegistryError('REGISTRY_ERROR', `${error.message}${limits ? ` (${limits})` : ''}`, error, {
-      hint: `the registry is rate limiting pulls${after ? `; it asks to wait ${after}${/^\d+$/.test(after) ? ' s' : ''}` : ''}. Log in to raise the limit, or use a mirror (--mirror)`,
-    });
+    const basicValue = challenges.some((c) => c.scheme === 'basic') && credentials ? basicAuthorization(credentials) : undefined;
+    if (!basicValue) throw unauthorized(this.registry, options.what, credentials !== undefined);
+    auth.authorization = basicValue;
   }
 }

@@ -5,6 +5,27 @@
 import type { Dispatcher } from 'undici';
 import { PullUnpackError, redactValue, RegistryError } from '../errors.js';
 import { parseJson } from '../image/json.js';
+import { rateLimitSummary } from './retry.js';
+
+/** Error bodies are read up to this many bytes; the rest is discarded. */
+const MAX_ERROR_BODY_BYTES = 64 * 1024;
+
+/** The typed error for an HTTP error response, read from its (capped) body; a 429 with the rate limit in words. */
+export async function errorFromResponse(res: Dispatcher.ResponseData, what: string, registry: string): Promise<RegistryError> {
+  let body: Buffer;
+  try {
+    body = await readCapped(res.body, MAX_ERROR_BODY_BYTES, undefined, 'error body', 'TOO_LARGE', true);
+  } catch {
+    body = Buffer.alloc(0);
+  }
+  const error = registryErrorFrom(res.statusCode, body, headerValue(res.headers['content-type']), what, registry);
+  if (res.statusCode !== 429) return error;
+  const limits = rateLimitSummary(headerValue(res.headers['ratelimit-limit']), headerValue(res.headers['ratelimit-remaining']));
+  const after = headerValue(res.headers['retry-after']);
+  return new RegistryError('REGISTRY_ERROR', `${error.message}${limits ? ` (${limits})` : ''}`, error, {
+    hint: `the registry is rate limiting pulls${after ? `; it asks to wait ${after}${/^\d+$/.test(after) ? ' s' : ''}` : ''}. Log in to raise the limit, or use a mirror (--mirror)`,
+  });
+}
 
 /** Maps an HTTP error response to a typed error, using the registry's JSON error body when it has one. */
 export function registryErrorFrom(status: number, body: Buffer, contentType: string, what: string, registry: string): RegistryError {

@@ -1,6 +1,9 @@
 /**
- * Retry policy for registry requests: which answers are worth another try, and how long to wait.
+ * Retry policy for registry requests: which answers are worth another try, how long to wait,
+ * and what the user is told while waiting.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
+import { abortError } from '../errors.js';
 
 /** 429 and 5xx except 501 (not implemented) and 505 (version not supported) are transient. */
 export function isRetryableStatus(status: number): boolean {
@@ -34,4 +37,53 @@ export function rateLimitSummary(limit: string, remaining: string): string | und
   const window = l?.window ?? r?.window;
   const per = window ? ` per ${Number(window) >= 3600 ? `${Number(window) / 3600} h` : `${window} s`}` : '';
   return `rate limit: ${r ? `${r.count} of ` : ''}${l ? l.count : '?'} pulls left${per}`;
+}
+
+export interface RetryPolicy {
+  /** Attempts per request, the first included. */
+  attempts: number;
+  /** Base of the exponential backoff in milliseconds. */
+  backoffMs: number;
+  onNotice: (message: string) => void;
+}
+
+/**
+ * The attempts of one request: connection, status and body failures count against one budget,
+ * and the user gets one notice per distinct reason, not one per attempt (issue 11: four
+ * identical warnings for a registry that was not there).
+ */
+export class Retry {
+  /** The attempt under way, from 1. */
+  attempt = 1;
+  private readonly policy: RetryPolicy;
+  private readonly said = new Set<string>();
+
+  constructor(policy: RetryPolicy) {
+    this.policy = policy;
+  }
+
+  /** True when a failure that allows `limit` attempts in all (never more than the policy's) may be tried again. */
+  allows(limit = Infinity): boolean {
+    return this.attempt < Math.min(limit, this.policy.attempts);
+  }
+
+  /** Says why (once per reason) and waits before the next attempt; ABORTED if `signal` fires first. */
+  async pause(
+    why: string,
+    signal: AbortSignal | undefined,
+    options: { retryAfter?: number | undefined; limit?: number } = {},
+  ): Promise<void> {
+    const delay = options.retryAfter ?? backoffDelay(this.attempt, this.policy.backoffMs);
+    this.attempt++;
+    if (!this.said.has(why)) {
+      this.said.add(why);
+      const of = Math.min(options.limit ?? Infinity, this.policy.attempts);
+      this.policy.onNotice(`${why}; retrying in ${(delay / 1000).toFixed(1)} s (attempt ${this.attempt} of ${of})`);
+    }
+    try {
+      await sleep(delay, undefined, { signal });
+    } catch {
+      throw abortError(signal);
+    }
+  }
 }

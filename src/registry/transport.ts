@@ -1,14 +1,14 @@
 /**
  * HTTP transport settings for one registry: trusted CAs, client certificates (docker's
  * /etc/docker/certs.d layout), unverified TLS for --insecure-registry, proxies and timeouts.
- * Builds the undici dispatcher the registry client uses; reads only the files it is told of.
- * Also classifies connection failures: certificate, plain HTTP where TLS was tried, other.
+ * Builds the undici dispatchers the registry client uses, one per host; reads only the files it
+ * is told of.
  */
 import { accessSync, constants, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { rootCertificates } from 'node:tls';
 import type { Dispatcher } from 'undici';
-import { PullUnpackError, isPullUnpackError, redactSecrets } from '../errors.js';
+import { PullUnpackError } from '../errors.js';
 
 export interface ProxySettings {
   httpProxy?: string | undefined;
@@ -27,6 +27,12 @@ export interface TransportOptions {
   connectTimeout?: number | undefined;
   /** Milliseconds without a byte before a response is abandoned (default 60 s). */
   idleTimeout?: number | undefined;
+  /**
+   * Milliseconds from a request to its response headers, and to the last byte of a document
+   * (manifest, index, token answer, image config), however steadily bytes trickle in (default
+   * 60 s). Layers have only the idle timeout.
+   */
+  documentTimeout?: number | undefined;
 }
 
 export const DEFAULT_CERTS_DIR = '/etc/docker/certs.d';
@@ -38,25 +44,34 @@ interface TlsMaterial {
   key?: string;
 }
 
-/** undici's request function and a dispatcher to pass it. */
+/** undici's request function and the dispatcher for each origin. */
 export interface Http {
   request: typeof import('undici').request;
-  dispatcher: Dispatcher;
+  /** The dispatcher for requests to `url`'s host: its own TLS settings, made on first use. */
+  dispatcherFor(url: URL): Dispatcher;
 }
 
 /**
- * undici and the dispatcher for `endpoint` (host[:port]), loaded on first use: undici takes
- * ~0.15 s to load, which a pull from the cache or a local layout never needs. `dispatcher`
- * (from a caller) replaces the one built from `options`.
+ * undici and per-host dispatchers, loaded on first use: undici takes ~0.15 s to load, which a
+ * pull from the cache or a local layout never needs. `insecure(url)` says which hosts accept any
+ * certificate: one dispatcher for all URLs would extend --insecure-registry to a token realm or
+ * a blob redirect on another host (issue 11). `dispatcher` (from a caller) replaces them all.
  */
-export async function loadHttp(
-  endpoint: string,
-  insecure: boolean,
-  options: TransportOptions = {},
-  dispatcher?: Dispatcher,
-): Promise<Http> {
+export async function loadHttp(insecure: (url: URL) => boolean, options: TransportOptions = {}, dispatcher?: Dispatcher): Promise<Http> {
   const undici = await import('undici');
-  return { request: undici.request, dispatcher: dispatcher ?? createDispatcher(undici, endpoint, insecure, options) };
+  const byHost = new Map<string, Dispatcher>();
+  return {
+    request: undici.request,
+    dispatcherFor(url) {
+      if (dispatcher) return dispatcher;
+      let made = byHost.get(url.host);
+      if (!made) {
+        made = createDispatcher(undici, url.host, insecure(url), options);
+        byHost.set(url.host, made);
+      }
+      return made;
+    },
+  };
 }
 
 /**
@@ -68,20 +83,20 @@ export async function loadHttp(
 function createDispatcher(undici: typeof import('undici'), endpoint: string, insecure: boolean, options: TransportOptions): Dispatcher {
   const { Agent, EnvHttpProxyAgent, buildConnector } = undici;
   const timeout = options.connectTimeout ?? 30_000;
-  const tlsOptions = (): buildConnectorOptions => {
-    const tls = tlsMaterial(endpoint, options);
+  const tlsOptions = (tls = tlsMaterial(endpoint, options)): buildConnectorOptions => {
     return { timeout, ca: tls.ca, ...(tls.cert && tls.key && { cert: tls.cert, key: tls.key }), rejectUnauthorized: !insecure };
   };
   const idle = options.idleTimeout ?? 60_000;
   const common = { connections: 16, headersTimeout: idle, bodyTimeout: idle, keepAliveTimeout: 4_000 };
   const proxy = options.proxy;
   if (proxy && (proxy.httpProxy || proxy.httpsProxy)) {
-    const connect = tlsOptions();
-    // Every field is passed explicitly so undici does not read process.env itself.
+    const tls = tlsMaterial(endpoint, options);
+    // Every field is passed explicitly so undici does not read process.env itself. The proxy's
+    // own certificate is always verified; `insecure` is about this host only.
     return new EnvHttpProxyAgent({
       ...common,
-      connect,
-      requestTls: connect,
+      connect: { timeout, ca: tls.ca },
+      requestTls: tlsOptions(tls),
       httpProxy: proxy.httpProxy ?? '',
       // As curl and Go: HTTP_PROXY is for plain-HTTP requests only, HTTPS_PROXY for TLS ones.
       httpsProxy: proxy.httpsProxy ?? '',
@@ -182,36 +197,4 @@ function readPem(file: TlsFile): string {
 
 function unreadable(file: TlsFile, cause: unknown): PullUnpackError {
   return new PullUnpackError('USAGE', `cannot read the ${file.what} ${file.path}: ${(cause as Error).message}`, { cause });
-}
-
-/** A TLS failure because the server certificate did not verify (untrusted CA, wrong name, expired). */
-export function isCertificateError(err: unknown): boolean {
-  return /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ALTNAME/.test((err as { code?: string }).code ?? '');
-}
-
-/** A connection failure as a NETWORK error naming the host and what was being fetched; `hint` replaces the generic one. */
-export function networkError(err: unknown, host: string, what: string, hint?: string): PullUnpackError {
-  const e = err as { code?: string; message?: string };
-  const code = e.code ? ` (${e.code})` : '';
-  return new PullUnpackError('NETWORK', `cannot reach ${host} for ${what}: ${redactSecrets(e.message ?? String(err))}${code}`, {
-    cause: err,
-    hint: isCertificateError(err)
-      ? 'the server certificate is not trusted: add its CA with --cacert, or use --insecure-registry for a test registry'
-      : (hint ?? 'check the registry address and your network or proxy settings'),
-  });
-}
-
-/** A NETWORK error worth another attempt: anything but a certificate that failed verification. */
-export function isRetryableNetworkError(err: unknown): boolean {
-  return isPullUnpackError(err, 'NETWORK') && !isCertificateError(err.cause);
-}
-
-/** True when a TLS handshake failed because the server speaks plain HTTP. */
-export function isNotTls(err: unknown): boolean {
-  const e = err as { code?: string; message?: string };
-  return (
-    e.code === 'ERR_SSL_WRONG_VERSION_NUMBER' ||
-    e.code === 'EPROTO' ||
-    /wrong version number|packet length too long|unknown protocol/i.test(e.message ?? '')
-  );
 }
