@@ -222,6 +222,15 @@ describe('keyless cosign signatures (Fulcio certificate + Rekor bundle)', () => 
     expect(err.message).toContain('does not chain to a trusted Fulcio CA');
   });
 
+  it('rejects a certificate chain annotation with more certificates than the cap', async () => {
+    const img = await image();
+    const layer = keylessSignature(fulcio, fulcio.leaf({ email: EMAIL }), log, img.payload);
+    layer.annotations['dev.sigstore.cosign/chain'] = fulcio.intermediate.pem.repeat(11);
+    await img.attach(layer);
+    const err = await failure(verifySigstoreSigned(img.ctx, keyless(), matches(img.name)));
+    expect(err.message).toContain('the certificate chain holds 11 certificates, over the cap of 10');
+  });
+
   it("rejects a signature not made with the certificate's key", async () => {
     const img = await image();
     const leaf = fulcio.leaf({ email: EMAIL });

@@ -53,7 +53,7 @@ function verifyWithKeys(bundle: Bundle, trust: PreparedTrust): string {
   let failure = '';
   for (const key of trust.keys) {
     try {
-      verifier(trust, { keys: key }).verify(entity(checked));
+      verifier(trust, key).verify(entity(checked));
       return key.fingerprint;
     } catch (err) {
       failure = (err as Error).message;
@@ -74,7 +74,7 @@ function verifyKeyless(bundle: Bundle, trust: PreparedTrust): string {
   if (!leaf) throw new SignatureRejection(Progress.Untrusted, 'the bundle is signed with a key, and the requirement is keyless');
   const signer = checkLeafCertificate(leaf, trust.fulcio!);
   try {
-    verifier(trust, {}).verify(entity(bundle));
+    verifier(trust).verify(entity(bundle));
   } catch (err) {
     throw new SignatureRejection(Progress.Untrusted, `the bundle does not verify: ${(err as Error).message}`, signer);
   }
@@ -90,16 +90,15 @@ function verifyKeyless(bundle: Bundle, trust: PreparedTrust): string {
  */
 function entity(bundle: Bundle): ReturnType<typeof toSignedEntity> {
   // bundleFromJSON checked that every entry has its logId and kindVersion.
-  type Entry = TransparencyLogEntry & Required<Pick<TransparencyLogEntry, 'logId' | 'kindVersion'>>;
-  const entries = bundle.verificationMaterial.tlogEntries as Entry[];
-  const tlogEntries = entries.map((e): Entry => (e.inclusionPromise ? { ...e, inclusionProof: undefined } : e));
+  const entries = bundle.verificationMaterial.tlogEntries as TransparencyLogEntry[];
+  const tlogEntries = entries.map((e): TransparencyLogEntry => (e.inclusionPromise ? { ...e, inclusionProof: undefined } : e));
   return toSignedEntity({
     ...bundle,
     verificationMaterial: { ...bundle.verificationMaterial, tlogEntries, timestampVerificationData: undefined },
   });
 }
 
-function verifier(trust: PreparedTrust, { keys }: { keys?: TrustedKey }): Verifier {
+function verifier(trust: PreparedTrust, key?: TrustedKey): Verifier {
   const material: TrustMaterial = {
     certificateAuthorities: trust.fulcio
       ? [{ certChain: trust.fulcio.anchors.map((c) => SigstoreCertificate.parse(c.raw)), validFor: ALL_TIME }]
@@ -109,8 +108,8 @@ function verifier(trust: PreparedTrust, { keys }: { keys?: TrustedKey }): Verifi
     // Certificate transparency is not required, as in containers/image: the Rekor entry already logs the certificate.
     ctlogs: [],
     publicKey: () => {
-      if (!keys) throw new Error('the bundle names a key, and the requirement is keyless');
-      return { publicKey: keys.key, validFor: () => true };
+      if (!key) throw new Error('the bundle names a key, and the requirement is keyless');
+      return { publicKey: key.key, validFor: () => true };
     },
   };
   const logged = trust.rekor.length > 0 ? 1 : 0;

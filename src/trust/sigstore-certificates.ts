@@ -41,6 +41,8 @@ const KEY_USAGE_DIGITAL_SIGNATURE = 0;
 const KEY_USAGE_KEY_CERT_SIGN = 5;
 /** Longer chains than this are not searched (Fulcio's are root, intermediate, leaf). */
 const MAX_CHAIN_LENGTH = 6;
+/** A chain annotation with more certificates than this is refused: each one costs signature checks. */
+const MAX_CHAIN_CERTIFICATES = 10;
 
 export interface FulcioTrust {
   /** Trust anchors: every certificate the requirement lists, roots and intermediates alike. */
@@ -74,8 +76,10 @@ export function verifyFulcioCertificate(
   if (leaves.length !== 1) throw reject(`the signing certificate annotation holds ${leaves.length} certificates, expected 1`);
   const leaf = leaves[0]!;
   const intermediates = chainPem === undefined ? [] : untrusted(() => certificatesFromPem(chainPem, 'the certificate chain'));
+  if (intermediates.length > MAX_CHAIN_CERTIFICATES)
+    throw reject(`the certificate chain holds ${intermediates.length} certificates, over the cap of ${MAX_CHAIN_CERTIFICATES}`);
   const signer = leafIdentity(leaf, trust);
-  const path = chainTo(leaf, trust.anchors, intermediates, []);
+  const path = chainTo(leaf, { anchors: trust.anchors, pool: intermediates, deadEnds: new Set() }, []);
   if (!path) throw reject(`the certificate for ${signer} does not chain to a trusted Fulcio CA`, signer);
   checkPath(path, at, signer);
   checkLeafFor(leaf, trust, signer);
@@ -122,22 +126,25 @@ function checkLeafFor(leaf: X509Certificate, trust: FulcioTrust, signer: string)
     throw reject(`the certificate is for ${[...names.emails, ...names.uris].join(', ') || 'no email or URI'}, not ${wanted}`, signer);
 }
 
+interface ChainSearch {
+  anchors: X509Certificate[];
+  /** Untrusted intermediates from the signature. */
+  pool: X509Certificate[];
+  /** Certificates known to lead to no anchor: each is searched once, so a cross-signed pool costs N², not Nᴺ. */
+  deadEnds: Set<X509Certificate>;
+}
+
 /** A path from `cert` to a trusted anchor (leaf first), or undefined. */
-function chainTo(
-  cert: X509Certificate,
-  anchors: X509Certificate[],
-  pool: X509Certificate[],
-  path: X509Certificate[],
-): X509Certificate[] | undefined {
+function chainTo(cert: X509Certificate, search: ChainSearch, path: X509Certificate[]): X509Certificate[] | undefined {
   const here = [...path, cert];
-  if (anchors.some((a) => a.raw.equals(cert.raw))) return here;
-  if (here.length >= MAX_CHAIN_LENGTH) return undefined;
-  for (const issuer of [...anchors, ...pool]) {
-    if (here.some((c) => c.raw.equals(issuer.raw))) continue;
-    if (!issues(issuer, cert)) continue;
-    const found = chainTo(issuer, anchors, pool, here);
+  if (search.anchors.some((a) => a.raw.equals(cert.raw))) return here;
+  if (here.length >= MAX_CHAIN_LENGTH || search.deadEnds.has(cert)) return undefined;
+  for (const issuer of [...search.anchors, ...search.pool]) {
+    if (here.some((c) => c.raw.equals(issuer.raw)) || !issues(issuer, cert)) continue;
+    const found = chainTo(issuer, search, here);
     if (found) return found;
   }
+  search.deadEnds.add(cert);
   return undefined;
 }
 
