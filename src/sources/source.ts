@@ -30,8 +30,8 @@ export interface ImageSource {
 
 /**
  * A whole small blob (a signature payload, a sigstore bundle), verified against its descriptor:
- * TOO_LARGE past `maxBytes` (checked before reading and while reading), SIZE_MISMATCH or
- * DIGEST_MISMATCH when the bytes are not the descriptor's.
+ * TOO_LARGE, before anything is read, when the descriptor is over `maxBytes`; SIZE_MISMATCH as
+ * soon as the bytes run past the descriptor's size; DIGEST_MISMATCH when they do not hash to it.
  */
 export async function readBlob(
   source: ImageSource,
@@ -41,8 +41,9 @@ export async function readBlob(
   what = `blob ${descriptor.digest}`,
 ): Promise<Buffer> {
   if (source.readBlob) return source.readBlob(descriptor, maxBytes, signal, what);
-  if (descriptor.size > maxBytes)
+  if (descriptor.size > maxBytes) {
     throw new PullUnpackError('TOO_LARGE', `${what} is ${descriptor.size} bytes, over the ${maxBytes}-byte limit`);
+  }
   const stream = await source.fetchBlob(descriptor, signal, what);
   const chunks: Buffer[] = [];
   let total = 0;
@@ -50,7 +51,7 @@ export async function readBlob(
     for await (const chunk of stream) {
       chunks.push(chunk as Buffer);
       total += (chunk as Buffer).length;
-      // The descriptor's size is at most maxBytes: stop reading as soon as the blob is longer.
+      // The descriptor's size is within maxBytes: a blob longer than it is not read further.
       if (total > descriptor.size) break;
     }
   } finally {
