@@ -195,6 +195,31 @@ export class RegistryClient {
   }
 
   /**
+   * The referrers index of `digest` (distribution-spec v1.1 "Listing Referrers": GET
+   * /v2/<name>/referrers/<digest>), its first page; undefined when the registry answers 404,
+   * which a registry with the API never does, so the caller reads the `<alg>-<hex>` tag instead.
+   */
+  async getReferrers(repository: string, digest: string, signal?: AbortSignal): Promise<FetchedManifest | undefined> {
+    parseDigest(digest);
+    const what = `the referrers of ${this.registry}/${repository}@${digest}`;
+    let found: { bytes: Buffer; contentType: string };
+    try {
+      found = await this.send(
+        `/v2/${repository}/referrers/${digest}`,
+        { repository, what, signal, headers: { accept: MediaType.OciIndex } },
+        async (res) => ({
+          bytes: await readCapped(res.body, this.maxManifestBytes, res.headers['content-length'], what, 'TOO_LARGE'),
+          contentType: headerValue(res.headers['content-type']).split(';')[0]!.trim(),
+        }),
+      );
+    } catch (err) {
+      if (err instanceof RegistryError && err.status === 404) return undefined;
+      throw err;
+    }
+    return { ...found, digest: digestOf(found.bytes) };
+  }
+
+  /**
    * Opens a blob for reading, following redirects (without Authorization to another origin).
    * A connection that breaks mid-blob is resumed with a Range request from the byte reached
    * (or restarted and the known prefix skipped when the server ignores ranges), so the caller

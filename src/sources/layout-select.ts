@@ -10,6 +10,13 @@ import { parseReference } from '../image/reference.js';
 export const REF_NAME_ANNOTATION = 'org.opencontainers.image.ref.name';
 /** containerd's `ctr export` and docker 25+ `docker save` put the full image name here. */
 export const CONTAINERD_NAME_ANNOTATION = 'io.containerd.image.name';
+/**
+ * `cosign save` names no entry: it marks the image (or index) and its signature manifest with
+ * a `kind` annotation instead (cosign pkg/oci/layout).
+ */
+const COSIGN_KIND_ANNOTATION = 'kind';
+const COSIGN_IMAGE_KINDS = new Set(['dev.cosignproject.cosign/image', 'dev.cosignproject.cosign/imageIndex']);
+const COSIGN_SIGNATURES_KIND = 'dev.cosignproject.cosign/sigs';
 
 /**
  * The index.json entry `tag` names, or the only entry when `tag` is undefined. A tag is matched in three tiers, the first that matches wins: the exact ref name (or containerd image
@@ -20,6 +27,8 @@ export const CONTAINERD_NAME_ANNOTATION = 'io.containerd.image.name';
 export function selectLayoutEntry(entries: Descriptor[], name: string, tag: string | undefined): Descriptor {
   if (tag === undefined) {
     if (entries.length === 1) return entries[0]!;
+    const saved = cosignSaved(entries);
+    if (saved) return saved.image;
     if (entries.length === 0) throw new PullUnpackError('NOT_FOUND', `${name} holds no images: its index.json lists no manifests`);
     throw new PullUnpackError('NOT_FOUND', `${name} holds ${entries.length} images: ${listEntries(entries)}`, {
       hint: `pick one with ${name}:TAG or ${name}@sha256:HEX`,
@@ -43,6 +52,24 @@ export function selectLayoutEntry(entries: Descriptor[], name: string, tag: stri
       hint: entries.length ? `pick one with ${name}:TAG or ${name}@sha256:HEX (${listEntries(entries)})` : undefined,
     },
   );
+}
+
+/**
+ * The entry a cosign attachment tag means in a `cosign save` layout: `<alg>-<hex>.sig` is the
+ * signature manifest of the saved image when `<alg>:<hex>` is that image's digest.
+ */
+export function cosignAttachment(entries: Descriptor[], tag: string): Descriptor | undefined {
+  const saved = cosignSaved(entries);
+  const m = /^([a-z0-9]+)-([a-f0-9]+)\.sig$/.exec(tag);
+  return m && saved?.image.digest === `${m[1]}:${m[2]}` ? saved.signatures : undefined;
+}
+
+function cosignSaved(entries: Descriptor[]): { image: Descriptor; signatures: Descriptor | undefined } | undefined {
+  const kind = (e: Descriptor): string | undefined => e.annotations?.[COSIGN_KIND_ANNOTATION];
+  const images = entries.filter((e) => COSIGN_IMAGE_KINDS.has(kind(e) ?? ''));
+  const signatures = entries.filter((e) => kind(e) === COSIGN_SIGNATURES_KIND);
+  if (images.length !== 1 || signatures.length > 1) return undefined;
+  return { image: images[0]!, signatures: signatures[0] };
 }
 
 /** 'latest (sha256:…), sha256:… (untagged)': what a layout holds, for messages. */

@@ -12,7 +12,7 @@ import { dirname, join, resolve, sep } from 'node:path';
 import type { Readable } from 'node:stream';
 import { abortError, PullUnpackError } from '../errors.js';
 import { openDockerArchive, tarFiles } from './archive.js';
-import { selectLayoutEntry } from './layout-select.js';
+import { cosignAttachment, selectLayoutEntry } from './layout-select.js';
 import { digestOf, parseDigest } from '../image/digest.js';
 import { MediaType, parseManifest, type Descriptor } from '../image/oci.js';
 import { parseReference } from '../image/reference.js';
@@ -255,7 +255,8 @@ async function openOciLayout(files: LayoutFiles, name: string, selection: Layout
     name,
     async getManifest(tagOrDigest, signal) {
       if (LOOKS_LIKE_DIGEST.test(tagOrDigest)) return readDocument(known.get(tagOrDigest) ?? { digest: tagOrDigest }, signal);
-      return readDocument(selectLayoutEntry(index.manifests, name, tagOrDigest), signal);
+      const attachment = cosignAttachment(index.manifests, tagOrDigest);
+      return readDocument(attachment ?? selectLayoutEntry(index.manifests, name, tagOrDigest), signal);
     },
     async fetchBlob(descriptor, signal, what) {
       if (signal?.aborted) throw abortError(signal);

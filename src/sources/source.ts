@@ -3,7 +3,8 @@
  * and applier see only an ImageSource, whether it is a registry or (later) a local layout.
  */
 import { Transform, type Readable } from 'node:stream';
-import { isPullUnpackError } from '../errors.js';
+import { isPullUnpackError, PullUnpackError } from '../errors.js';
+import { verifyBytes } from '../image/digest.js';
 import type { Descriptor } from '../image/oci.js';
 import type { FetchedManifest, RegistryClient } from '../registry/client.js';
 
@@ -17,6 +18,48 @@ export interface ImageSource {
    * consumes or destroys the stream.
    */
   fetchBlob(descriptor: Descriptor, signal?: AbortSignal, what?: string, offset?: number): Promise<Readable>;
+  /**
+   * Optional: the OCI 1.1 referrers index of `digest` (distribution-spec "Listing Referrers"),
+   * or undefined when the source has no referrers API; callers then read the referrers tag
+   * `<alg>-<hex>` instead, as the distribution-spec's fallback describes.
+   */
+  getReferrers?(digest: string, signal?: AbortSignal): Promise<FetchedManifest | undefined>;
+  /** Optional: what readBlob() returns, for sources that keep what they read (the cache). */
+  readBlob?(descriptor: Descriptor, maxBytes: number, signal?: AbortSignal, what?: string): Promise<Buffer>;
+}
+
+/**
+ * A whole small blob (a signature payload, a sigstore bundle), verified against its descriptor:
+ * TOO_LARGE, before anything is read, when the descriptor is over `maxBytes`; SIZE_MISMATCH as
+ * soon as the bytes run past the descriptor's size; DIGEST_MISMATCH when they do not hash to it.
+ */
+export async function readBlob(
+  source: ImageSource,
+  descriptor: Descriptor,
+  maxBytes: number,
+  signal?: AbortSignal,
+  what = `blob ${descriptor.digest}`,
+): Promise<Buffer> {
+  if (source.readBlob) return source.readBlob(descriptor, maxBytes, signal, what);
+  if (descriptor.size > maxBytes) {
+    throw new PullUnpackError('TOO_LARGE', `${what} is ${descriptor.size} bytes, over the ${maxBytes}-byte limit`);
+  }
+  const stream = await source.fetchBlob(descriptor, signal, what);
+  const chunks: Buffer[] = [];
+  let total = 0;
+  try {
+    for await (const chunk of stream) {
+      chunks.push(chunk as Buffer);
+      total += (chunk as Buffer).length;
+      // The descriptor's size is within maxBytes: a blob longer than it is not read further.
+      if (total > descriptor.size) break;
+    }
+  } finally {
+    stream.destroy();
+  }
+  const bytes = Buffer.concat(chunks);
+  verifyBytes(bytes, descriptor.digest, what, descriptor.size);
+  return bytes;
 }
 
 /** An ImageSource for one repository of a registry. */
@@ -25,6 +68,7 @@ export function registrySource(client: RegistryClient, repository: string): Imag
     name: `${client.registry}/${repository}`,
     getManifest: (reference, signal) => client.getManifest(repository, reference, signal),
     fetchBlob: (descriptor, signal, what, offset) => client.fetchBlob(repository, descriptor, signal, what, offset),
+    getReferrers: (digest, signal) => client.getReferrers(repository, digest, signal),
   };
 }
 
@@ -61,6 +105,9 @@ export function fallbackSource(sources: readonly ImageSource[], onNotice: (messa
     getManifest: (reference, signal) => tryEach(reference, (s) => s.getManifest(reference, signal)),
     fetchBlob: (descriptor, signal, what, offset) =>
       tryEach(what ?? descriptor.digest, (s) => s.fetchBlob(descriptor, signal, what, offset)),
+    getReferrers: (digest, signal) => tryEach(`the referrers of ${digest}`, async (s) => s.getReferrers?.(digest, signal)),
+    readBlob: (descriptor, maxBytes, signal, what) =>
+      tryEach(what ?? descriptor.digest, (s) => readBlob(s, descriptor, maxBytes, signal, what)),
   };
 }
 
@@ -69,6 +116,7 @@ export function withBlobOffsets(source: ImageSource): ImageSource {
   return {
     name: source.name,
     getManifest: (reference, signal) => source.getManifest(reference, signal),
+    ...(source.getReferrers && { getReferrers: source.getReferrers.bind(source) }),
     async fetchBlob(descriptor, signal, what, offset = 0) {
       const stream = await source.fetchBlob(descriptor, signal, what);
       if (offset === 0) return stream;

@@ -3,8 +3,16 @@
  * sigstore bundles attached through the referrers API, verified with public keys or keyless
  * (Fulcio certificate + Rekor entry).
  */
-import { PullUnpackError } from '../errors.js';
-import type { IdentityMatcher, SigstoreRequirement, SignatureReport, TrustContext, VerifyOptions } from './types.js';
+import { abortError, isPullUnpackError, PullUnpackError } from '../errors.js';
+import { parseDigest } from '../image/digest.js';
+import { cosignSignatures, sigstoreBundles, type Finding } from './sigstore-attachments.js';
+import { verifySigstoreBundle } from './sigstore-bundles.js';
+import { verifyCosignSignature } from './sigstore-cosign.js';
+import { Progress, SignatureRejection } from './sigstore-rejection.js';
+import { prepareTrust, type PreparedTrust } from './sigstore-trust.js';
+import type { IdentityMatcher, SigstoreRequirement, SignatureReport, TrustContext } from './types.js';
+
+export { requirementFromVerifyOptions } from './sigstore-options.js';
 
 /**
  * The signature that satisfies `requirement` for `ctx.digest`, with a report of every signature
@@ -12,13 +20,71 @@ import type { IdentityMatcher, SigstoreRequirement, SignatureReport, TrustContex
  */
 export async function verifySigstoreSigned(
   ctx: TrustContext,
-  _requirement: SigstoreRequirement,
-  _matchIdentity: IdentityMatcher,
+  requirement: SigstoreRequirement,
+  matchIdentity: IdentityMatcher,
 ): Promise<{ accepted: SignatureReport; seen: SignatureReport[] }> {
-  throw new PullUnpackError('SIGNATURE_REJECTED', `${ctx.digest}: sigstoreSigned requirements are not verified in this build yet`);
+  const trust = prepareTrust(requirement);
+  const findings = [...(await cosignSignatures(ctx)), ...(await sigstoreBundles(ctx))];
+  const seen: SignatureReport[] = [];
+  let accepted: SignatureReport | undefined;
+  let closest: { where: string; rejection: SignatureRejection } | undefined;
+  for (const finding of findings) {
+    if (ctx.signal?.aborted) throw abortError(ctx.signal);
+    try {
+      const report: SignatureReport = { kind: finding.kind, signer: verify(finding, trust, ctx.digest, matchIdentity), verified: true };
+      seen.push(report);
+      accepted ??= report;
+    } catch (err) {
+      const rejection = asRejection(err);
+      seen.push({ kind: finding.kind, signer: rejection.signer, verified: false, reason: `${finding.where}: ${rejection.message}` });
+      if (!closest || rejection.progress > closest.rejection.progress) closest = { where: finding.where, rejection };
+    }
+  }
+  if (accepted) return { accepted, seen };
+  throw rejected(ctx, trust, seen.length, closest);
 }
 
-/** The requirement the --verify-* flags describe, with its key files and trusted root read. */
-export async function requirementFromVerifyOptions(_options: VerifyOptions): Promise<SigstoreRequirement> {
-  throw new PullUnpackError('USAGE', '--verify-key and --verify-identity are not supported in this build yet');
+function verify(finding: Finding, trust: PreparedTrust, digest: string, matchIdentity: IdentityMatcher): string {
+  if ('problem' in finding) throw new SignatureRejection(Progress.Unusable, finding.problem);
+  if ('signature' in finding) return verifyCosignSignature(finding.signature, trust, digest, matchIdentity);
+  return verifySigstoreBundle(finding.bundle, trust, digest, matchIdentity);
 }
+
+/** Untrusted input that trips a library in an unforeseen way rejects that signature, never the process. */
+function asRejection(err: unknown): SignatureRejection {
+  if (err instanceof SignatureRejection) return err;
+  if (isPullUnpackError(err, 'ABORTED')) throw err;
+  return new SignatureRejection(Progress.Unusable, `it could not be verified: ${(err as Error).message}`);
+}
+
+function rejected(
+  ctx: TrustContext,
+  trust: PreparedTrust,
+  count: number,
+  closest: { where: string; rejection: SignatureRejection } | undefined,
+): PullUnpackError {
+  const image = `${ctx.reference?.toString() ?? ctx.source.name} (${ctx.digest})`;
+  if (!closest) {
+    const { algorithm, hex } = parseDigest(ctx.digest);
+    return new PullUnpackError(
+      'SIGNATURE_REJECTED',
+      `${image} has no sigstore signature: no ${algorithm}-${hex}.sig signature manifest and no sigstore bundle refers to it`,
+      { hint: 'sign it with cosign sign, or pull from the registry that holds its signatures' },
+    );
+  }
+  const { where, rejection } = closest;
+  const verdict = count === 1 ? 'its signature does not satisfy' : `none of its ${count} signatures satisfies`;
+  return new PullUnpackError('SIGNATURE_REJECTED', `${image}: ${verdict} the sigstoreSigned requirement (${where}: ${rejection.message})`, {
+    hint: HINTS[rejection.progress](trust),
+  });
+}
+
+const HINTS: Record<Progress, (trust: PreparedTrust) => string> = {
+  [Progress.Unusable]: () => 'the signature could not be read; it may be damaged or in a format this version does not know',
+  [Progress.Untrusted]: (trust) =>
+    trust.fulcio
+      ? 'check the signer identity and OIDC issuer, and that the Fulcio CA and Rekor keys (--trusted-root) are the ones it was signed under'
+      : 'check that the image was signed with the private key of the public key given',
+  [Progress.OtherDigest]: () => 'the signatures are for other images: the tag may have moved since it was signed',
+  [Progress.OtherIdentity]: () => 'the signature names another image; check the signedIdentity rule, or pull the reference that was signed',
+};

@@ -33,6 +33,13 @@ export interface SigstoreRequirement {
   /** PEM public keys of the Rekor log whose signed entry timestamp must accompany the signature. */
   rekorPublicKeys: string[];
   signedIdentity: SignedIdentity;
+  /**
+   * Accept a signature that names no image identity on its digest alone, as `cosign verify`
+   * does: cosign's sigstore bundles (in-toto statements) sign the digest only, with no
+   * docker-reference for signedIdentity to match. The --verify-* flags set it; policy files
+   * leave it unset (c/image has no such signatures), so there such a signature is rejected.
+   */
+  acceptDigestOnlySignatures?: boolean | undefined;
 }
 
 /** Where and what to verify: the digest a reference resolved to, in the source it came from. */
