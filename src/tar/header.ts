@@ -99,10 +99,20 @@ export function entryType(typeflag: number): TarEntryType | null {
  * TarFormatError for a checksum mismatch or a field Go would refuse.
  */
 export function decodeHeader(block: Buffer): TarHeader | null {
-  const sum = checksums(block);
-  if (sum.zero) return null;
+  // The unsigned and the signed sum, the checksum field counted as spaces (no object per block).
+  let unsigned = 0;
+  let signed = 0;
+  let any = 0;
+  for (let i = 0; i < BLOCK; i++) {
+    const b = block[i]!;
+    any |= b;
+    const c = i >= 148 && i < 156 ? 0x20 : b;
+    unsigned += c;
+    signed += c > 127 ? c - 256 : c;
+  }
+  if (any === 0) return null;
   const stored = octalAt(block, 148, 8, 'checksum');
-  if (stored !== sum.unsigned && stored !== sum.signed)
+  if (stored !== unsigned && stored !== signed)
     throw new TarFormatError('header checksum mismatch (not a tar archive, or a compressed one?)');
   const format = formatOf(block);
   const typeflag = block[156]!;
@@ -132,27 +142,16 @@ export function decodeHeader(block: Buffer): TarHeader | null {
   };
 }
 
-function checksums(block: Buffer): { zero: boolean; unsigned: number; signed: number } {
-  let unsigned = 0;
-  let signed = 0;
-  let any = 0;
-  for (let i = 0; i < BLOCK; i++) {
-    const b = block[i]!;
-    any |= b;
-    const c = i >= 148 && i < 156 ? 0x20 : b;
-    unsigned += c;
-    signed += c > 127 ? c - 256 : c;
-  }
-  return { zero: any === 0, unsigned, signed };
-}
-
 /** Go's format guess (format.go GetFormat): which fields the block has. */
 function formatOf(block: Buffer): 'ustar' | 'star' | 'gnu' | 'v7' {
-  const magic = block.toString('latin1', 257, 263);
-  if (magic === 'ustar\0') return block.toString('latin1', 508, 512) === 'tar\0' ? 'star' : 'ustar';
-  if (magic === 'ustar ' && block[263] === 0x20 && block[264] === 0) return 'gnu';
+  if (block.compare(USTAR, 0, 5, 257, 262) !== 0) return 'v7';
+  if (block[262] === 0) return block.compare(STAR_TRAILER, 0, 4, 508, 512) === 0 ? 'star' : 'ustar';
+  if (block[262] === 0x20 && block[263] === 0x20 && block[264] === 0) return 'gnu';
   return 'v7';
 }
+
+const USTAR = Buffer.from('ustar');
+const STAR_TRAILER = Buffer.from('tar\0', 'latin1');
 
 /**
  * The ustar name prefix (155 bytes). Go reads only 131 of them when the block ends in star's
