@@ -189,30 +189,26 @@ describe('duplicates', () => {
 });
 
 describe('archive framing', () => {
-  // Documented result: tar-stream reads on past the end-of-archive blocks (like `tar
-  // --ignore-zeros`), where GNU tar and Go's archive/tar (containerd) stop. So zero padding is
-  // harmless, bytes that are not tar headers fail the layer with CORRUPT_LAYER, and a second
-  // archive appended after the first is applied too, under the same path rules. In a real pull the
-  // DiffID covers the whole decompressed stream, so the digest the image names decides what is
-  // accepted; the divergence from containerd is noted for follow-up.
-  it('handles trailing data after the end-of-archive blocks without crashing or escaping', async () => {
+  // Changed by issue 11: the reader used to read on past the end-of-archive blocks (tar-stream's
+  // behaviour), applying an appended second archive. Go's archive/tar (containerd, docker, umoci)
+  // and GNU tar stop at the marker, and so does pull-unpack now: what follows is not read as
+  // entries (a pull still hashes it: test/tar-format.test.ts).
+  it('stops at the end-of-archive blocks: zero padding, garbage and appended archives after them are not applied', async () => {
     const tar = await buildTar([{ name: 'a', content: 'A' }]);
     await applyLayers([Buffer.concat([tar, Buffer.alloc(10240)])], { into: box });
     expect(await readdir(box.root)).toEqual(['a']);
 
-    for (const garbage of [randomBytes(1536), Buffer.from('trailing garbage')]) {
-      await expect(applyWithLimits([Buffer.concat([tar, garbage])], {})).rejects.toMatchObject({ code: 'CORRUPT_LAYER' });
-    }
-
     const escape = await buildTar([{ name: '../outside/secret', content: 'pwned' }]);
-    await expect(applyWithLimits([Buffer.concat([tar, escape])], {})).rejects.toMatchObject({ code: 'UNSAFE_PATH' });
     const viaLink = await buildTar([
       { name: 'out', type: 'symlink', linkname: box.outside },
       { name: 'out/secret', content: 'pwned' },
     ]);
-    await applyWithLimits([Buffer.concat([tar, viaLink])], {});
-    expect(await inRoot('a')).toBe('A');
-    expect(await inRoot(join(box.outside, 'secret'))).toBe('pwned');
+    const setuid = await buildTar([{ name: 'hidden', content: '#!', mode: 0o4755 }]);
+    for (const after of [randomBytes(1536), Buffer.from('trailing garbage'), escape, viaLink, setuid]) {
+      await applyWithLimits([Buffer.concat([tar, after])], {});
+      expect(await readdir(box.root)).toEqual(['a']);
+      expect(await inRoot('a')).toBe('A');
+    }
   });
 });
 

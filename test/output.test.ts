@@ -9,7 +9,8 @@ import { extract } from 'tar-stream';
 import { openLocalSource, parseLocalReference } from '../src/sources/layout.js';
 import type { Descriptor } from '../src/image/oci.js';
 import { writeOciLayout, type OciLayoutInput } from '../src/outputs/oci-layout.js';
-import { encodeTarHeader, writeTreeAsTar } from '../src/outputs/tar.js';
+import { writeTreeAsTar } from '../src/outputs/tar.js';
+import { encodeHeader as encodeTarHeader } from '../src/tar/encode.js';
 import { parsePlatform } from '../src/image/platform.js';
 import { fetchConfig, resolveImage } from '../src/image/resolve.js';
 import {

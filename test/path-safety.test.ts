@@ -8,7 +8,8 @@ import { describe, expect, it } from 'vitest';
 import { lstat, mkdir, readFile, readdir, readlink, symlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import fc from 'fast-check';
-import { bytesToName, cleanEntryName, fsPath, nameToBytes, resolveInRoot } from '../src/apply/safe-path.js';
+import { cleanEntryName, fsPath, resolveInRoot } from '../src/apply/safe-path.js';
+import { bytesToName, nameToBytes } from '../src/tar/names.js';
 import { sentinelSandbox } from './helpers/sandbox.js';
 import { applyLayers, buildTar, type TarEntrySpec } from './helpers/tar.js';
 
@@ -59,8 +60,12 @@ describe('names', () => {
     await expect(applyAll([[{ name: 'a/../../outside/new', content: 'pwned' }]])).rejects.toMatchObject({ code: 'UNSAFE_PATH' });
   });
 
-  it('refuses an absolute name', async () => {
-    await expect(applyAll([[{ name: `${box.outside}/secret`, content: 'pwned' }]])).rejects.toMatchObject({ code: 'UNSAFE_PATH' });
+  // Changed by issue 11: absolute names were refused; containerd, umoci and GNU tar read them
+  // from the root (a leading '/' stripped), and so does pull-unpack now, never outside it.
+  it('resolves an absolute name inside the root, never at that host path', async () => {
+    await applyAll([[{ name: `${box.outside}/secret`, content: 'in the root' }]]);
+    expect(await inRoot(`${box.outside.slice(1)}/secret`)).toBe('in the root');
+    await expect(applyAll([[{ name: '/../outside/secret', content: 'pwned' }]])).rejects.toMatchObject({ code: 'UNSAFE_PATH' });
   });
 
   it('refuses a directory entry named ..', async () => {
@@ -202,10 +207,22 @@ describe('hardlinks', () => {
     await expect(applyAll([[{ name: 'h', type: 'link', linkname: '../outside/secret' }]])).rejects.toMatchObject({ code: 'UNSAFE_PATH' });
   });
 
-  it('refuses a hardlink with an absolute target', async () => {
-    await expect(applyAll([[{ name: 'h', type: 'link', linkname: join(box.outside, 'secret') }]])).rejects.toMatchObject({
-      code: 'UNSAFE_PATH',
+  // Issue 11: an absolute hardlink target was refused while containerd and umoci resolve it from
+  // the root; it is now the root's own file, and one that exists only on the host is missing.
+  it('resolves a hardlink with an absolute target inside the root, never to the host file', async () => {
+    await applyAll([
+      [
+        { name: 'etc/passwd', content: 'root:x:0:0:image\n' },
+        { name: 'h', type: 'link', linkname: '/etc/passwd' },
+      ],
+    ]);
+    const [h, passwd] = await Promise.all([lstat(join(box.root, 'h')), lstat(join(box.root, 'etc/passwd'))]);
+    expect(h.ino).toBe(passwd.ino);
+    await expect(applyAll([[{ name: 'h2', type: 'link', linkname: join(box.outside, 'secret') }]])).rejects.toMatchObject({
+      code: 'CORRUPT_LAYER',
+      message: expect.stringContaining('does not exist'),
     });
+    await expect(applyAll([[{ name: 'h3', type: 'link', linkname: '/../outside/secret' }]])).rejects.toMatchObject({ code: 'UNSAFE_PATH' });
   });
 
   it('links a symlink pointing outside as the symlink itself, never the outside file', async () => {
@@ -309,7 +326,10 @@ describe('safe-path', () => {
     // The root itself written as "/" (umoci insert does) names nothing outside: ignored like "./".
     expect(cleanEntryName('/')).toBeNull();
     expect(cleanEntryName('/./')).toBeNull();
-    for (const bad of ['..', '../a', 'a/../../b', '/etc/passwd', '/..', 'a\0b']) {
+    // A leading '/' is the root (issue 11), as containerd, umoci and GNU tar read it.
+    expect(cleanEntryName('/etc/passwd')).toBe('etc/passwd');
+    expect(cleanEntryName('//etc/../etc/./passwd')).toBe('etc/passwd');
+    for (const bad of ['..', '../a', 'a/../../b', '/../etc/passwd', '/..', 'a\0b']) {
       expect(() => cleanEntryName(bad), bad).toThrow(expect.objectContaining({ code: 'UNSAFE_PATH' }));
     }
   });

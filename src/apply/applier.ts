@@ -19,7 +19,8 @@ import * as fs from 'node:fs';
 import type { Readable } from 'node:stream';
 import { PullUnpackError, abortError, isPullUnpackError } from '../errors.js';
 import { limitError, resolveLimits } from '../limits.js';
-import { cleanEntryName, fsPath, lstatOrNull, nameToBytes } from './safe-path.js';
+import { cleanEntryName, fsPath, lstatOrNull } from './safe-path.js';
+import { nameToBytes } from '../tar/names.js';
 import {
   ApplyState,
   type ApplyLimits,
@@ -31,10 +32,11 @@ import {
   type LayerApplyStats,
   type LayerRun,
 } from './state.js';
-import { makeDirectory, makeHardlink, makeSpecialFile, makeSymlink, writeRegularFile } from './entries.js';
+import { fsTime, makeDirectory, makeHardlink, makeSpecialFile, makeSymlink, writeRegularFile } from './entries.js';
 import { applyWhiteout, markLayerPath, WHITEOUT_PREFIX } from './whiteouts.js';
 import { flushXattrs } from './xattrs.js';
 import { TarReader } from '../tar/reader.js';
+import { TarUnsupportedError } from '../tar/format-error.js';
 
 export type { ApplyContext, ApplyLimits, LayerApplyStats } from './state.js';
 export { WHITEOUT_META_PREFIX, WHITEOUT_OPAQUE, WHITEOUT_PREFIX } from './whiteouts.js';
@@ -178,7 +180,7 @@ async function applyEntry(run: LayerRun, entry: Entry): Promise<void> {
       if (!(await makeSpecialFile(run, host, header, type))) return;
       break;
     default:
-      throw new PullUnpackError('UNSUPPORTED_ENTRY', `unsupported tar entry type ${String(type)}`);
+      throw new PullUnpackError('UNSUPPORTED_ENTRY', `unsupported tar entry type ${describeTypeflag(header.typeflag)}`);
   }
   markLayerPath(run, host);
 }
@@ -209,6 +211,12 @@ function checkDepth(maxPathDepth: number, rel: string): void {
   if (components > maxPathDepth) throw limitError(`path of ${components} components`, maxPathDepth, '--max-path-depth');
 }
 
+/** A typeflag for a message: `'V' (0x56)`. */
+function describeTypeflag(flag: number): string {
+  const hex = `0x${flag.toString(16).padStart(2, '0')}`;
+  return flag > 0x20 && flag < 0x7f ? `'${String.fromCharCode(flag)}' (${hex})` : hex;
+}
+
 /** An entry name for a message, its middle elided when it is very long (a hostile name may be KBs). */
 function quoteName(name: string): string {
   return JSON.stringify(name.length <= 200 ? name : `${name.slice(0, 100)}…${name.slice(-60)}`);
@@ -236,7 +244,7 @@ function restoreDirectories(ctx: ApplyState): void {
   for (const { host, meta, mode } of todo) {
     const path = fsPath(host);
     if (mode !== meta.mode) fs.chmodSync(path, meta.mode);
-    fs.utimesSync(path, meta.atime, meta.mtime);
+    fs.utimesSync(path, fsTime(meta.atime), fsTime(meta.mtime));
   }
 }
 
@@ -278,6 +286,7 @@ function entryError(err: unknown, where: string): unknown {
 /** Errors of the tar stream itself (source errors pass through when already typed). */
 function streamError(err: unknown, what: string): PullUnpackError {
   if (isPullUnpackError(err)) return err;
+  if (err instanceof TarUnsupportedError) return new PullUnpackError('UNSUPPORTED_ENTRY', `${what}: ${err.message}`, { cause: err });
   const message = err instanceof Error ? err.message : String(err);
   const e = err as NodeJS.ErrnoException;
   if (typeof e?.syscall === 'string') return new PullUnpackError('DESTINATION_INVALID', `${what}: ${message}`, { cause: err });

@@ -13,7 +13,7 @@ import * as fsp from 'node:fs/promises';
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { promisify } from 'node:util';
-import type { TarHeader } from '../tar/reader.js';
+import type { SparseFragment, TarHeader } from '../tar/reader.js';
 import { PullUnpackError } from '../errors.js';
 import { cleanEntryName, fsPath, lstatOrNull } from './safe-path.js';
 import {
@@ -27,7 +27,7 @@ import {
   type Entry,
   type LayerRun,
 } from './state.js';
-import { paxOf, queueXattrs } from './xattrs.js';
+import { queueXattrs } from './xattrs.js';
 
 /** File bodies are written in batches of this many bytes (one writev each, one in flight). */
 const WRITE_BATCH_BYTES = 1 << 20;
@@ -43,12 +43,12 @@ export async function writeRegularFile(run: LayerRun, host: string, entry: Entry
   const path = fsPath(host);
   const fd = await createReplacing(run, host, () => fs.openSync(path, O_CREATE_NEW, mode & 0o777));
   try {
-    run.stats.bytes += await writeBody(fd, entry);
+    run.stats.bytes += header.sparse === null ? await writeBody(fd, entry) : await writeSparseBody(fd, entry, header.sparse, header.size);
     // chown clears setuid/setgid, so ownership first, then the mode (as containerd and umoci).
     if (needsChown(ctx, header)) fs.fchownSync(fd, header.uid ?? 0, header.gid ?? 0);
     if (needsChmod(ctx, mode)) fs.fchmodSync(fd, mode);
     const t = timesOf(header);
-    fs.futimesSync(fd, t.atime, t.mtime);
+    fs.futimesSync(fd, fsTime(t.atime), fsTime(t.mtime));
   } finally {
     fs.closeSync(fd);
   }
@@ -86,6 +86,35 @@ async function writeBody(fd: number, entry: Entry): Promise<number> {
     if (inFlight !== null) await inFlight.catch(() => undefined);
   }
   if (batchBytes > 0) writeAllSync(fd, batch, batchBytes, fs.writevSync(fd, batch));
+  return total;
+}
+
+/**
+ * Writes a sparse file's data fragments (the entry body holds them back to back) at their
+ * offsets and sets its size: the holes between them are never written, so they stay holes.
+ * The parser checked the map (in order, inside the size, exactly the body's length).
+ */
+async function writeSparseBody(fd: number, entry: Entry, map: SparseFragment[], size: number): Promise<number> {
+  let index = -1;
+  let position = 0;
+  let left = 0;
+  let total = 0;
+  for await (const chunk of entry) {
+    for (let off = 0; off < chunk.length;) {
+      while (left === 0) {
+        const fragment = map[++index]!;
+        position = fragment.offset;
+        left = fragment.length;
+      }
+      const n = Math.min(left, chunk.length - off);
+      for (let done = 0; done < n;) done += fs.writeSync(fd, chunk, off + done, n - done, position + done);
+      position += n;
+      left -= n;
+      off += n;
+      total += n;
+    }
+  }
+  fs.ftruncateSync(fd, size);
   return total;
 }
 
@@ -145,7 +174,7 @@ export async function makeSymlink(run: LayerRun, host: string, header: TarHeader
   noteNewSymlink(ctx);
   if (needsChown(ctx, header)) fs.lchownSync(path, header.uid ?? 0, header.gid ?? 0);
   const t = timesOf(header);
-  fs.lutimesSync(path, t.atime, t.mtime);
+  fs.lutimesSync(path, fsTime(t.atime), fsTime(t.mtime));
   await queueXattrs(run, host, header);
 }
 
@@ -203,7 +232,7 @@ export async function makeSpecialFile(
   if (ctx.isRoot) await fsp.lchown(path, header.uid ?? 0, header.gid ?? 0);
   if ((mode & 0o7000) !== 0) await fsp.chmod(path, mode);
   const t = timesOf(header);
-  await fsp.utimes(path, t.atime, t.mtime);
+  await fsp.utimes(path, fsTime(t.atime), fsTime(t.mtime));
   await queueXattrs(run, host, header);
   return true;
 }
@@ -249,15 +278,16 @@ function needsChmod(ctx: ApplyState, mode: number): boolean {
 
 /** Seconds since the epoch; PAX `mtime`/`atime` keep sub-second precision (GNU tar writes them). */
 function timesOf(header: TarHeader): { atime: number; mtime: number } {
-  const pax = paxOf(header);
-  const fromHeader = header.mtime instanceof Date ? header.mtime.getTime() / 1000 : Number.NaN;
-  const mtime = paxTime(pax?.mtime) ?? (Number.isFinite(fromHeader) ? fromHeader : Date.now() / 1000);
-  return { atime: paxTime(pax?.atime) ?? mtime, mtime };
+  return { atime: header.atime ?? header.mtime, mtime: header.mtime };
 }
 
-function paxTime(value: string | undefined): number | undefined {
-  if (value === undefined || !/^-?\d+(\.\d+)?$/.test(value)) return undefined;
-  return Number(value);
+/**
+ * A time in seconds as Node's utimes family should get it. Node takes a negative number of
+ * seconds for "now" (lib/internal/fs/utils.js toUnixTimestamp), so a time before 1970 goes as a
+ * numeric string, which Node converts as it is, to the microsecond.
+ */
+export function fsTime(seconds: number): number | string {
+  return seconds < 0 ? String(seconds) : seconds;
 }
 
 /** Runs a coreutils command; rejects with its stderr in the message. */

@@ -5,7 +5,8 @@
  * LayerRun.layerPaths and kept, whatever the entry order (containerd `pkg/archive/tar.go`).
  */
 import * as fsp from 'node:fs/promises';
-import { bytesToName, fsPath, lstatOrNull, unsafePath } from './safe-path.js';
+import { fsPath, lstatOrNull, unsafePath } from './safe-path.js';
+import { bytesToName } from '../tar/names.js';
 import { existingDir, joinHost, removePath, type LayerRun } from './state.js';
 
 /** layer.md: a whiteout is `.wh.` + the basename of the path to remove. */

@@ -8,7 +8,8 @@ import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import type { TarHeader } from '../tar/reader.js';
 import type { ApplyState, LayerRun } from './state.js';
-import { bytesToName, fsPath, nameToBytes } from './safe-path.js';
+import { fsPath } from './safe-path.js';
+import { bytesToName, nameToBytes } from '../tar/names.js';
 
 /** Files whose xattrs are set by one `setfattr --restore` run. */
 const XATTR_BATCH_FILES = 1000;
@@ -21,11 +22,6 @@ const XATTR_ARGS_PER_RUN = 256;
 const DUMP_ARGS = ['-d', '-m', '-', '-e', 'hex', '--absolute-names'];
 /** How a tool run with an extra descriptor (fd 3) names the file it refers to. */
 const FD_PATH = '/proc/self/fd/3';
-
-/** The PAX records of an entry header (UTF-8 strings). */
-export function paxOf(header: TarHeader): Record<string, string> | undefined {
-  return header.pax ?? undefined;
-}
 
 /** Queues the entry's xattrs, in `getfattr --dump` form, for the next setfattr run. */
 export async function queueXattrs(run: LayerRun, host: string, header: TarHeader): Promise<void> {

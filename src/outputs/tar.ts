@@ -3,11 +3,12 @@
  * stream, like `crane export` but keeping what a layer can hold: hardlinks, devices, fifos,
  * setuid/setgid/sticky bits, numeric owners, mtimes and every extended attribute.
  *
- * Headers are encoded here rather than with tar-stream's `pack`, which cannot write what a
- * faithful export needs: its PAX records are JS strings (binary security.capability values and
- * non-UTF-8 names are corrupted), uids/gids above 262143 are silently written as 777777, mode 0
- * becomes 0644, and sub-second mtimes are dropped. The format is pax (POSIX.1-2001): a ustar
- * header, preceded by an extended header ('x') only for what ustar cannot hold.
+ * Headers are encoded by the project's tar codec (tar/header.ts) rather than with tar-stream's
+ * `pack`, which cannot write what a faithful export needs: its PAX records are JS strings
+ * (binary security.capability values and non-UTF-8 names are corrupted), uids/gids above 262143
+ * are silently written as 777777, mode 0 becomes 0644, and sub-second mtimes are dropped. The
+ * format is pax (POSIX.1-2001): a ustar header, preceded by an extended header ('x') only for
+ * what ustar cannot hold.
  */
 import { KEEP_XATTRS } from '../apply/xattrs.js';
 import { spawn } from 'node:child_process';
@@ -17,47 +18,14 @@ import { resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { abortError } from '../errors.js';
+import { encodeHeader, type HeaderFields } from '../tar/encode.js';
+import { BLOCK } from '../tar/header.js';
 
-const BLOCK = 512;
 const ZEROS = Buffer.alloc(64 * 1024);
-/** Largest values of the ustar octal fields: 7 digits (mode, ids, devices) and 11 (size, mtime). */
-const MAX_OCTAL_7 = 0o7777777;
-const MAX_OCTAL_11 = 0o77777777777;
-const PAX_XATTR_PREFIX = 'SCHILY.xattr.';
 const MAX_WARNINGS = 20;
 
-export type TarEntryType = 'file' | 'link' | 'symlink' | 'character-device' | 'block-device' | 'directory' | 'fifo';
-
-const TYPEFLAG: Record<TarEntryType | 'pax-header', string> = {
-  file: '0',
-  link: '1',
-  symlink: '2',
-  'character-device': '3',
-  'block-device': '4',
-  directory: '5',
-  fifo: '6',
-  'pax-header': 'x',
-};
-
-/** One archive member's metadata. Names are bytes, so non-UTF-8 names survive. */
-export interface TarHeader {
-  /** Relative path without a leading './'; a directory's ends with '/'. */
-  name: Buffer;
-  type: TarEntryType;
-  /** Permission bits incl. setuid, setgid and sticky (the file type bits are ignored). */
-  mode: number;
-  uid: number;
-  gid: number;
-  /** Body length; 0 for everything but 'file'. */
-  size: number;
-  mtimeNs: bigint;
-  /** Symlink target, or for 'link' the earlier member's name. */
-  linkname?: Buffer;
-  devmajor?: number;
-  devminor?: number;
-  /** Extended attributes, written as binary-safe `SCHILY.xattr.NAME` PAX records. */
-  xattrs?: Map<string, Buffer>;
-}
+/** One archive member's metadata (names are bytes, so non-UTF-8 names survive). */
+type TarHeader = HeaderFields;
 
 export interface WriteTreeOptions {
   signal?: AbortSignal | undefined;
@@ -134,7 +102,7 @@ async function* members(walk: Walk, host: Buffer, rel: Buffer | null): AsyncGene
     }
     const header = await headerOf(walk, childHost, childRel, st);
     walk.entries++;
-    yield encodeTarHeader(header);
+    yield encodeHeader(header);
     if (header.type === 'file') yield* fileBody(walk, childHost, header.size, childRel);
     if (header.type === 'directory') yield* members(walk, childHost, childRel);
   }
@@ -172,7 +140,7 @@ async function headerOf(walk: Walk, host: Buffer, rel: Buffer, st: BigIntStats):
   return header;
 }
 
-function typeOf(st: BigIntStats): TarEntryType {
+function typeOf(st: BigIntStats): TarHeader['type'] {
   if (st.isDirectory()) return 'directory';
   if (st.isSymbolicLink()) return 'symlink';
   if (st.isCharacterDevice()) return 'character-device';
@@ -204,116 +172,6 @@ async function* fileBody(walk: Walk, host: Buffer, size: number, rel: Buffer): A
 
 function* zeros(count: number): Generator<Buffer> {
   for (let left = count; left > 0; left -= ZEROS.length) yield ZEROS.subarray(0, Math.min(left, ZEROS.length));
-}
-
-/**
- * The header blocks of one member: a PAX extended header when ustar cannot hold the name, link
- * name, ids, size, mtime or xattrs, then the ustar header. The body is not included.
- */
-export function encodeTarHeader(h: TarHeader): Buffer {
-  const records: Buffer[] = [];
-  const split = splitUstarName(h.name);
-  const longLink = h.linkname !== undefined && (h.linkname.length > 100 || !isPortable(h.linkname));
-  // Names are raw bytes, UTF-8 or not, as GNU tar writes them: no hdrcharset record, which
-  // GNU tar 1.34 does not know and warns about.
-  if (split === null) records.push(paxRecord('path', h.name));
-  if (longLink) records.push(paxRecord('linkpath', h.linkname!));
-  if (h.uid > MAX_OCTAL_7) records.push(paxRecord('uid', String(h.uid)));
-  if (h.gid > MAX_OCTAL_7) records.push(paxRecord('gid', String(h.gid)));
-  if (h.size > MAX_OCTAL_11) records.push(paxRecord('size', String(h.size)));
-  const seconds = floorDiv(h.mtimeNs, 1_000_000_000n);
-  const nanos = h.mtimeNs - seconds * 1_000_000_000n;
-  if (nanos !== 0n || seconds < 0n || seconds > BigInt(MAX_OCTAL_11)) records.push(paxRecord('mtime', paxTime(seconds, nanos)));
-  for (const [name, value] of h.xattrs ?? []) records.push(paxRecord(`${PAX_XATTR_PREFIX}${name}`, value));
-  const ustar = ustarBlock(h, split ?? { name: h.name.subarray(0, 100), prefix: Buffer.alloc(0) }, seconds);
-  if (records.length === 0) return ustar;
-  const data = Buffer.concat(records);
-  const paxName = { name: Buffer.from('././@PaxHeader'), prefix: Buffer.alloc(0) };
-  const paxHeader = ustarBlock({ ...h, type: 'file', mode: 0o644, size: data.length, linkname: undefined }, paxName, seconds);
-  paxHeader[156] = TYPEFLAG['pax-header'].charCodeAt(0);
-  writeChecksum(paxHeader);
-  const pad = (BLOCK - (data.length % BLOCK)) % BLOCK;
-  return Buffer.concat([paxHeader, data, Buffer.alloc(pad), ustar]);
-}
-
-function ustarBlock(h: TarHeader, where: { name: Buffer; prefix: Buffer }, seconds: bigint): Buffer {
-  const b = Buffer.alloc(BLOCK);
-  where.name.copy(b, 0);
-  octal(b, 100, 8, h.mode & 0o7777);
-  numeric(b, 108, 8, h.uid);
-  numeric(b, 116, 8, h.gid);
-  numeric(b, 124, 12, h.size);
-  octal(b, 136, 12, seconds < 0n || seconds > BigInt(MAX_OCTAL_11) ? 0 : Number(seconds));
-  b.write(TYPEFLAG[h.type], 156, 'latin1');
-  if (h.linkname !== undefined) h.linkname.subarray(0, 100).copy(b, 157);
-  b.write('ustar\u000000', 257, 'latin1');
-  octal(b, 329, 8, h.devmajor ?? 0);
-  octal(b, 337, 8, h.devminor ?? 0);
-  where.prefix.copy(b, 345);
-  writeChecksum(b);
-  return b;
-}
-
-/** ustar's name/prefix split, or null when the name needs a PAX path (too long or not portable). */
-function splitUstarName(name: Buffer): { name: Buffer; prefix: Buffer } | null {
-  if (!isPortable(name)) return null;
-  if (name.length <= 100) return { name, prefix: Buffer.alloc(0) };
-  // The prefix ends at a '/' and must leave at most 100 bytes (a trailing '/' included) for the name.
-  for (let i = name.indexOf(0x2f, name.length - 101); i >= 0 && i <= 155; i = name.indexOf(0x2f, i + 1)) {
-    if (i > 0 && i < name.length - 1) return { prefix: name.subarray(0, i), name: name.subarray(i + 1) };
-  }
-  return null;
-}
-
-/** Printable ASCII only: anything else goes in a PAX record, as GNU tar's posix format does. */
-function isPortable(bytes: Buffer): boolean {
-  for (const byte of bytes) if (byte < 0x20 || byte > 0x7e) return false;
-  return true;
-}
-
-/** A PAX record `LEN KEY=VALUE\n`, LEN counting the whole record including its own digits. */
-function paxRecord(key: string, value: string | Buffer): Buffer {
-  const body = Buffer.concat([
-    Buffer.from(` ${key}=`, 'utf8'),
-    Buffer.isBuffer(value) ? value : Buffer.from(value, 'utf8'),
-    Buffer.from('\n'),
-  ]);
-  let len = body.length + 1;
-  while (String(len).length + body.length !== len) len = String(len).length + body.length;
-  return Buffer.concat([Buffer.from(String(len), 'latin1'), body]);
-}
-
-function paxTime(seconds: bigint, nanos: bigint): string {
-  if (nanos === 0n) return String(seconds);
-  // A negative time is seconds + fraction with seconds floored: -1.5 s is "-1.5" (POSIX pax).
-  const [whole, frac] = seconds < 0n ? [seconds + 1n, 1_000_000_000n - nanos] : [seconds, nanos];
-  const sign = seconds < 0n && whole === 0n ? '-' : '';
-  return `${sign}${whole}.${frac.toString().padStart(9, '0').replace(/0+$/, '')}`;
-}
-
-function floorDiv(a: bigint, b: bigint): bigint {
-  const q = a / b;
-  return a % b !== 0n && a < 0n ? q - 1n : q;
-}
-
-/** A zero-padded octal field with a NUL terminator. */
-function octal(b: Buffer, offset: number, width: number, value: number): void {
-  b.write(`${value.toString(8).padStart(width - 1, '0')}\0`, offset, width, 'latin1');
-}
-
-/** Octal when it fits, else GNU base-256 (read by GNU tar, Go, tar-stream); PAX carries it too. */
-function numeric(b: Buffer, offset: number, width: number, value: number): void {
-  if (value.toString(8).length < width) return octal(b, offset, width, value);
-  b[offset] = 0x80;
-  let v = BigInt(value);
-  for (let i = offset + width - 1; i > offset; i--, v >>= 8n) b[i] = Number(v & 0xffn);
-}
-
-function writeChecksum(b: Buffer): void {
-  b.fill(0x20, 148, 156);
-  let sum = 0;
-  for (const byte of b) sum += byte;
-  b.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 8, 'latin1');
 }
 
 /**

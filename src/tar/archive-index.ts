@@ -5,18 +5,18 @@
  *
  * Why index instead of extracting to a scratch dir: nothing is written, nothing needs cleaning
  * up after a crash, and a blob is streamed straight from the archive (never buffered whole).
- * tar-stream cannot report offsets, so the headers are walked here: POSIX ustar (name prefix),
- * pax 'x' records (path, linkpath, size), GNU 'L'/'K' long names and base-256 sizes.
+ * The headers are read with the same entry assembler as layers (parser.ts): the members are the
+ * entries Go's archive/tar sees, and an archive GNU tar would read otherwise is refused.
  */
 import { createReadStream } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { posix } from 'node:path';
 import { Readable } from 'node:stream';
 import { abortError, PullUnpackError } from '../errors.js';
+import { TarFormatError, TarUnsupportedError } from './format-error.js';
+import { BLOCK, type TarHeader } from './header.js';
+import { STEP, TarParser, type Step } from './parser.js';
 
-const BLOCK = 512;
-/** pax and GNU long-name records larger than this are refused (real ones are a few hundred bytes). */
-const MAX_META_BYTES = 1024 * 1024;
 /** Archives with more members than this are refused; image archives hold a few hundred. */
 const MAX_MEMBERS = 200_000;
 /** Symlink hops followed when looking a name up. */
@@ -122,78 +122,64 @@ async function openArchive(path: string): Promise<FileHandle> {
   }
 }
 
-/** Per-entry overrides collected from pax 'x' and GNU 'L'/'K' records for the next header. */
-interface Pending {
-  path?: string;
-  linkpath?: string;
-  size?: number;
-}
-
 async function walkHeaders(handle: FileHandle, path: string, signal?: AbortSignal): Promise<Map<string, TarMember>> {
   const members = new Map<string, TarMember>();
   const fileSize = (await handle.stat()).size;
-  const header = Buffer.alloc(BLOCK);
+  const block = Buffer.alloc(BLOCK);
+  const parser = new TarParser();
   let offset = 0;
-  let pending: Pending = {};
-  while (offset + BLOCK <= fileSize) {
-    if (signal?.aborted) throw abortError(signal);
-    await readExactly(handle, header, offset, path);
-    if (header.every((b) => b === 0)) break;
-    if (offset === 0) checkNotCompressed(header, path);
-    checkChecksum(header, path, offset);
-    const typeflag = String.fromCharCode(header[156]!);
-    const isMeta = typeflag === 'x' || typeflag === 'L' || typeflag === 'K';
-    const stored = parseNumber(header.subarray(124, 136), path, offset);
-    const size = isMeta ? stored : (pending.size ?? stored);
-    const dataOffset = offset + BLOCK;
-    if (dataOffset + size > fileSize) throw truncated(path);
-    offset = dataOffset + Math.ceil(size / BLOCK) * BLOCK;
-    if (isMeta) {
-      const meta = await readMeta(handle, dataOffset, size, path);
-      pending =
-        typeflag === 'x'
-          ? { ...pending, ...parsePax(meta, path) }
-          : { ...pending, [typeflag === 'L' ? 'path' : 'linkpath']: cString(meta) };
-      continue;
+  const next = async (): Promise<Buffer> => {
+    if (offset + BLOCK > fileSize) throw truncated(path);
+    await readExactly(handle, block, offset, path);
+    offset += BLOCK;
+    return block;
+  };
+  try {
+    // Go accepts an archive that ends, at a block boundary, without its end-of-archive blocks.
+    for (let step: Step = STEP.ZERO; step !== STEP.END && offset < fileSize;) {
+      if (signal?.aborted) throw abortError(signal);
+      if (offset === 0) checkNotCompressed(await next(), path);
+      else await next();
+      step = parser.block(block);
+      if (step === STEP.META) {
+        const data = await readMeta(handle, offset, parser.size, fileSize, path);
+        offset += roundUp(parser.size);
+        parser.meta(data);
+      } else if (step === STEP.ENTRY || step === STEP.SPARSE_MAP) {
+        while (step === STEP.SPARSE_MAP && !parser.sparseBlock(await next()));
+        if (offset + parser.size > fileSize) throw truncated(path);
+        addMember(members, parser.header!, offset, parser.size, path);
+        offset += roundUp(parser.size);
+      }
     }
-    if (typeflag !== 'g') addMember(members, header, typeflag, pending, dataOffset, size, path);
-    pending = {};
+  } catch (err) {
+    if (err instanceof TarFormatError || err instanceof TarUnsupportedError) throw corrupt(path, offset, err.message);
+    throw err;
   }
   return members;
 }
 
-function addMember(
-  members: Map<string, TarMember>,
-  header: Buffer,
-  typeflag: string,
-  pending: Pending,
-  offset: number,
-  size: number,
-  path: string,
-): void {
-  const name = normalizeName(pending.path ?? headerName(header));
+function addMember(members: Map<string, TarMember>, header: TarHeader, offset: number, size: number, path: string): void {
+  const name = normalizeName(header.name);
   if (name === undefined) return;
   if (members.size >= MAX_MEMBERS) {
     throw new PullUnpackError('TOO_LARGE', `${path} has more than ${MAX_MEMBERS} members`);
   }
-  const linkname = pending.linkpath ?? cString(header.subarray(157, 257));
-  members.set(name, { type: memberType(typeflag), offset, size, linkname: linkname || undefined });
+  members.set(name, { type: memberType(header), offset, size, linkname: header.linkname ?? undefined });
 }
 
-function memberType(typeflag: string): TarMember['type'] {
-  if (typeflag === '0' || typeflag === '\0' || typeflag === '7') return 'file';
-  if (typeflag === '1') return 'hardlink';
-  if (typeflag === '2') return 'symlink';
-  if (typeflag === '5') return 'directory';
+/** A sparse file's data is not one byte range of the archive: it is no member to read. */
+function memberType(header: TarHeader): TarMember['type'] {
+  const type = header.type;
+  if ((type === 'file' || type === 'contiguous-file') && header.sparse === null) return 'file';
+  if (type === 'link') return 'hardlink';
+  if (type === 'symlink') return 'symlink';
+  if (type === 'directory') return 'directory';
   return 'other';
 }
 
-/** ustar splits long names into prefix + name; GNU tar uses the prefix field for other data. */
-function headerName(header: Buffer): string {
-  const name = cString(header.subarray(0, 100));
-  const ustar = header.subarray(257, 263).toString('latin1') === 'ustar\0';
-  const prefix = ustar ? cString(header.subarray(345, 500)) : '';
-  return prefix ? `${prefix}/${name}` : name;
+function roundUp(size: number): number {
+  return Math.ceil(size / BLOCK) * BLOCK;
 }
 
 /** 'a/./b/' -> 'a/b'; undefined for the root and for names that climb out of it. */
@@ -210,27 +196,6 @@ function resolveSymlink(from: string, target: string): string | undefined {
   return normalizeName(joined);
 }
 
-function parseNumber(field: Buffer, path: string, offset: number): number {
-  // GNU base-256: the high bit of the first byte set, big-endian binary in the rest.
-  if ((field[0]! & 0x80) !== 0) {
-    let n = field[0]! & 0x7f;
-    for (let i = 1; i < field.length; i++) n = n * 256 + field[i]!;
-    if (!Number.isSafeInteger(n)) throw corrupt(path, offset, 'a size is too large');
-    return n;
-  }
-  const text = cString(field).trim();
-  if (text === '') return 0;
-  if (!/^[0-7]+$/.test(text)) throw corrupt(path, offset, `bad octal number "${text}"`);
-  return parseInt(text, 8);
-}
-
-function checkChecksum(header: Buffer, path: string, offset: number): void {
-  const stored = parseNumber(header.subarray(148, 156), path, offset);
-  let sum = 0;
-  for (let i = 0; i < BLOCK; i++) sum += i >= 148 && i < 156 ? 0x20 : header[i]!;
-  if (sum !== stored) throw corrupt(path, offset, 'header checksum mismatch');
-}
-
 function checkNotCompressed(header: Buffer, path: string): void {
   const gzip = header[0] === 0x1f && header[1] === 0x8b;
   const zstd = header.readUInt32LE(0) === 0xfd2fb528;
@@ -241,33 +206,8 @@ function checkNotCompressed(header: Buffer, path: string): void {
   }
 }
 
-/** pax records: "<len> <key>=<value>\n"; only path, linkpath and size matter here. */
-function parsePax(meta: Buffer, path: string): Pending {
-  const out: Pending = {};
-  let pos = 0;
-  while (pos < meta.length) {
-    const space = meta.indexOf(0x20, pos);
-    const length = Number(meta.subarray(pos, space).toString('latin1'));
-    if (space < 0 || !Number.isSafeInteger(length) || length <= 0 || pos + length > meta.length) {
-      throw corrupt(path, pos, 'malformed pax record');
-    }
-    const record = meta.subarray(space + 1, pos + length - 1).toString('utf8');
-    const eq = record.indexOf('=');
-    const key = record.slice(0, eq);
-    const value = record.slice(eq + 1);
-    if (key === 'path') out.path = value;
-    else if (key === 'linkpath') out.linkpath = value;
-    else if (key === 'size') {
-      if (!/^[0-9]+$/.test(value) || !Number.isSafeInteger(Number(value))) throw corrupt(path, pos, `bad pax size "${value}"`);
-      out.size = Number(value);
-    }
-    pos += length;
-  }
-  return out;
-}
-
-async function readMeta(handle: FileHandle, offset: number, size: number, path: string): Promise<Buffer> {
-  if (size > MAX_META_BYTES) throw corrupt(path, offset, `a ${size}-byte extended header`);
+async function readMeta(handle: FileHandle, offset: number, size: number, fileSize: number, path: string): Promise<Buffer> {
+  if (offset + size > fileSize) throw truncated(path);
   const buf = Buffer.alloc(size);
   await readExactly(handle, buf, offset, path);
   return buf;
@@ -280,11 +220,6 @@ async function readExactly(handle: FileHandle, buf: Buffer, position: number, pa
     if (bytesRead === 0) throw truncated(path);
     done += bytesRead;
   }
-}
-
-function cString(buf: Buffer): string {
-  const end = buf.indexOf(0);
-  return buf.subarray(0, end < 0 ? buf.length : end).toString('utf8');
 }
 
 function corrupt(path: string, offset: number, why: string): PullUnpackError {
