@@ -16,6 +16,7 @@ needed=(
   htpasswd:apache2-utils
   busybox:busybox-static
   debootstrap:debootstrap
+  script:bsdutils
 )
 missing=()
 for pair in "${needed[@]}"; do

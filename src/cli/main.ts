@@ -10,6 +10,7 @@ import { cacheCommand, defaultCacheDir } from './cache.js';
 import { NETWORK_FLAGS, sourceOptionsFrom } from './options.js';
 import { formatBytes, ProgressDisplay } from './progress.js';
 import { MediaType } from '../image/oci.js';
+import { EXIT_OUTPUT_CLOSED, guardOutput } from './output-guard.js';
 
 export interface CliIo {
   stdout: Writable & { isTTY?: boolean };
@@ -95,7 +96,9 @@ const COMMON = {
 class UsageError extends Error {}
 
 /** Runs the CLI; resolves to the process exit code. Never throws for expected failures. */
-export async function main(argv: string[], io: CliIo): Promise<number> {
+export async function main(argv: string[], cliIo: CliIo): Promise<number> {
+  const output = guardOutput(cliIo.stdout, cliIo.stderr, cliIo.signal);
+  const io = { ...cliIo, signal: output.signal };
   try {
     const [command, ...rest] = argv;
     if (command === undefined || command === '--help' || command === '-h' || command === 'help') {
@@ -111,7 +114,9 @@ export async function main(argv: string[], io: CliIo): Promise<number> {
     if (command === 'cache') return await cacheCommand(rest, io);
     return await pullCommand(argv, io);
   } catch (err) {
-    return reportError(err, io);
+    const failure = output.failure();
+    if (failure === 'closed') return EXIT_OUTPUT_CLOSED;
+    return reportError(failure ?? err, io);
   }
 }
 
