@@ -13,6 +13,7 @@ import { recordRef } from './store/cache-index.js';
 import { cachingSource, offlineSource } from './sources/cached.js';
 import { createDecompressor, layerCompression } from './layer/decompress.js';
 import { checkDestination, commitStaging, createStaging, discardStaging, type Staging } from './outputs/staging.js';
+import { guardDestination } from './outputs/destination-guard.js';
 import { VerifyingStream } from './image/digest.js';
 import { abortError, isPullUnpackError, PullUnpackError } from './errors.js';
 import { fetchBlobs, type BlobEvent } from './store/fetch.js';
@@ -120,7 +121,8 @@ export async function pullInto(image: string, dir: string, options: PullOptions,
     throw new PullUnpackError('USAGE', 'offline pulls read the blob cache: give a cache directory (--cache-dir)');
   }
   const wanted = wantedPlatform({ ...options, onNotice: (m) => options.onEvent?.({ type: 'warning', message: m }) });
-  const dest = await (layout.checkDestination ?? checkDestination)(dir, options.force ?? false);
+  const guarded = await guardDestination(dir, options.cacheDir);
+  const dest = await (layout.checkDestination ?? checkDestination)(guarded, options.force ?? false);
   const opened = await openImage(image, options);
   try {
     return await pullOpened(opened, dest, wanted, options, layout);

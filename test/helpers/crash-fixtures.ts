@@ -111,16 +111,20 @@ export interface SpawnedCli {
 }
 
 /**
- * Runs `node bin/pull-unpack.js ...args` (the built CLI) with `env`. With `killWhen`, the process
+ * Runs `node bin/pull-unpack.js ...args` (the built CLI) with `env`, in `cwd`. With `killWhen`, the process
  * gets SIGKILL from inside the stdout handler as soon as it accepts an event (it sees the event
  * and every event before it).
  */
 export function spawnCli(
   args: string[],
-  options: { env?: NodeJS.ProcessEnv; killWhen?: (event: EventLine, events: EventLine[]) => boolean } = {},
+  options: { env?: NodeJS.ProcessEnv; cwd?: string; killWhen?: (event: EventLine, events: EventLine[]) => boolean } = {},
 ): SpawnedCli {
   if (!existsSync(BUILT_CLI)) throw new Error('dist/ is missing: run npm run build first');
-  const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: options.env ?? process.env });
+  const child = spawn(process.execPath, [BIN, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: options.env ?? process.env,
+    cwd: options.cwd,
+  });
   let out = '';
   let err = '';
   let pending = '';
