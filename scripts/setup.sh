@@ -17,6 +17,7 @@ needed=(
   busybox:busybox-static
   debootstrap:debootstrap
   script:bsdutils
+  mkfs.btrfs:btrfs-progs
 )
 missing=()
 for pair in "${needed[@]}"; do

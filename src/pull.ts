@@ -12,8 +12,9 @@ import { BlobStore } from './store/blob-store.js';
 import { recordRef } from './store/cache-index.js';
 import { cachingSource, offlineSource } from './sources/cached.js';
 import { createDecompressor, layerCompression } from './layer/decompress.js';
-import { checkDestination, commitStaging, createStaging, discardStaging, type Staging } from './outputs/staging.js';
+import { checkDestination, commitStaging, createStaging, destinationPlace, discardStaging, type Staging } from './outputs/staging.js';
 import { guardDestination } from './outputs/destination-guard.js';
+import { storageError } from './store/storage-error.js';
 import { VerifyingStream } from './image/digest.js';
 import { abortError, isPullUnpackError, PullUnpackError } from './errors.js';
 import { fetchBlobs, type BlobEvent } from './store/fetch.js';
@@ -40,6 +41,8 @@ export interface PullOptions extends SourceOptions {
   cacheDir?: string | undefined;
   /** Use only the cache: no registry is contacted; anything missing is named in the error. */
   offline?: boolean | undefined;
+  /** Take over a cache lock its holder has not refreshed for this long (default 60 s, at least 10 s). */
+  lockTimeoutMs?: number | undefined;
   /** Progress and warnings, in the order they happen. */
   onEvent?: ((event: PullEvent) => void) | undefined;
 }
@@ -137,12 +140,20 @@ async function pullOpened(opened: OpenedImage, dest: string, wanted: Platform, o
   options.signal?.addEventListener('abort', stopOnUserAbort, { once: true });
   const signal = controller.signal;
   const limits = resolveLimits(options.limits);
-  const staging = await createStaging(dest, (message) => options.onEvent?.({ type: 'warning', message }));
+  const warn = (message: string): void => options.onEvent?.({ type: 'warning', message });
+  let staging: Staging;
+  try {
+    staging = await createStaging(dest, warn);
+  } catch (err) {
+    throw storageError(err, destinationPlace(dest));
+  }
   try {
     // Registry pulls go through the persistent cache when there is one; local sources and
     // pulls without a cache keep their blobs in the staging directory, removed at the end.
     const persistent = options.cacheDir !== undefined && !opened.local;
-    const store = new BlobStore(persistent ? resolvePath(options.cacheDir!) : staging.scratch);
+    const store = persistent
+      ? new BlobStore(resolvePath(options.cacheDir!), { lockTimeoutMs: options.lockTimeoutMs, onNotice: warn })
+      : new BlobStore(staging.scratch, { place: destinationPlace(dest), onNotice: warn });
     // A local source needs no network: --offline changes nothing for it.
     const source =
       options.offline && persistent
@@ -198,7 +209,8 @@ async function pullOpened(opened: OpenedImage, dest: string, wanted: Platform, o
     controller.abort(cause);
     await discardStaging(staging);
     if (options.signal?.aborted) throw abortError(options.signal);
-    throw cause;
+    // Whatever the store did not claim was written in the staging directory, beside DIR.
+    throw storageError(cause, destinationPlace(dest));
   } finally {
     options.signal?.removeEventListener('abort', stopOnUserAbort);
   }

@@ -11,6 +11,8 @@ import { NETWORK_FLAGS, sourceOptionsFrom } from './options.js';
 import { formatBytes, ProgressDisplay } from './progress.js';
 import { MediaType } from '../image/oci.js';
 import { EXIT_OUTPUT_CLOSED, guardOutput } from './output-guard.js';
+import { parseDuration } from '../store/cache-index.js';
+import { checkLockTimeout } from '../store/lock.js';
 
 export interface CliIo {
   stdout: Writable & { isTTY?: boolean };
@@ -57,6 +59,7 @@ pull options:
   --cache-dir DIR                the blob cache (default $XDG_CACHE_HOME/pull-unpack or ~/.cache/pull-unpack)
   --no-cache                     keep nothing: downloads are removed when the pull ends
   --offline                      use only the cache; name what is missing instead of downloading
+  --lock-timeout DURATION        take over a cache lock not refreshed for this long (default 60s)
   -o, --output rootfs|tar|oci    what to write at DIR: the rootfs (default), the flattened
                                  filesystem as one tar FILE (- for stdout), or an OCI image layout
   --concurrency N                parallel layer downloads (default 4)
@@ -137,6 +140,7 @@ async function pullCommand(args: string[], io: CliIo): Promise<number> {
     'cache-dir': { type: 'string' },
     'no-cache': { type: 'boolean' },
     offline: { type: 'boolean' },
+    'lock-timeout': { type: 'string' },
     output: { type: 'string', short: 'o' },
     bundle: { type: 'boolean' },
     entrypoint: { type: 'string' },
@@ -196,6 +200,7 @@ async function pullCommand(args: string[], io: CliIo): Promise<number> {
       force: values.force,
       cacheDir: values['no-cache'] ? undefined : (values['cache-dir'] ?? defaultCacheDir(io.env)),
       offline: values.offline,
+      lockTimeoutMs: lockTimeoutFrom(values['lock-timeout']),
       concurrency,
       signal: io.signal,
       onEvent,
@@ -227,6 +232,11 @@ async function pullCommand(args: string[], io: CliIo): Promise<number> {
   if (values.json) io.stdout.write(`${JSON.stringify({ type: 'done', ...summary(result) })}\n`);
   else if (!values.quiet) report.write(`${formatPullResult(result, dir)}\n`);
   return EXIT_OK;
+}
+
+/** `--lock-timeout 90s` (or 2m): at least the 10 s that live holders need to refresh their locks. */
+function lockTimeoutFrom(text: string | undefined): number | undefined {
+  return text === undefined ? undefined : checkLockTimeout(parseDuration(text));
 }
 
 /** `--entrypoint sh` or, as JSON, `--entrypoint '["sh","-c"]'`; an empty string clears it. */

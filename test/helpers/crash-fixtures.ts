@@ -111,19 +111,26 @@ export interface SpawnedCli {
 }
 
 /**
- * Runs `node bin/pull-unpack.js ...args` (the built CLI) with `env`, in `cwd`. With `killWhen`, the process
+ * Runs `node bin/pull-unpack.js ...args` (the built CLI) with `env`, in `cwd`, as `user`. With `killWhen`, the process
  * gets SIGKILL from inside the stdout handler as soon as it accepts an event (it sees the event
  * and every event before it).
  */
 export function spawnCli(
   args: string[],
-  options: { env?: NodeJS.ProcessEnv; cwd?: string; killWhen?: (event: EventLine, events: EventLine[]) => boolean } = {},
+  options: {
+    env?: NodeJS.ProcessEnv;
+    cwd?: string;
+    /** Run as this user and group (needs root), e.g. nobody's. */
+    user?: { uid: number; gid: number };
+    killWhen?: (event: EventLine, events: EventLine[]) => boolean;
+  } = {},
 ): SpawnedCli {
   if (!existsSync(BUILT_CLI)) throw new Error('dist/ is missing: run npm run build first');
   const child = spawn(process.execPath, [BIN, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: options.env ?? process.env,
     cwd: options.cwd,
+    ...options.user,
   });
   let out = '';
   let err = '';
@@ -136,7 +143,8 @@ export function spawnCli(
     for (let nl = pending.indexOf('\n'); nl >= 0; nl = pending.indexOf('\n')) {
       const line = pending.slice(0, nl);
       pending = pending.slice(nl + 1);
-      if (line === '') continue;
+      // Only --json runs print events; the one summary line of a plain run is not one.
+      if (!line.startsWith('{')) continue;
       const event = JSON.parse(line) as EventLine;
       events.push(event);
       if (options.killWhen?.(event, events)) child.kill('SIGKILL');
