@@ -10,7 +10,7 @@ import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pushImage, tarLayer } from '../testdata/lib/image-builder.mjs';
-import { spawnCli, unverifiedBlobs } from './helpers/crash-fixtures.js';
+import { finished, spawnCli, unverifiedBlobs } from './helpers/crash-fixtures.js';
 import { testRegistry, uniqueRepo } from './helpers/registry.js';
 
 let work: string;
@@ -57,7 +57,7 @@ describe('--lock-timeout', () => {
         void utimes(lock, then, then);
       }
     });
-    expect((await run.exited).code).toBe(0);
+    expect((await finished(run)).code).toBe(0);
     const lines = run.stderr().split('\n');
     expect(lines[0]).toMatch(
       new RegExp(
@@ -76,7 +76,7 @@ describe('--lock-timeout', () => {
     // pid 1 always runs, but it is not a pull: the lock has not been refreshed for two minutes.
     const { cache } = await cacheWithLock(`1\n${hostname()}\n`, 120_000);
     const run = spawnCli(['--cache-dir', cache, image, join(work, `dest-${runs}`)]);
-    expect((await run.exited).code).toBe(0);
+    expect((await finished(run)).code).toBe(0);
     expect(run.stderr()).toMatch(
       new RegExp(
         `^warning: layer 1/1 of .*: took over the lock in ${cache} from process 1 on host .* \\(this host\\) \\(not refreshed for 1[12]\\d s\\)\\n$`,
@@ -84,9 +84,31 @@ describe('--lock-timeout', () => {
     );
   });
 
+  it('cache prune says what it waits for too (the cache index lock of another host), and takes it over once stale', async () => {
+    const cache = join(work, `cache-${++runs}`);
+    await mkdir(cache);
+    const lock = join(cache, 'index.json.lock');
+    await writeFile(lock, '4242\nbuild-7.invalid\n');
+    const run = spawnCli(['cache', 'prune', '--all', '--cache-dir', cache]);
+    let stale = false;
+    run.child.stderr!.on('data', () => {
+      if (!stale && /waiting for/.test(run.stderr())) {
+        stale = true;
+        const then = new Date(Date.now() - 120_000);
+        void utimes(lock, then, then);
+      }
+    });
+    expect((await finished(run)).code).toBe(0);
+    expect(run.stderr().split('\n')).toEqual([
+      expect.stringMatching(/^warning: cache prune: waiting for process 4242 on host build-7\.invalid, which holds its lock in /),
+      expect.stringMatching(/^warning: cache prune: took over the lock in .* from process 4242 on host build-7\.invalid/),
+      '',
+    ]);
+  });
+
   it('refuses a timeout shorter than the 10 s live holders need (usage error, exit 2)', async () => {
     const run = spawnCli(['--lock-timeout', '5s', '--cache-dir', join(work, 'unused-cache'), image, join(work, 'unused-dest')]);
-    expect((await run.exited).code).toBe(2);
+    expect((await finished(run)).code).toBe(2);
     expect(run.stderr()).toMatch(/^pull-unpack: the lock timeout must be at least 10 s/);
   });
 });

@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pushImage, tarLayer } from '../testdata/lib/image-builder.mjs';
-import { spawnCli, stagingDirs, unverifiedBlobs, type SpawnedCli } from './helpers/crash-fixtures.js';
+import { finished, spawnCli, stagingDirs, unverifiedBlobs } from './helpers/crash-fixtures.js';
 import { testRegistry, uniqueRepo } from './helpers/registry.js';
 
 let work: string;
@@ -50,15 +50,6 @@ beforeAll(async () => {
 afterAll(async () => {
   if (work) await rm(work, { recursive: true, force: true });
 });
-
-/** Kills a CLI that is still running once the test is over (it hung on a FIFO). */
-async function finished(run: SpawnedCli): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
-  try {
-    return await run.exited;
-  } finally {
-    if (run.child.exitCode === null) run.child.kill('SIGKILL');
-  }
-}
 
 describe('an OCI layout with a FIFO where a file belongs', () => {
   for (const [what, file] of [

@@ -14,6 +14,7 @@ import { basename, dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { request } from 'undici';
+import { onTestFinished } from 'vitest';
 import { startServer, type TestServer } from './registry.js';
 
 export const BIN = fileURLToPath(new URL('../../bin/pull-unpack.js', import.meta.url));
@@ -173,6 +174,17 @@ export function spawnCli(
     },
     exited,
   };
+}
+
+/**
+ * Waits for the CLI to exit, from inside a test. One still running when the test ends (it hung,
+ * and the test timed out) is killed, so that no process outlives its test.
+ */
+export async function finished(run: SpawnedCli): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  onTestFinished(() => {
+    if (run.child.exitCode === null && run.child.signalCode === null) run.child.kill('SIGKILL');
+  });
+  return run.exited;
 }
 
 /** sha256 hex of a file's bytes, streamed. */
