@@ -10,7 +10,7 @@ import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pushImage, tarLayer } from '../testdata/lib/image-builder.mjs';
-import { finished, spawnCli, unverifiedBlobs } from './helpers/crash-fixtures.js';
+import { finished, spawnCli, unverifiedBlobs, type SpawnedCli } from './helpers/crash-fixtures.js';
 import { testRegistry, uniqueRepo } from './helpers/registry.js';
 
 let work: string;
@@ -44,19 +44,26 @@ async function cacheWithLock(holder: string, ageMs: number): Promise<{ cache: st
   return { cache, lock };
 }
 
+/**
+ * The holder "dies" only once the pull has said that it waits for it: the lock's time is then
+ * set two minutes back, as if its holder had stopped refreshing it that long ago.
+ */
+function stopRefreshingOnceWaitedFor(run: SpawnedCli, lock: string): void {
+  let stale = false;
+  run.child.stderr!.on('data', () => {
+    if (!stale && /waiting for/.test(run.stderr())) {
+      stale = true;
+      const then = new Date(Date.now() - 120_000);
+      void utimes(lock, then, then);
+    }
+  });
+}
+
 describe('--lock-timeout', () => {
   it('says on stderr (no TTY) what it waits for, then takes the lock of another host over once it is no longer refreshed', async () => {
     const { cache, lock } = await cacheWithLock('4242\nbuild-7.invalid\n', 0);
     const run = spawnCli(['--lock-timeout', '30s', '--cache-dir', cache, image, join(work, `dest-${runs}`)]);
-    let stale = false;
-    run.child.stderr!.on('data', () => {
-      // The holder "dies" only once the pull has said that it waits for it.
-      if (!stale && /waiting for/.test(run.stderr())) {
-        stale = true;
-        const then = new Date(Date.now() - 120_000);
-        void utimes(lock, then, then);
-      }
-    });
+    stopRefreshingOnceWaitedFor(run, lock);
     expect((await finished(run)).code).toBe(0);
     const lines = run.stderr().split('\n');
     expect(lines[0]).toMatch(
@@ -90,14 +97,7 @@ describe('--lock-timeout', () => {
     const lock = join(cache, 'index.json.lock');
     await writeFile(lock, '4242\nbuild-7.invalid\n');
     const run = spawnCli(['cache', 'prune', '--all', '--cache-dir', cache]);
-    let stale = false;
-    run.child.stderr!.on('data', () => {
-      if (!stale && /waiting for/.test(run.stderr())) {
-        stale = true;
-        const then = new Date(Date.now() - 120_000);
-        void utimes(lock, then, then);
-      }
-    });
+    stopRefreshingOnceWaitedFor(run, lock);
     expect((await finished(run)).code).toBe(0);
     expect(run.stderr().split('\n')).toEqual([
       expect.stringMatching(/^warning: cache prune: waiting for process 4242 on host build-7\.invalid, which holds its lock in /),
