@@ -16,6 +16,8 @@ needed=(
   htpasswd:apache2-utils
   busybox:busybox-static
   debootstrap:debootstrap
+  script:bsdutils
+  mkfs.btrfs:btrfs-progs
 )
 missing=()
 for pair in "${needed[@]}"; do

@@ -32,6 +32,8 @@ export type ErrorCode =
   | 'GROUP_NOT_FOUND'
   | 'INVALID_CONFIG_OVERRIDE'
   | 'ABORTED'
+  /** The cache or the destination cannot be written: full, over quota, read-only, permission denied. */
+  | 'STORAGE_ERROR'
   | 'INVALID_POLICY'
   | 'SIGNATURE_REJECTED'
   | 'USAGE';

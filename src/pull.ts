@@ -12,7 +12,9 @@ import { BlobStore } from './store/blob-store.js';
 import { recordRef } from './store/cache-index.js';
 import { cachingSource, offlineSource } from './sources/cached.js';
 import { createDecompressor, layerCompression } from './layer/decompress.js';
-import { checkDestination, commitStaging, createStaging, discardStaging, type Staging } from './outputs/staging.js';
+import { checkDestination, commitStaging, createStaging, destinationPlace, discardStaging, type Staging } from './outputs/staging.js';
+import { guardDestination } from './outputs/destination-guard.js';
+import { storageError } from './store/storage-error.js';
 import { VerifyingStream } from './image/digest.js';
 import { abortError, isPullUnpackError, PullUnpackError } from './errors.js';
 import { fetchBlobs, type BlobEvent } from './store/fetch.js';
@@ -39,6 +41,8 @@ export interface PullOptions extends SourceOptions {
   cacheDir?: string | undefined;
   /** Use only the cache: no registry is contacted; anything missing is named in the error. */
   offline?: boolean | undefined;
+  /** Take over a cache lock its holder has not refreshed for this long (default 60 s, at least 10 s). */
+  lockTimeoutMs?: number | undefined;
   /** Progress and warnings, in the order they happen. */
   onEvent?: ((event: PullEvent) => void) | undefined;
 }
@@ -120,7 +124,8 @@ export async function pullInto(image: string, dir: string, options: PullOptions,
     throw new PullUnpackError('USAGE', 'offline pulls read the blob cache: give a cache directory (--cache-dir)');
   }
   const wanted = wantedPlatform({ ...options, onNotice: (m) => options.onEvent?.({ type: 'warning', message: m }) });
-  const dest = await (layout.checkDestination ?? checkDestination)(dir, options.force ?? false);
+  const guarded = await guardDestination(dir, options.cacheDir);
+  const dest = await (layout.checkDestination ?? checkDestination)(guarded, options.force ?? false);
   const opened = await openImage(image, options);
   try {
     return await pullOpened(opened, dest, wanted, options, layout);
@@ -135,12 +140,20 @@ async function pullOpened(opened: OpenedImage, dest: string, wanted: Platform, o
   options.signal?.addEventListener('abort', stopOnUserAbort, { once: true });
   const signal = controller.signal;
   const { limits } = opened;
-  const staging = await createStaging(dest, (message) => options.onEvent?.({ type: 'warning', message }));
+  const warn = (message: string): void => options.onEvent?.({ type: 'warning', message });
+  let staging: Staging;
+  try {
+    staging = await createStaging(dest, warn);
+  } catch (err) {
+    throw storageError(err, destinationPlace(dest));
+  }
   try {
     // Registry pulls go through the persistent cache when there is one; local sources and
     // pulls without a cache keep their blobs in the staging directory, removed at the end.
     const persistent = options.cacheDir !== undefined && !opened.local;
-    const store = new BlobStore(persistent ? resolvePath(options.cacheDir!) : staging.scratch);
+    const store = persistent
+      ? new BlobStore(resolvePath(options.cacheDir!), { lockTimeoutMs: options.lockTimeoutMs, onNotice: warn })
+      : new BlobStore(staging.scratch, { place: destinationPlace(dest), onNotice: warn });
     // A local source needs no network: --offline changes nothing for it.
     const source =
       options.offline && persistent
@@ -199,7 +212,8 @@ async function pullOpened(opened: OpenedImage, dest: string, wanted: Platform, o
     controller.abort(cause);
     await discardStaging(staging);
     if (options.signal?.aborted) throw abortError(options.signal);
-    throw cause;
+    // Whatever the store did not claim was written in the staging directory, beside DIR.
+    throw storageError(cause, destinationPlace(dest));
   } finally {
     options.signal?.removeEventListener('abort', stopOnUserAbort);
   }

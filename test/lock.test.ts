@@ -3,6 +3,7 @@
  * left by dead holders (including by several waiters at once), and locks it must not break.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { watch } from 'node:fs';
 import { once } from 'node:events';
 import { mkdtemp, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
@@ -178,6 +179,96 @@ describe('withFileLock', () => {
     } finally {
       holder.kill('SIGKILL');
     }
+  });
+});
+
+describe('stale locks on other hosts and reused pids', () => {
+  const past = (ms: number): Date => new Date(Date.now() - ms);
+
+  it('says who holds a busy lock, once: the pid, the host, and how long ago the lock was refreshed', async () => {
+    const lock = join(work, 'who.lock');
+    await writeFile(lock, `4242\nbuild-7.invalid\n`);
+    await utimes(lock, past(3_000), past(3_000));
+    const holders: Array<{ description: string; ageMs: number }> = [];
+    const controller = new AbortController();
+    const pending = withFileLock(lock, async () => 'entered', {
+      signal: controller.signal,
+      onWait: (holder) => {
+        holders.push(holder);
+        controller.abort();
+      },
+    });
+    await expect(pending).rejects.toMatchObject({ code: 'ABORTED' });
+    expect(holders).toEqual([{ description: 'process 4242 on host build-7.invalid', ageMs: expect.any(Number) as number }]);
+    expect(holders[0]!.ageMs).toBeGreaterThanOrEqual(3_000);
+  });
+
+  it('takes over a lock of another host that has not been refreshed for the timeout, saying so', async () => {
+    const lock = join(work, 'other-host-stale.lock');
+    await writeFile(lock, `4242\nbuild-7.invalid\n`);
+    await utimes(lock, past(120_000), past(120_000));
+    const takeovers: string[] = [];
+    const text = await withFileLock(lock, () => readFile(lock, 'utf8'), { onTakeover: (h) => takeovers.push(h.description) });
+    expect(text).toBe(`${process.pid}\n${hostname()}\n`);
+    expect(takeovers).toEqual(['process 4242 on host build-7.invalid']);
+  });
+
+  it('takes over a lock naming a live process of this host (a reused pid) once it has not been refreshed for the timeout', async () => {
+    const lock = join(work, 'reused-pid.lock');
+    const unrelated = await liveProcess();
+    try {
+      await writeFile(lock, `${unrelated.pid}\n${hostname()}\n`);
+      await utimes(lock, past(5_000), past(5_000));
+      const takeovers: string[] = [];
+      expect(await withFileLock(lock, async () => 'entered', { timeoutMs: 4_000, onTakeover: (h) => takeovers.push(h.description) })).toBe(
+        'entered',
+      );
+      expect(takeovers).toEqual([`process ${unrelated.pid} on host ${hostname()} (this host)`]);
+    } finally {
+      unrelated.kill('SIGKILL');
+    }
+  });
+
+  it('never takes over from a holder that keeps refreshing its lock, however long it holds it', async () => {
+    const lock = join(work, 'refreshed.lock');
+    const refreshes = watch(work);
+    let changes = 0;
+    let enoughRefreshes!: () => void;
+    const refreshedLongEnough = new Promise<void>((resolve) => (enoughRefreshes = resolve));
+    refreshes.on('change', (_type, name) => {
+      // Ten refreshes 50 ms apart: the holder keeps the lock for twice the waiter's timeout.
+      if (name === 'refreshed.lock' && ++changes === 10) enoughRefreshes();
+    });
+    const order: string[] = [];
+    let waiting!: () => void;
+    const waiterWaits = new Promise<void>((resolve) => (waiting = resolve));
+    const holder = withFileLock(
+      lock,
+      async () => {
+        const waiter = withFileLock(lock, async () => void order.push('waiter'), { timeoutMs: 250, onWait: () => waiting() });
+        await waiterWaits;
+        await refreshedLongEnough;
+        order.push('holder done');
+        // Wrapped: returning the promise itself would make the holder wait for its waiter.
+        return { waiter };
+      },
+      { refreshMs: 50 },
+    );
+    await (
+      await holder
+    ).waiter;
+    refreshes.close();
+    expect(order).toEqual(['holder done', 'waiter']);
+  });
+
+  it("a holder that lost its lock to a takeover does not remove its successor's lock", async () => {
+    const lock = join(work, 'successor.lock');
+    await withFileLock(lock, async () => {
+      // What a waiter does when it takes over: the old file goes, its own takes its place.
+      await rm(lock);
+      await writeFile(lock, `4242\nbuild-7.invalid\n`);
+    });
+    expect(await readFile(lock, 'utf8')).toBe(`4242\nbuild-7.invalid\n`);
   });
 });
 

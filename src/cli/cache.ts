@@ -36,7 +36,9 @@ export async function cacheCommand(args: string[], io: CliIo): Promise<number> {
     throw new PullUnpackError('USAGE', (err as Error).message);
   }
   const { values } = parsed;
-  const store = new BlobStore(values['cache-dir'] ?? defaultCacheDir(io.env));
+  const store = new BlobStore(values['cache-dir'] ?? defaultCacheDir(io.env), {
+    onNotice: (message) => io.stderr.write(`warning: ${message}\n`),
+  });
   if (sub === 'ls') {
     const listing = await listCache(store);
     if (values.json) {

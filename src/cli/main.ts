@@ -11,6 +11,9 @@ import { NETWORK_FLAGS, sourceOptionsFrom } from './options.js';
 import { formatBytes, ProgressDisplay } from './progress.js';
 import { MediaType } from '../image/oci.js';
 import { escapeControl, escapeStack, toJson } from './escape.js';
+import { EXIT_OUTPUT_CLOSED, guardOutput } from './output-guard.js';
+import { parseDuration } from '../store/cache-index.js';
+import { checkLockTimeout } from '../store/lock.js';
 
 export interface CliIo {
   stdout: Writable & { isTTY?: boolean };
@@ -59,6 +62,7 @@ pull options:
   --cache-dir DIR                the blob cache (default $XDG_CACHE_HOME/pull-unpack or ~/.cache/pull-unpack)
   --no-cache                     keep nothing: downloads are removed when the pull ends
   --offline                      use only the cache; name what is missing instead of downloading
+  --lock-timeout DURATION        take over a cache lock not refreshed for this long (default 60s)
   -o, --output rootfs|tar|oci    what to write at DIR: the rootfs (default), the flattened
                                  filesystem as one tar FILE (- for stdout), or an OCI image layout
   --concurrency N                parallel layer downloads (default 4)
@@ -98,7 +102,9 @@ const COMMON = {
 class UsageError extends Error {}
 
 /** Runs the CLI; resolves to the process exit code. Never throws for expected failures. */
-export async function main(argv: string[], io: CliIo): Promise<number> {
+export async function main(argv: string[], cliIo: CliIo): Promise<number> {
+  const output = guardOutput(cliIo.stdout, cliIo.stderr, cliIo.signal);
+  const io = { ...cliIo, signal: output.signal };
   try {
     const [command, ...rest] = argv;
     if (command === undefined || command === '--help' || command === '-h' || command === 'help') {
@@ -114,7 +120,9 @@ export async function main(argv: string[], io: CliIo): Promise<number> {
     if (command === 'cache') return await cacheCommand(rest, io);
     return await pullCommand(argv, io);
   } catch (err) {
-    return reportError(err, io);
+    const failure = output.failure();
+    if (failure === 'closed') return EXIT_OUTPUT_CLOSED;
+    return reportError(failure ?? err, io);
   }
 }
 
@@ -135,6 +143,7 @@ async function pullCommand(args: string[], io: CliIo): Promise<number> {
     'cache-dir': { type: 'string' },
     'no-cache': { type: 'boolean' },
     offline: { type: 'boolean' },
+    'lock-timeout': { type: 'string' },
     output: { type: 'string', short: 'o' },
     bundle: { type: 'boolean' },
     entrypoint: { type: 'string' },
@@ -194,6 +203,7 @@ async function pullCommand(args: string[], io: CliIo): Promise<number> {
       force: values.force,
       cacheDir: values['no-cache'] ? undefined : (values['cache-dir'] ?? defaultCacheDir(io.env)),
       offline: values.offline,
+      lockTimeoutMs: lockTimeoutFrom(values['lock-timeout']),
       concurrency,
       signal: io.signal,
       onEvent,
@@ -225,6 +235,11 @@ async function pullCommand(args: string[], io: CliIo): Promise<number> {
   if (values.json) io.stdout.write(`${toJson({ type: 'done', ...summary(result) })}\n`);
   else if (!values.quiet) report.write(`${escapeControl(formatPullResult(result, dir))}\n`);
   return EXIT_OK;
+}
+
+/** `--lock-timeout 90s` (or 2m): at least the 10 s that live holders need to refresh their locks. */
+function lockTimeoutFrom(text: string | undefined): number | undefined {
+  return text === undefined ? undefined : checkLockTimeout(parseDuration(text));
 }
 
 /** `--entrypoint sh` or, as JSON, `--entrypoint '["sh","-c"]'`; an empty string clears it. */

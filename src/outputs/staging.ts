@@ -2,10 +2,12 @@
  * All-or-nothing output: the result is built in a staging directory beside DIR and moved into
  * place only when complete. On failure the staging directory is removed and DIR is untouched.
  */
-import { chmod, lstat, mkdir, mkdtemp, readdir, readFile, rename, rm, rmdir, writeFile } from 'node:fs/promises';
+import { chmod, lstat, mkdir, mkdtemp, readdir, rename, rm, rmdir, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { PullUnpackError } from '../errors.js';
 import { ownerIsGone, ownerMark } from '../store/lock.js';
+import { readRegularFile } from '../store/regular-file.js';
+import type { StoragePlace } from '../store/storage-error.js';
 
 export interface Staging {
   /** The staging directory itself (removed by `discard` or after `commit`). */
@@ -53,21 +55,34 @@ export async function checkDestination(dir: string, force: boolean): Promise<str
 export async function createStaging(dest: string, onNotice?: (message: string) => void): Promise<Staging> {
   await sweepStaleStaging(dest, onNotice);
   const dir = await mkdtemp(join(dirname(dest), `${stagingPrefix(dest)}`));
-  await writeFile(join(dir, OWNER_FILE), ownerMark());
   const out = join(dir, 'out');
   const scratch = join(dir, 'scratch');
-  await mkdir(out);
-  // The rootfs's "/" is 0755 whatever the umask: a 0700 root locks non-root users out of the
-  // container (a layer's "./" entry is ignored, as containerd does, so nothing else sets it).
-  await chmod(out, 0o755);
-  await mkdir(scratch);
+  try {
+    await writeFile(join(dir, OWNER_FILE), ownerMark());
+    await mkdir(out);
+    // The rootfs's "/" is 0755 whatever the umask: a 0700 root locks non-root users out of the
+    // container (a layer's "./" entry is ignored, as containerd does, so nothing else sets it).
+    await chmod(out, 0o755);
+    await mkdir(scratch);
+  } catch (err) {
+    // A full disk can refuse the owner file after mkdtemp: leave nothing behind.
+    await removeTree(dir);
+    throw err;
+  }
   return { dir, out, scratch, dest };
 }
 
 const OWNER_FILE = 'owner';
+/** An owner file holds a pid and a host name. */
+const MAX_OWNER_BYTES = 4096;
 
 function stagingPrefix(dest: string): string {
   return `.${basename(dest)}.pull-unpack-`;
+}
+
+/** The destination as a place that fails to be written: DIR itself and the staging directories beside it. */
+export function destinationPlace(dest: string): StoragePlace {
+  return { kind: 'destination', path: dest, claims: [dest, join(dirname(dest), stagingPrefix(dest))] };
 }
 
 /**
@@ -84,7 +99,8 @@ async function sweepStaleStaging(dest: string, onNotice?: (message: string) => v
     return;
   }
   for (const name of names) {
-    const owner = await readFile(join(parent, name, OWNER_FILE), 'utf8').catch(() => undefined);
+    // An owner file that cannot be read (or is not a regular file) names nobody: leave that directory alone.
+    const owner = (await readRegularFile(join(parent, name, OWNER_FILE), MAX_OWNER_BYTES).catch(() => undefined))?.toString('utf8');
     if (owner === undefined || !(await ownerIsGone(owner))) continue;
     // Killed between the two renames of commitStaging: put the user's old DIR back first.
     const previous = join(parent, name, 'previous');

@@ -4,12 +4,13 @@
  * exactly what is missing. Signature material is cached too, so that --offline verifies
  * exactly as online: the manifests behind attachment tags and referrers responses (recorded
  * in the cache index under `NAME:<alg>-<hex>[.sig]` and `NAME@referrers:<digest>`), and the
- * small blobs read with readBlob().
+ * small blobs read with readBlob(). Whatever the cache answers is verified first: a damaged
+ * copy is evicted and fetched again online, and named in the error offline.
  */
-import { readFile } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { readRefs, recordRef } from '../store/cache-index.js';
 import type { BlobStore } from '../store/blob-store.js';
+import { NotRegularFileError, readRegularFile } from '../store/regular-file.js';
 import { digestOf, parseDigest } from '../image/digest.js';
 import { PullUnpackError } from '../errors.js';
 import type { Descriptor } from '../image/oci.js';
@@ -43,7 +44,7 @@ export function cachingSource(source: ImageSource, store: BlobStore): ImageSourc
     async getManifest(reference, signal) {
       if (isDigest(reference)) {
         const cached = await readCachedManifest(store, reference);
-        if (cached) return cached;
+        if (typeof cached === 'object') return cached;
       }
       const fetched = await source.getManifest(reference, signal);
       const descriptor = await keepManifest(store, fetched);
@@ -52,7 +53,9 @@ export function cachingSource(source: ImageSource, store: BlobStore): ImageSourc
       return fetched;
     },
     async fetchBlob(descriptor, signal, what, offset) {
-      if (await store.has(descriptor)) return store.read(descriptor.digest, offset ?? 0);
+      if ((await store.verify(descriptor, what ?? `blob ${descriptor.digest}`, signal)) === 'verified') {
+        return store.read(descriptor.digest, offset ?? 0);
+      }
       return source.fetchBlob(descriptor, signal, what, offset);
     },
     ...(source.getReferrers && {
@@ -86,8 +89,11 @@ function offlineBlobs(store: BlobStore, name: string): ImageSource {
   return {
     name,
     getManifest: () => Promise.reject(new Error('offlineBlobs serves blobs only')),
-    async fetchBlob(descriptor: Descriptor, _signal?: AbortSignal, what?: string, offset?: number): Promise<Readable> {
-      if (!(await store.has(descriptor))) throw missing(`${what ?? 'blob'} ${descriptor.digest} is not in the cache (${store.root})`);
+    async fetchBlob(descriptor: Descriptor, signal?: AbortSignal, what?: string, offset?: number): Promise<Readable> {
+      const label = what ?? `blob ${descriptor.digest}`;
+      const state = await store.verify(descriptor, label, signal);
+      if (state === 'evicted' || (state === 'absent' && store.wasEvicted(descriptor.digest))) throw damaged(label, store);
+      if (state === 'absent') throw missing(`${label} is not in the cache (${store.root})`);
       return store.read(descriptor.digest, offset ?? 0);
     },
   };
@@ -110,31 +116,46 @@ export function offlineSource(store: BlobStore, name: string, display: string): 
         digest = ref.descriptor.digest;
       }
       const cached = await readCachedManifest(store, digest);
-      if (!cached) throw missing(`the manifest ${digest} of ${display} is not in the cache (${store.root})`);
+      if (cached === 'damaged') throw damaged(`the manifest ${digest} of ${display}`, store);
+      if (cached === 'absent') throw missing(`the manifest ${digest} of ${display} is not in the cache (${store.root})`);
       return cached;
     },
     /** The referrers response cached online, or undefined: then the referrers tag is looked up. */
     async getReferrers(digest) {
       const ref = (await readRefs(store)).find((r) => r.reference === referrersRef(name, digest));
-      return ref && (await readCachedManifest(store, ref.descriptor.digest));
+      if (!ref) return undefined;
+      const cached = await readCachedManifest(store, ref.descriptor.digest);
+      if (cached === 'damaged') throw damaged(`the referrers of ${digest}`, store);
+      return cached === 'absent' ? undefined : cached;
     },
   };
 }
 
-async function readCachedManifest(store: BlobStore, digest: string): Promise<FetchedManifest | undefined> {
+/** Manifests (and indexes) are a few KiB; a cache file longer than this is not one. */
+const MAX_CACHED_MANIFEST_BYTES = 64 * 1024 * 1024;
+
+/**
+ * The cached manifest with this digest, verified; 'damaged' when the cache file does not hash
+ * to it (or is not a regular file: a FIFO would block the read), so that it is fetched again.
+ */
+async function readCachedManifest(store: BlobStore, digest: string): Promise<FetchedManifest | 'absent' | 'damaged'> {
   parseDigest(digest);
-  let bytes: Buffer;
-  try {
-    bytes = await readFile(store.path(digest));
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+  const bytes = await readRegularFile(store.path(digest), MAX_CACHED_MANIFEST_BYTES).catch((err: unknown) => {
+    if (err instanceof NotRegularFileError) return 'damaged' as const;
     throw err;
-  }
+  });
+  if (bytes === undefined) return 'absent';
   // Cheap for a manifest, and it keeps a damaged cache file from being trusted.
-  if (digestOf(bytes, parseDigest(digest).algorithm) !== digest) return undefined;
+  if (bytes === 'damaged' || digestOf(bytes, parseDigest(digest).algorithm) !== digest) return 'damaged';
   // Used now: `cache prune --older-than` must not drop the manifest of an image still pulled.
   await store.touch(digest);
   return { bytes, contentType: '', digest };
+}
+
+function damaged(what: string, store: BlobStore): PullUnpackError {
+  return new PullUnpackError('DIGEST_MISMATCH', `${what}: the copy in the cache ${store.root} is damaged (it does not match its digest)`, {
+    hint: 'pull once without --offline to fetch it again; pull-unpack cache prune --all empties the cache if more of it is damaged',
+  });
 }
 
 function missing(message: string): PullUnpackError {

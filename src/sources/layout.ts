@@ -181,11 +181,14 @@ async function dirFiles(root: string): Promise<LayoutFiles> {
     if (dir !== undefined && dir !== realRoot && !dir.startsWith(realRoot + sep)) {
       throw new PullUnpackError('UNSAFE_PATH', `${what}: ${dirname(full)} leads outside the layout ${root}`);
     }
-    const handle = await open(full, constants.O_RDONLY | constants.O_NOFOLLOW).catch((cause: NodeJS.ErrnoException) => {
-      if (cause.code === 'ENOENT') throw new PullUnpackError('NOT_FOUND', `${what}: ${full} does not exist`, { cause });
-      if (cause.code === 'ELOOP') throw new PullUnpackError('UNSAFE_PATH', `${what}: ${full} is a symbolic link`, { cause });
-      throw cause;
-    });
+    // O_NONBLOCK: opening a FIFO (which the fstat below refuses) must not wait for a writer.
+    const handle = await open(full, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK).catch(
+      (cause: NodeJS.ErrnoException) => {
+        if (cause.code === 'ENOENT') throw new PullUnpackError('NOT_FOUND', `${what}: ${full} does not exist`, { cause });
+        if (cause.code === 'ELOOP') throw new PullUnpackError('UNSAFE_PATH', `${what}: ${full} is a symbolic link`, { cause });
+        throw cause;
+      },
+    );
     if (!(await handle.stat()).isFile()) {
       await handle.close();
       throw new PullUnpackError('UNSAFE_PATH', `${what}: ${full} is not a regular file`);

@@ -7,19 +7,34 @@
  * (containerd's content store does the same). One lock file per blob makes concurrent pulls of
  * the same blob wait for each other instead of downloading it twice. A download cut short keeps
  * its partial file, and the next `ingest` resumes it from where it stopped.
+ *
+ * A blob already stored is trusted only after `verify` hashed it again: a damaged copy (a disk
+ * error, a stray write) is evicted and fetched again instead of failing every later pull.
+ * A filesystem that refuses writes fails with one STORAGE_ERROR naming the store (storage-error.ts).
  */
 import { createHash, randomUUID } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { mkdir, open as openFile, rename, rm, stat, utimes, writeFile, type FileHandle } from 'node:fs/promises';
+import { createReadStream, type Stats } from 'node:fs';
+import { lstat, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { addAbortSignal, type Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { parseDigest, verifyBytes } from '../image/digest.js';
 import { abortError, isPullUnpackError, PullUnpackError } from '../errors.js';
-import { withFileLock } from './lock.js';
 import type { Descriptor } from '../image/oci.js';
+import { appendFrom, HashingCounter, WriteFailure, type BlobOpener } from './ingest.js';
+import { checkLockTimeout, DEFAULT_LOCK_TIMEOUT_MS, withFileLock, type LockHolder, type LockOptions } from './lock.js';
+import { openRegularFile, readRegularFile } from './regular-file.js';
+import { isOutOfSpace, makeDirectories, storageError, type StoragePlace } from './storage-error.js';
 
-/** Opens the blob's bytes from `offset` on (the registry answers with a Range request). */
-export type BlobOpener = (offset: number) => Promise<Readable>;
+export type { BlobOpener } from './ingest.js';
+
+export interface BlobStoreOptions {
+  /** What the store is, for error messages: a cache at `root` (default), or scratch space of the destination. */
+  place?: StoragePlace | undefined;
+  /** Take over a blob lock not refreshed for this long (lock.ts; default 60 s). */
+  lockTimeoutMs?: number | undefined;
+  /** What the user should know: a wait for another process's lock, a damaged blob evicted. */
+  onNotice?: ((message: string) => void) | undefined;
+}
 
 export interface IngestOptions {
   signal?: AbortSignal | undefined;
@@ -43,15 +58,21 @@ export interface IngestResult {
 }
 
 const LAYOUT_FILE = JSON.stringify({ imageLayoutVersion: '1.0.0' });
-/** Downloaded bytes are written to the partial file in batches of about this size. */
-const WRITE_BATCH_BYTES = 256 * 1024;
 
 export class BlobStore {
   /** The layout's root directory. */
   readonly root: string;
+  private readonly place: StoragePlace;
+  private readonly lockTimeoutMs: number | undefined;
+  private readonly evicted = new Set<string>();
+  /** What the user should know about this store (see BlobStoreOptions.onNotice). */
+  readonly onNotice: ((message: string) => void) | undefined;
 
-  constructor(root: string) {
+  constructor(root: string, options: BlobStoreOptions = {}) {
     this.root = root;
+    this.place = options.place ?? { kind: 'cache', path: root };
+    this.lockTimeoutMs = options.lockTimeoutMs === undefined ? undefined : checkLockTimeout(options.lockTimeoutMs);
+    this.onNotice = options.onNotice;
   }
 
   /** Where the verified blob lives (whether or not it is there yet). */
@@ -60,7 +81,7 @@ export class BlobStore {
     return join(this.root, 'blobs', algorithm, hex);
   }
 
-  /** True when the verified blob is present with the descriptor's size. */
+  /** True when a regular file with the descriptor's size is stored for it (see `verify`). */
   async has(descriptor: Descriptor): Promise<boolean> {
     try {
       const info = await stat(this.path(descriptor.digest));
@@ -69,6 +90,34 @@ export class BlobStore {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
       throw err;
     }
+  }
+
+  /**
+   * Hashes the stored blob: 'verified' when it matches its digest (it is marked as used now),
+   * 'absent' when there is none, 'evicted' when it did not match and was removed (with a notice
+   * naming `what`), so that the caller fetches it again.
+   */
+  async verify(descriptor: Descriptor, what: string, signal?: AbortSignal): Promise<'verified' | 'absent' | 'evicted'> {
+    try {
+      if (!(await this.has(descriptor))) return 'absent';
+      const hashed = await hashFile(this.path(descriptor.digest), parseDigest(descriptor.digest).algorithm, signal);
+      if (hashed.digest === descriptor.digest && hashed.info.size === descriptor.size) {
+        await this.touch(descriptor.digest);
+        return 'verified';
+      }
+      await this.evict(descriptor.digest, hashed.info, signal);
+      this.evicted.add(descriptor.digest);
+      this.onNotice?.(`${what}: the copy in the cache ${this.root} was damaged (it hashes to ${hashed.digest}); removed it`);
+      return 'evicted';
+    } catch (err) {
+      if (signal?.aborted) throw abortError(signal);
+      throw storageError(err, this.place);
+    }
+  }
+
+  /** True when `verify` removed this blob as damaged during this process's use of the store. */
+  wasEvicted(digest: string): boolean {
+    return this.evicted.has(digest);
   }
 
   /** Marks a blob as used now (`cache prune --older-than` goes by this time). */
@@ -88,42 +137,53 @@ export class BlobStore {
    * partial download, and keeps the partial file when the transfer fails part-way.
    */
   async ingest(descriptor: Descriptor, open: BlobOpener, what: string, options: IngestOptions = {}): Promise<IngestResult> {
-    await this.prepare();
-    return withFileLock(
-      this.lockPath(descriptor.digest),
-      async () => {
-        const path = this.path(descriptor.digest);
-        if (await this.has(descriptor)) {
-          await this.touch(descriptor.digest);
-          return { path, fetched: 0, resumed: 0 };
-        }
-        return this.download(descriptor, open, what, options);
-      },
-      { signal: options.signal, onWait: options.onWait },
-    );
+    try {
+      await this.prepare();
+      return await withFileLock(
+        this.lockPath(descriptor.digest),
+        async () => {
+          const path = this.path(descriptor.digest);
+          if (await this.has(descriptor)) {
+            await this.touch(descriptor.digest);
+            return { path, fetched: 0, resumed: 0 };
+          }
+          return this.download(descriptor, open, what, options);
+        },
+        this.lockOptions(what, options.signal, options.onWait),
+      );
+    } catch (err) {
+      throw storageError(err, this.place);
+    }
   }
 
   /**
    * Stores small bytes (a manifest, a config) under their digest, verifying them first. A blob
-   * already there is marked as used now, so that `cache prune --older-than` keeps it.
+   * already there is marked as used now, so that `cache prune --older-than` keeps it; one that
+   * differs from `bytes` (damaged) is replaced.
    */
   async putBytes(descriptor: Descriptor, bytes: Buffer, what: string): Promise<string> {
     verifyBytes(bytes, descriptor.digest, what, descriptor.size);
     const path = this.path(descriptor.digest);
-    if (await this.has(descriptor)) {
-      await this.touch(descriptor.digest);
-      return path;
-    }
-    await this.prepare();
-    const tmp = join(this.root, 'ingest', `${parseDigest(descriptor.digest).hex}.${process.pid}.${randomUUID()}.tmp`);
     try {
-      await writeFile(tmp, bytes);
-      await rename(tmp, path);
+      const stored = await readRegularFile(path, bytes.length + 1).catch(() => undefined);
+      if (stored?.equals(bytes)) {
+        await this.touch(descriptor.digest);
+        return path;
+      }
+      await this.prepare();
+      const tmp = join(this.root, 'ingest', `${parseDigest(descriptor.digest).hex}.${process.pid}.${randomUUID()}.tmp`);
+      try {
+        await writeFile(tmp, bytes);
+        await rename(tmp, path);
+      } catch (err) {
+        await rm(tmp, { force: true });
+        throw err;
+      }
+      if (stored !== undefined) this.onNotice?.(`${what}: replaced the damaged cached copy in ${this.root}`);
+      return path;
     } catch (err) {
-      await rm(tmp, { force: true });
-      throw err;
+      throw storageError(err, this.place);
     }
-    return path;
   }
 
   /** Where an interrupted download of the blob is kept until it is resumed. */
@@ -136,14 +196,51 @@ export class BlobStore {
     return join(this.root, 'ingest', `${parseDigest(digest).hex}.lock`);
   }
 
+  /**
+   * Options for a lock of this store: the timeout, and notices that say what is waited for
+   * (`what`, e.g. 'layer 2/3 of IMAGE' or 'the cache index') and when a lock is taken over.
+   */
+  lockOptions(what: string, signal?: AbortSignal, onWait?: () => void): LockOptions {
+    const seconds = (ms: number): string => `${Math.round(ms / 1000)} s`;
+    const limit = `taken over if not refreshed for ${seconds(this.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS)} (--lock-timeout)`;
+    return {
+      signal,
+      timeoutMs: this.lockTimeoutMs,
+      onWait: (holder: LockHolder) => {
+        onWait?.();
+        this.onNotice?.(
+          `${what}: waiting for ${holder.description}, which holds its lock in ${this.root} (refreshed ${seconds(holder.ageMs)} ago; ${limit})`,
+        );
+      },
+      onTakeover: (holder: LockHolder) =>
+        this.onNotice?.(
+          `${what}: took over the lock in ${this.root} from ${holder.description} (not refreshed for ${seconds(holder.ageMs)})`,
+        ),
+    };
+  }
+
   /** Creates the layout's skeleton once: oci-layout, blobs/sha256, ingest/. */
   private async prepare(): Promise<void> {
-    await mkdir(join(this.root, 'blobs', 'sha256'), { recursive: true });
-    await mkdir(join(this.root, 'blobs', 'sha512'), { recursive: true });
-    await mkdir(join(this.root, 'ingest'), { recursive: true });
+    await makeDirectories(join(this.root, 'blobs', 'sha256'));
+    await makeDirectories(join(this.root, 'blobs', 'sha512'));
+    await makeDirectories(join(this.root, 'ingest'));
     await writeFile(join(this.root, 'oci-layout'), LAYOUT_FILE, { flag: 'wx' }).catch((err: NodeJS.ErrnoException) => {
       if (err.code !== 'EEXIST') throw err;
     });
+  }
+
+  /** Removes the damaged blob `hashed` was taken from, unless another process has replaced it meanwhile. */
+  private async evict(digest: string, hashed: Stats, signal: AbortSignal | undefined): Promise<void> {
+    const path = this.path(digest);
+    await this.prepare();
+    await withFileLock(
+      this.lockPath(digest),
+      async () => {
+        const now = await lstat(path).catch(() => undefined);
+        if (now && now.ino === hashed.ino && now.dev === hashed.dev) await rm(path, { force: true });
+      },
+      this.lockOptions(`blob ${digest}`, signal),
+    );
   }
 
   /**
@@ -181,13 +278,29 @@ export class BlobStore {
       await rename(partial, path);
       return { path, fetched: hasher.bytes - resumed, resumed };
     } catch (err) {
-      // Wrong bytes are never kept; a transfer that merely stopped is resumed next time.
+      // Wrong bytes are never kept; a transfer that merely stopped is resumed next time, unless
+      // the disk is full: then nothing of it stays on the full filesystem.
       const corrupt = isPullUnpackError(err, 'DIGEST_MISMATCH') || isPullUnpackError(err, 'SIZE_MISMATCH');
-      if (corrupt || !keepPartial) await rm(partial, { force: true });
+      const full = isOutOfSpace(err) || (options.signal?.aborted === true && isOutOfSpace(options.signal.reason));
+      if (corrupt || full || !keepPartial || err instanceof WriteFailure) await rm(partial, { force: true }).catch(() => undefined);
       if (options.signal?.aborted) throw abortError(options.signal);
+      if (err instanceof WriteFailure) throw err.cause;
       if (corrupt && resumed > 0) throw new ResumedCorrupt(err);
       throw err;
     }
+  }
+}
+
+/** The digest of the regular file at `path` and what fstat said of it while it was read. */
+async function hashFile(path: string, algorithm: string, signal: AbortSignal | undefined): Promise<{ digest: string; info: Stats }> {
+  const handle = await openRegularFile(path);
+  try {
+    const info = await handle.stat();
+    const hash = createHash(algorithm);
+    for await (const chunk of handle.createReadStream({ highWaterMark: 1 << 20, autoClose: false, signal })) hash.update(chunk as Buffer);
+    return { digest: `${algorithm}:${hash.digest('hex')}`, info };
+  } finally {
+    await handle.close();
   }
 }
 
@@ -195,129 +308,5 @@ export class BlobStore {
 class ResumedCorrupt extends Error {
   constructor(cause: unknown) {
     super('a resumed download did not verify', { cause });
-  }
-}
-
-/**
- * Streams the blob from `offset` through `hasher` onto the end of `partial`, in writes of up to
- * WRITE_BATCH_BYTES (one thread-pool round trip each instead of one per network chunk). What was
- * received is written before this settles, also when the transfer stops (an error, an abort), so
- * the next attempt resumes from it; nothing is written after this settles.
- */
-async function appendFrom(
-  open: BlobOpener,
-  offset: number,
-  hasher: HashingCounter,
-  partial: string,
-  options: IngestOptions,
-): Promise<void> {
-  const { signal, onWritten } = options;
-  const body = await open(offset);
-  let file: FileHandle | undefined;
-  let length = offset;
-  let pending: Buffer[] = [];
-  let pendingBytes = 0;
-  const flush = async (): Promise<void> => {
-    if (file === undefined || pendingBytes === 0) return;
-    const buffers = pending;
-    const size = pendingBytes;
-    pending = [];
-    pendingBytes = 0;
-    await writeAll(file, buffers, size);
-    length += size;
-    onWritten?.(partial, length, offset === 0);
-  };
-  try {
-    if (signal) addAbortSignal(signal, body);
-    file = await openFile(partial, offset > 0 ? 'a' : 'w');
-    for await (const chunk of body as AsyncIterable<Buffer>) {
-      hasher.add(chunk);
-      pending.push(chunk);
-      pendingBytes += chunk.length;
-      if (pendingBytes >= WRITE_BATCH_BYTES) await flush();
-    }
-    await flush();
-  } finally {
-    body.destroy();
-    // Keep what arrived for a resume; a failing write here leaves a shorter (still valid) prefix.
-    await flush().catch(() => undefined);
-    await file?.close();
-  }
-}
-
-/** Writes `buffers` (`size` bytes in all) at the end of `file`, finishing a short writev. */
-async function writeAll(file: FileHandle, buffers: Buffer[], size: number): Promise<void> {
-  const { bytesWritten } = await file.writev(buffers);
-  if (bytesWritten === size) return;
-  const rest = Buffer.concat(buffers, size).subarray(bytesWritten);
-  for (let written = 0; written < rest.length;) written += (await file.write(rest, written)).bytesWritten;
-}
-
-/**
- * Hashes and counts a blob's bytes, failing as soon as there are too many. `hashExisting`
- * feeds it an earlier partial file first, so the digest covers the whole blob.
- */
-class HashingCounter {
-  private readonly hash;
-  private received = 0;
-
-  constructor(
-    private readonly descriptor: Descriptor,
-    private readonly what: string,
-    private readonly onBytes: ((received: number) => void) | undefined,
-  ) {
-    this.hash = createHash(parseDigest(descriptor.digest).algorithm);
-  }
-
-  get bytes(): number {
-    return this.received;
-  }
-
-  /** Hashes the bytes of an earlier partial download (one longer than the blob is removed); returns their count. */
-  async hashExisting(partial: string): Promise<number> {
-    let size: number;
-    try {
-      size = (await stat(partial)).size;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 0;
-      throw err;
-    }
-    if (size > this.descriptor.size) {
-      await rm(partial, { force: true });
-      return 0;
-    }
-    const handle = await openFile(partial, 'r');
-    try {
-      for await (const chunk of handle.createReadStream({ highWaterMark: 1 << 20, autoClose: false })) {
-        this.hash.update(chunk as Buffer);
-        this.received += (chunk as Buffer).length;
-      }
-    } finally {
-      await handle.close();
-    }
-    return this.received;
-  }
-
-  /** Counts and hashes the next chunk; SIZE_MISMATCH once the blob has more bytes than declared. */
-  add(chunk: Buffer): void {
-    this.received += chunk.length;
-    if (this.received > this.descriptor.size) {
-      throw new PullUnpackError(
-        'SIZE_MISMATCH',
-        `${this.what}: received more than the ${this.descriptor.size} bytes its descriptor declares`,
-      );
-    }
-    this.hash.update(chunk);
-    this.onBytes?.(this.received);
-  }
-
-  /** Throws unless the bytes received (exactly the blob's size) hash to its digest. */
-  check(): void {
-    const actual = `${parseDigest(this.descriptor.digest).algorithm}:${this.hash.digest('hex')}`;
-    if (actual !== this.descriptor.digest) {
-      throw new PullUnpackError('DIGEST_MISMATCH', `${this.what}: content hashes to ${actual}, expected ${this.descriptor.digest}`, {
-        hint: 'the registry served different bytes than the digest names; nothing was kept',
-      });
-    }
   }
 }

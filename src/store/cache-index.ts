@@ -4,11 +4,13 @@
  * Updates are serialized across processes with a lock file and written by rename.
  */
 import type { Stats } from 'node:fs';
-import { lstat, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { BlobStore } from './blob-store.js';
-import { PullUnpackError } from '../errors.js';
+import { isPullUnpackError, PullUnpackError } from '../errors.js';
 import { tryFileLock, withFileLock } from './lock.js';
+import { NotRegularFileError, readRegularFile } from './regular-file.js';
+import { storageError } from './storage-error.js';
 import { MediaType, type Descriptor, type ImageIndex } from '../image/oci.js';
 import { parseJson } from '../image/json.js';
 
@@ -28,45 +30,79 @@ export async function readRefs(store: BlobStore): Promise<CachedRef[]> {
     .map((d) => ({ reference: d.annotations![REF_NAME]!, descriptor: stripAnnotations(d) }));
 }
 
-/** Records that `reference` names `descriptor` (replacing what it named before). */
+/**
+ * Records that `reference` names `descriptor` (replacing what it named before). Never fails the
+ * pull that calls it, whose result is already in place: an index.json that cannot be read is
+ * started anew, and one that cannot be written is reported through the store's notices (only
+ * `--offline` by tag needs it).
+ */
 export async function recordRef(store: BlobStore, reference: string, descriptor: Descriptor): Promise<void> {
-  await withFileLock(join(store.root, 'index.json.lock'), async () => {
-    const index = await readIndex(store);
-    const manifests = index.manifests.filter((d) => d.annotations?.[REF_NAME] !== reference);
-    manifests.push({
-      mediaType: descriptor.mediaType,
-      digest: descriptor.digest,
-      size: descriptor.size,
-      annotations: { [REF_NAME]: reference },
-    });
-    await writeIndex(store, { ...index, manifests });
-  });
+  try {
+    await withFileLock(
+      join(store.root, 'index.json.lock'),
+      async () => {
+        const index = await readIndex(store).catch((err: unknown) => {
+          if (!isPullUnpackError(err, 'INVALID_MANIFEST')) throw err;
+          store.onNotice?.(`${err.message}: replacing it (the references recorded in it are forgotten)`);
+          return emptyIndex();
+        });
+        const manifests = index.manifests.filter((d) => d.annotations?.[REF_NAME] !== reference);
+        manifests.push({
+          mediaType: descriptor.mediaType,
+          digest: descriptor.digest,
+          size: descriptor.size,
+          annotations: { [REF_NAME]: reference },
+        });
+        await writeIndex(store, { ...index, manifests });
+      },
+      store.lockOptions('recording the reference in the cache index'),
+    );
+  } catch (err) {
+    const why = storageError(err, { kind: 'cache', path: store.root }) as Error;
+    store.onNotice?.(`${reference} is not recorded in the cache's index.json: ${why.message}; --offline will not find it by its tag`);
+  }
 }
 
+/** index.json is a list of references: far below this. */
+const MAX_INDEX_BYTES = 64 * 1024 * 1024;
+
 async function readIndex(store: BlobStore): Promise<ImageIndex> {
-  let text: string;
-  try {
-    text = await readFile(join(store.root, 'index.json'), 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: [] };
-    throw err;
-  }
-  try {
-    const doc = parseJson(text, `the cache's index.json (${store.root})`) as ImageIndex;
-    if (!Array.isArray(doc.manifests)) throw new Error('no manifests array');
-    return doc;
-  } catch (cause) {
-    throw new PullUnpackError('INVALID_MANIFEST', `the cache's index.json (${store.root}) is damaged`, {
+  const path = join(store.root, 'index.json');
+  const damaged = (cause: unknown): PullUnpackError =>
+    new PullUnpackError('INVALID_MANIFEST', `the cache's index.json (${store.root}) is damaged`, {
       cause,
       hint: 'remove it (pull-unpack cache prune --all) and pull again',
     });
+  let bytes: Buffer | undefined;
+  try {
+    bytes = await readRegularFile(path, MAX_INDEX_BYTES);
+  } catch (err) {
+    if (err instanceof NotRegularFileError) throw damaged(err);
+    throw err;
   }
+  if (bytes === undefined) return emptyIndex();
+  try {
+    const doc = parseJson(bytes, `the cache's index.json (${store.root})`) as ImageIndex;
+    if (!Array.isArray(doc.manifests)) throw new Error('no manifests array');
+    return doc;
+  } catch (cause) {
+    throw damaged(cause);
+  }
+}
+
+function emptyIndex(): ImageIndex {
+  return { schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: [] };
 }
 
 async function writeIndex(store: BlobStore, index: ImageIndex): Promise<void> {
   const tmp = join(store.root, `index.json.${process.pid}.tmp`);
-  await writeFile(tmp, `${JSON.stringify(index, null, 2)}\n`);
-  await rename(tmp, join(store.root, 'index.json'));
+  try {
+    await writeFile(tmp, `${JSON.stringify(index, null, 2)}\n`);
+    await rename(tmp, join(store.root, 'index.json'));
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw err;
+  }
 }
 
 function stripAnnotations(d: Descriptor): Descriptor {
@@ -137,33 +173,39 @@ export interface PruneOptions {
  */
 export async function pruneCache(store: BlobStore, options: PruneOptions): Promise<{ removed: number; freed: number }> {
   await mkdir(store.root, { recursive: true });
-  return withFileLock(join(store.root, 'index.json.lock'), async () => {
-    const listing = await listCache(store);
-    const now = options.now ?? Date.now();
-    let removed = 0;
-    let freed = 0;
-    const drop = async (path: string, size: number): Promise<void> => {
-      await rm(path, { force: true });
-      removed++;
-      freed += size;
-    };
-    // A partial file whose blob lock is held is being written by a pull right now: leave it.
-    for (const p of listing.partial) {
-      await tryFileLock(store.lockPath(p.digest), () => drop(store.partialPath(p.digest), p.size));
-    }
-    for (const b of listing.blobs) {
-      const old = options.olderThanMs !== undefined && now - Date.parse(b.lastUsed) > options.olderThanMs;
-      if (options.all || old) await drop(store.path(b.digest), b.size);
-    }
-    const kept = [];
-    for (const ref of listing.refs) if (await store.has(ref.descriptor)) kept.push(ref);
-    const index = await readIndex(store);
-    await writeIndex(store, {
-      ...index,
-      manifests: kept.map((r) => ({ ...r.descriptor, annotations: { [REF_NAME]: r.reference } })),
-    });
-    return { removed, freed };
+  return withFileLock(join(store.root, 'index.json.lock'), () => pruneLocked(store, options), store.lockOptions('cache prune'));
+}
+
+async function pruneLocked(store: BlobStore, options: PruneOptions): Promise<{ removed: number; freed: number }> {
+  const listing = await listCache(store);
+  const now = options.now ?? Date.now();
+  let removed = 0;
+  let freed = 0;
+  const drop = async (path: string, size: number): Promise<void> => {
+    await rm(path, { force: true });
+    removed++;
+    freed += size;
+  };
+  // A partial file whose blob lock is held is being written by a pull right now: leave it.
+  for (const p of listing.partial) {
+    await tryFileLock(store.lockPath(p.digest), () => drop(store.partialPath(p.digest), p.size));
+  }
+  for (const b of listing.blobs) {
+    const old = options.olderThanMs !== undefined && now - Date.parse(b.lastUsed) > options.olderThanMs;
+    if (options.all || old) await drop(store.path(b.digest), b.size);
+  }
+  const kept = [];
+  for (const ref of listing.refs) if (await store.has(ref.descriptor)) kept.push(ref);
+  // Pruning is how a damaged index.json is repaired: its references are lost with it.
+  const index = await readIndex(store).catch((err: unknown) => {
+    if (isPullUnpackError(err, 'INVALID_MANIFEST')) return emptyIndex();
+    throw err;
   });
+  await writeIndex(store, {
+    ...index,
+    manifests: kept.map((r) => ({ ...r.descriptor, annotations: { [REF_NAME]: r.reference } })),
+  });
+  return { removed, freed };
 }
 
 /** '7d', '12h', '30m', '45s', '2w' -> milliseconds; USAGE error otherwise. */

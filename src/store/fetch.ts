@@ -1,5 +1,7 @@
 /**
- * Bounded parallel downloads into a BlobStore, store first. Each blob is verified on its way in.
+ * Bounded parallel downloads into a BlobStore, store first. Each blob is verified on its way in,
+ * and a blob the store already has is verified again before it is used (a damaged copy is
+ * evicted and downloaded again).
  */
 import pLimit from 'p-limit';
 import type { BlobFollower } from './blob-follow.js';
@@ -57,8 +59,7 @@ async function fetchOne(
   const { onEvent, signal } = options;
   // A queued download whose turn comes after the fetch was stopped neither starts nor reports.
   if (signal?.aborted) throw abortError(signal);
-  if (await store.has(descriptor)) {
-    await store.touch(descriptor.digest);
+  if ((await store.verify(descriptor, what, signal)) === 'verified') {
     onEvent?.({ type: 'blob-verified', digest: descriptor.digest, size: descriptor.size, fromCache: true, fetched: 0 });
     return store.path(descriptor.digest);
   }

@@ -14,6 +14,7 @@ import { basename, dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { request } from 'undici';
+import { onTestFinished } from 'vitest';
 import { startServer, type TestServer } from './registry.js';
 
 export const BIN = fileURLToPath(new URL('../../bin/pull-unpack.js', import.meta.url));
@@ -111,16 +112,27 @@ export interface SpawnedCli {
 }
 
 /**
- * Runs `node bin/pull-unpack.js ...args` (the built CLI) with `env`. With `killWhen`, the process
+ * Runs `node bin/pull-unpack.js ...args` (the built CLI) with `env`, in `cwd`, as `user`. With `killWhen`, the process
  * gets SIGKILL from inside the stdout handler as soon as it accepts an event (it sees the event
  * and every event before it).
  */
 export function spawnCli(
   args: string[],
-  options: { env?: NodeJS.ProcessEnv; killWhen?: (event: EventLine, events: EventLine[]) => boolean } = {},
+  options: {
+    env?: NodeJS.ProcessEnv;
+    cwd?: string;
+    /** Run as this user and group (needs root), e.g. nobody's. */
+    user?: { uid: number; gid: number };
+    killWhen?: (event: EventLine, events: EventLine[]) => boolean;
+  } = {},
 ): SpawnedCli {
   if (!existsSync(BUILT_CLI)) throw new Error('dist/ is missing: run npm run build first');
-  const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: options.env ?? process.env });
+  const child = spawn(process.execPath, [BIN, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: options.env ?? process.env,
+    cwd: options.cwd,
+    ...options.user,
+  });
   let out = '';
   let err = '';
   let pending = '';
@@ -132,7 +144,8 @@ export function spawnCli(
     for (let nl = pending.indexOf('\n'); nl >= 0; nl = pending.indexOf('\n')) {
       const line = pending.slice(0, nl);
       pending = pending.slice(nl + 1);
-      if (line === '') continue;
+      // Only --json runs print events; the one summary line of a plain run is not one.
+      if (!line.startsWith('{')) continue;
       const event = JSON.parse(line) as EventLine;
       events.push(event);
       if (options.killWhen?.(event, events)) child.kill('SIGKILL');
@@ -161,6 +174,17 @@ export function spawnCli(
     },
     exited,
   };
+}
+
+/**
+ * Waits for the CLI to exit, from inside a test. One still running when the test ends (it hung,
+ * and the test timed out) is killed, so that no process outlives its test.
+ */
+export async function finished(run: SpawnedCli): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  onTestFinished(() => {
+    if (run.child.exitCode === null && run.child.signalCode === null) run.child.kill('SIGKILL');
+  });
+  return run.exited;
 }
 
 /** sha256 hex of a file's bytes, streamed. */
