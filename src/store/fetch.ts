@@ -38,8 +38,12 @@ export interface BlobRequest {
  */
 export function fetchBlobs(source: ImageSource, store: BlobStore, blobs: BlobRequest[], options: FetchOptions): Array<Promise<string>> {
   const limit = pLimit(Math.max(1, options.concurrency));
+  // A digest listed twice (an image may repeat a layer) is downloaded once: a second download
+  // would only wait for the first one's lock. Its follower reads the blob once it is verified.
+  const started = new Map<string, Promise<string>>();
   return blobs.map(({ descriptor, what, follower }) => {
-    const task = limit(() => fetchOne(source, store, descriptor, what, options, follower));
+    const task = started.get(descriptor.digest) ?? limit(() => fetchOne(source, store, descriptor, what, options, follower));
+    started.set(descriptor.digest, task);
     task.then(
       (path) => follower?.settle({ path }),
       (error: unknown) => follower?.settle({ error }),
