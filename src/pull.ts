@@ -22,6 +22,8 @@ import { formatPlatform } from './image/platform.js';
 import { limitError, resolveLimits, type Limits } from './limits.js';
 import { fetchConfig, resolveImage, type ResolvedImage } from './image/resolve.js';
 import type { ImageSource } from './sources/source.js';
+import { enforceTrust, type TrustEvent, type TrustOptions } from './trust/evaluate.js';
+import { lookasideCache } from './store/signature-cache.js';
 
 export const DEFAULT_CONCURRENCY = 4;
 
@@ -41,6 +43,8 @@ export interface PullOptions extends SourceOptions {
   offline?: boolean | undefined;
   /** Progress and warnings, in the order they happen. */
   onEvent?: ((event: PullEvent) => void) | undefined;
+  /** Signature verification (policy.json, registries.d, --verify-*): checked before any layer is fetched. */
+  trust?: TrustOptions | undefined;
 }
 
 export type PullEvent =
@@ -56,7 +60,8 @@ export type PullEvent =
   | { type: 'config'; digest: string; layers: number; totalSize: number }
   | BlobEvent
   | { type: 'layer-applied'; index: number; digest: string; diffId: string; entries: number }
-  | { type: 'warning'; message: string };
+  | { type: 'warning'; message: string }
+  | TrustEvent;
 
 export interface PulledLayer {
   digest: string;
@@ -150,6 +155,13 @@ async function pullOpened(opened: OpenedImage, dest: string, wanted: Platform, o
           : opened.source;
     const resolved = await resolveImage(source, opened.reference, wanted, signal);
     emitResolved(opened.display, resolved, options);
+    const lookaside = { transport: options.transport, insecureHosts: options.insecureRegistries, offline: options.offline };
+    const target = { source, image: opened.display, digest: resolved.top.descriptor.digest, manifestBytes: resolved.top.bytes, signal };
+    const onNotice = (message: string): void => options.onEvent?.({ type: 'warning', message });
+    const cache = persistent ? lookasideCache(store) : undefined;
+    await enforceTrust(options.trust, { ...target, onNotice, lookaside: { ...lookaside, cache } }, opened.display, (e) =>
+      options.onEvent?.(e),
+    );
     const { config, bytes: configBytes } = await fetchConfig(source, resolved.manifest, signal, limits.maxConfigBytes);
     await store.putBytes(resolved.manifest.config, configBytes, `the config of ${source.name}`);
     const layers = checkLayers(resolved, config, source.name, limits);

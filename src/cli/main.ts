@@ -10,6 +10,8 @@ import { cacheCommand, defaultCacheDir } from './cache.js';
 import { NETWORK_FLAGS, sourceOptionsFrom } from './options.js';
 import { formatBytes, ProgressDisplay } from './progress.js';
 import { MediaType } from '../image/oci.js';
+import { TRUST_FLAGS, trustOptionsFrom } from './trust-options.js';
+import { formatTrust } from './trust-output.js';
 
 export interface CliIo {
   stdout: Writable & { isTTY?: boolean };
@@ -87,6 +89,7 @@ Examples:
 
 const COMMON = {
   ...NETWORK_FLAGS,
+  ...TRUST_FLAGS,
   json: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
   version: { type: 'boolean' },
@@ -194,6 +197,7 @@ async function pullCommand(args: string[], io: CliIo): Promise<number> {
       concurrency,
       signal: io.signal,
       onEvent,
+      trust: trustOptionsFrom(values, io.env, (message) => onEvent({ type: 'warning', message })),
     };
     result =
       output === 'tar'
@@ -265,6 +269,7 @@ async function inspectCommand(args: string[], io: CliIo): Promise<number> {
     ...(await sourceOptionsFrom(values, io.env, io.stdin)),
     signal: io.signal,
     onNotice: (m) => notices.push(m),
+    trust: trustOptionsFrom(values, io.env, (m) => notices.push(m)),
   });
   if (values.raw) {
     io.stdout.write(result.raw);
@@ -317,6 +322,7 @@ export function formatInspect(r: InspectResult): string {
   } else {
     lines.push(`  for ${r.wanted}: no match`, `    ${r.pick.error}`);
   }
+  lines.push(...formatTrust(r.trust));
   return `${lines.join('\n')}\n`;
 }
 
