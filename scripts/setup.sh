@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what pull-unpack's demo and tests need, when missing: Debian packages (the CNCF
 # distribution registry, skopeo, umoci, runc, zstd, attr, htpasswd, a static busybox for test
-# images), the npm dependencies from the lockfile, and the compiled dist/.
+# images, gnupg for test signing keys), the npm dependencies from the lockfile, and the compiled dist/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +16,7 @@ needed=(
   htpasswd:apache2-utils
   busybox:busybox-static
   debootstrap:debootstrap
+  gpg:gnupg
 )
 missing=()
 for pair in "${needed[@]}"; do

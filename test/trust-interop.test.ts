@@ -1,0 +1,105 @@
+/**
+ * Issue 12's acceptance test: for a matrix of (policy.json, image) pairs over GPG simple
+ * signatures made by `skopeo copy --sign-by` into a lookaside, `pull-unpack --policy P
+ * --registries.d D IMAGE DIR` accepts and rejects exactly as `skopeo copy --policy P
+ * --registries.d D docker://IMAGE dir:...` does (Debian's skopeo, containers/image inside).
+ */
+import { readFile, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { skopeoAccepts, tempRoot } from './helpers/gpg.js';
+import { runCli, testRegistry } from './helpers/registry.js';
+import { signedFixtures, type SignedFixtures } from './helpers/signed-images.js';
+
+let f: SignedFixtures;
+
+beforeAll(async () => {
+  f = await signedFixtures(await tempRoot('trust-interop'));
+});
+
+afterAll(async () => {
+  if (f) await rm(f.root, { recursive: true, force: true });
+});
+
+type Requirement = Record<string, unknown>;
+
+/** The policies of the matrix, by name; each a function of the fixtures. */
+function policies(): Record<string, unknown> {
+  const { host } = testRegistry();
+  const { a, b, ns } = f;
+  const by = (key: typeof a, extra: Requirement = {}): Requirement => ({
+    type: 'signedBy',
+    keyType: 'GPGKeys',
+    keyPath: key.publicKeyPath,
+    ...extra,
+  });
+  const reject = [{ type: 'reject' }];
+  const accept = [{ type: 'insecureAcceptAnything' }];
+  const identity = (signedIdentity: Requirement): Requirement[] => [by(a, { signedIdentity })];
+  return {
+    insecureAcceptAnything: { default: accept },
+    reject: { default: reject },
+    'signedBy A': { default: [by(a)] },
+    'signedBy B': { default: [by(b)] },
+    'signedBy A armored': { default: [{ ...by(a), keyPath: a.armoredPath }] },
+    'signedBy keyPaths [B, A]': { default: [{ type: 'signedBy', keyType: 'GPGKeys', keyPaths: [b.publicKeyPath, a.armoredPath] }] },
+    'signedBy keyData A': { default: [{ type: 'signedBy', keyType: 'GPGKeys', keyData: 'KEYDATA_A' }] },
+    matchExact: { default: identity({ type: 'matchExact' }) },
+    matchRepoDigestOrExact: { default: identity({ type: 'matchRepoDigestOrExact' }) },
+    matchRepository: { default: identity({ type: 'matchRepository' }) },
+    'exactReference signed/app:v1': { default: identity({ type: 'exactReference', dockerReference: `${ns}/signed/app:v1` }) },
+    'exactReference upstream/app:v1': { default: identity({ type: 'exactReference', dockerReference: `${ns}/upstream/app:v1` }) },
+    'exactRepository signed/app': { default: identity({ type: 'exactRepository', dockerRepository: `${ns}/signed/app` }) },
+    'remapIdentity mirror -> upstream': {
+      default: identity({ type: 'remapIdentity', prefix: `${ns}/mirror`, signedPrefix: `${ns}/upstream` }),
+    },
+    'repository scope': { default: reject, transports: { docker: { [`${ns}/signed/app`]: [by(a)] } } },
+    'tag scope beats repository scope': {
+      default: accept,
+      transports: { docker: { [`${ns}/signed/app:v1`]: [by(a)], [`${ns}/signed/app`]: reject } },
+    },
+    'namespace scope': { default: reject, transports: { docker: { [`${ns}/signed`]: [by(a)] } } },
+    'registry scope': { default: accept, transports: { docker: { [host]: [by(b)] } } },
+    'wildcard scope': { default: reject, transports: { docker: { '*.0.1': [by(a)], '*.1': reject } } },
+    'most specific scope wins': { default: accept, transports: { docker: { [host]: reject, [ns]: [by(a)] } } },
+    'transport default': { default: reject, transports: { docker: { '': [by(a)] } } },
+    'global default behind unmatched scopes': {
+      default: accept,
+      transports: { docker: { 'other.example/x': reject }, oci: { '': reject } },
+    },
+    'both keys required': { default: [by(a), by(b)] },
+    'accept then reject': { default: [...accept, ...reject] },
+  };
+}
+
+describe('pull-unpack and skopeo copy make the same decision on GPG simple signatures', () => {
+  it('accepts and rejects every (policy, image) pair of the matrix exactly as skopeo copy --policy --registries.d', async () => {
+    const keyData = (await readFile(f.a.publicKeyPath)).toString('base64');
+    const rows: string[] = [];
+    const disagreements: string[] = [];
+    let accepted = 0;
+    for (const [name, policy] of Object.entries(policies())) {
+      const file = join(f.root, `policy-${name.replace(/\W+/g, '-')}.json`);
+      await writeFile(file, JSON.stringify(policy).replace('KEYDATA_A', keyData));
+      for (const [label, image] of Object.entries(f.images)) {
+        const out = join(f.root, 'out');
+        await rm(out, { recursive: true, force: true });
+        const skopeo = await skopeoAccepts(file, f.registriesD, image, join(f.root, 'skopeo-out'));
+        await rm(join(f.root, 'skopeo-out'), { recursive: true, force: true });
+        const ours = await runCli(['--no-cache', '--quiet', '--policy', file, '--registries.d', f.registriesD, image, out]);
+        if (ours.code !== 0) expect(ours.stderr, `${name} / ${label}`).toMatch(/^pull-unpack: .* rejected by policy /);
+        const agree = skopeo.accepted === (ours.code === 0);
+        if (ours.code === 0) accepted++;
+        rows.push(
+          `${agree ? ' ' : '!'} ${name.padEnd(40)} ${label.padEnd(12)} skopeo ${skopeo.accepted ? 'accept' : 'reject'} ours ${ours.code === 0 ? 'accept' : 'reject'}`,
+        );
+        if (!agree) disagreements.push(`${name} / ${label}: skopeo ${skopeo.stderr.trim()} | ours ${ours.stderr.trim()}`);
+      }
+    }
+    console.log(`[trust-interop]\n${rows.join('\n')}`);
+    expect(disagreements).toEqual([]);
+    // The matrix must exercise both outcomes in earnest.
+    expect(accepted).toBeGreaterThan(20);
+    expect(rows.length - accepted).toBeGreaterThan(60);
+  }, 600_000);
+});
