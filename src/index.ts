@@ -3,7 +3,7 @@
  */
 import { inspectImage, type InspectResult as ImageInspectResult } from './image/inspect.js';
 import { openImage, wantedPlatform, type SourceOptions } from './sources/open.js';
-import { evaluateTrust, wantsTrust, type TrustOptions, type TrustVerdict } from './trust/evaluate.js';
+import { evaluateTrust, prepareTrust, wantsTrust, type TrustOptions, type TrustVerdict } from './trust/evaluate.js';
 
 export { PullUnpackError, RegistryError, isPullUnpackError, type ErrorCode } from './errors.js';
 export { parseReference, familiarName, type Reference } from './image/reference.js';
@@ -47,10 +47,11 @@ export type InspectResult = ImageInspectResult & { trust?: TrustVerdict[] | unde
 /** Inspects an image reference: index or manifest, its platforms, and the entry this platform gets. */
 export async function inspect(image: string, options: InspectOptions = {}): Promise<InspectResult> {
   const wanted = wantedPlatform(options);
+  const trust = await prepareTrust(options.trust);
   const opened = await openImage(image, options);
   try {
     const result = await inspectImage(opened.source, opened.reference, opened.display, wanted, options.signal);
-    if (!wantsTrust(options.trust)) return result;
+    if (!wantsTrust(trust)) return result;
     const target = {
       source: opened.source,
       image: opened.display,
@@ -59,7 +60,7 @@ export async function inspect(image: string, options: InspectOptions = {}): Prom
       signal: options.signal,
     };
     const lookaside = { transport: options.transport, insecureHosts: options.insecureRegistries };
-    const verdicts = await evaluateTrust(options.trust, { ...target, onNotice: options.onNotice, lookaside }, true);
+    const verdicts = await evaluateTrust(trust, { ...target, onNotice: options.onNotice, lookaside }, true);
     // An insecureAcceptAnything policy (the usual /etc/containers/policy.json) checks nothing worth listing.
     const checked = verdicts.filter((v) => !(v.accepted && v.requirement.endsWith('insecureAcceptAnything')));
     return checked.length > 0 ? { ...result, trust: checked } : result;

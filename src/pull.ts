@@ -22,7 +22,7 @@ import { formatPlatform } from './image/platform.js';
 import { limitError, resolveLimits, type Limits } from './limits.js';
 import { fetchConfig, resolveImage, type ResolvedImage } from './image/resolve.js';
 import type { ImageSource } from './sources/source.js';
-import { enforceTrust, type TrustEvent, type TrustOptions } from './trust/evaluate.js';
+import { enforceTrust, prepareTrust, type TrustEvent, type TrustOptions } from './trust/evaluate.js';
 import { lookasideCache } from './store/signature-cache.js';
 
 export const DEFAULT_CONCURRENCY = 4;
@@ -126,9 +126,10 @@ export async function pullInto(image: string, dir: string, options: PullOptions,
   }
   const wanted = wantedPlatform({ ...options, onNotice: (m) => options.onEvent?.({ type: 'warning', message: m }) });
   const dest = await (layout.checkDestination ?? checkDestination)(dir, options.force ?? false);
+  const trust = await prepareTrust(options.trust);
   const opened = await openImage(image, options);
   try {
-    return await pullOpened(opened, dest, wanted, options, layout);
+    return await pullOpened(opened, dest, wanted, { ...options, trust }, layout);
   } finally {
     await opened.close();
   }

@@ -9,7 +9,7 @@ import { parseReference } from '../image/reference.js';
 import type { ImageSource } from '../sources/source.js';
 import { checkRequirement, checkSigstore, type CheckedImage, type CheckResult } from './checks.js';
 import { readLookaside, type LookasideOptions } from './lookaside.js';
-import { loadPolicy, requirementsFor, type PolicyRequirement } from './policy.js';
+import { loadPolicy, requirementsFor, type Policy, type PolicyRequirement } from './policy.js';
 import { EMPTY_REGISTRIES_CONFIG, loadRegistriesDir, lookasideFor, useSigstoreAttachments, type RegistriesConfig } from './registries-d.js';
 import { policyImage, type PolicyImage } from './scopes.js';
 import { requirementFromVerifyOptions } from './sigstore.js';
@@ -27,6 +27,17 @@ export interface TrustOptions {
   defaultLookaside?: string | undefined;
   /** A cosign check applied to every image, with or without a policy (--verify-key, --verify-identity). */
   verify?: VerifyOptions | undefined;
+  /** `policyPath` already read (prepareTrust); read when the image is checked otherwise. */
+  policy?: Policy | undefined;
+}
+
+/**
+ * `options` with the policy file read and parsed, so that an unreadable or invalid policy fails
+ * an operation before anything is fetched (INVALID_POLICY).
+ */
+export async function prepareTrust(options: TrustOptions | undefined): Promise<TrustOptions | undefined> {
+  if (!options?.policyPath || options.insecurePolicy || options.policy) return options;
+  return { ...options, policy: await loadPolicy(options.policyPath) };
 }
 
 /** What was checked and how it came out. */
@@ -66,7 +77,7 @@ export function wantsTrust(options: TrustOptions | undefined): options is TrustO
  */
 export async function evaluateTrust(options: TrustOptions, target: TrustTarget, all = false): Promise<TrustVerdict[]> {
   const verdicts: TrustVerdict[] = [];
-  const policy = options.policyPath && !options.insecurePolicy ? await loadPolicy(options.policyPath) : undefined;
+  const policy = options.policyPath && !options.insecurePolicy ? (options.policy ?? (await loadPolicy(options.policyPath))) : undefined;
   const verify = options.verify && wantsTrust({ verify: options.verify }) ? await requirementFromVerifyOptions(options.verify) : undefined;
   const image = await policyImage(target.image);
   const checked = await checkedImage(options, target, image);

@@ -48,7 +48,9 @@ export function signatureDirUrl(base: string, repoPath: string, digest: string):
   }
   if (!['file:', 'http:', 'https:'].includes(url.protocol))
     throw new Error(`unsupported lookaside URL scheme in "${base}": use file://, http:// or https://`);
-  url.pathname = `${url.pathname}/${repoPath}@${algorithm}=${hex}`;
+  // As Go's url.URL: "https://host" has an empty path (so BASE/ns/repo has one slash), "https://host/" has "/".
+  const basePath = /^[a-z][a-z0-9+.-]*:\/\/[^/?#]*$/i.test(base) ? '' : url.pathname;
+  url.pathname = `${basePath}/${repoPath}@${algorithm}=${hex}`;
   return url;
 }
 
