@@ -4,13 +4,16 @@
  * --registries.d D IMAGE DIR` accepts and rejects exactly as `skopeo copy --policy P
  * --registries.d D docker://IMAGE dir:...` does (Debian's skopeo, containers/image inside).
  */
-import { readFile, rm, writeFile } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { mkdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { skopeoAccepts, tempRoot } from './helpers/gpg.js';
 import { runCli, testRegistry } from './helpers/registry.js';
 import { signedFixtures, type SignedFixtures } from './helpers/signed-images.js';
 
+const run = promisify(execFile);
 let f: SignedFixtures;
 
 beforeAll(async () => {
@@ -103,3 +106,62 @@ describe('pull-unpack and skopeo copy make the same decision on GPG simple signa
     expect(rows.length - accepted).toBeGreaterThan(60);
   }, 600_000);
 });
+
+describe('local sources are scoped as c/image scopes them', () => {
+  it('decides like skopeo copy for oci: layouts (by resolved path) and docker-archive: files (default scopes only)', async () => {
+    const layout = join(f.root, 'layouts', 'app');
+    await mkdir(join(f.root, 'layouts'));
+    const pulled = await runCli(['--no-cache', '--quiet', '--insecure-policy', '--output', 'oci', f.images.signed, layout]);
+    expect(pulled.stderr).toBe('');
+    expect(pulled.code).toBe(0);
+    await symlink(join(f.root, 'layouts'), join(f.root, 'layouts-link'));
+    const archive = join(f.root, 'app.tar');
+    await run('skopeo', [
+      'copy',
+      '-q',
+      '--insecure-policy',
+      '--src-tls-verify=false',
+      `docker://${f.images.signed}`,
+      `docker-archive:${archive}:app:v1`,
+    ]);
+    const accept = [{ type: 'insecureAcceptAnything' }];
+    const reject = [{ type: 'reject' }];
+    const signed = [{ type: 'signedBy', keyType: 'GPGKeys', keyPath: f.a.publicKeyPath }];
+    const named = [{ ...signed[0], signedIdentity: { type: 'exactRepository', dockerRepository: 'docker.io/library/app' } }];
+    const policies: Record<string, unknown> = {
+      'oci layout scope': { default: accept, transports: { oci: { [layout]: reject } } },
+      'oci parent scope': { default: reject, transports: { oci: { [join(f.root, 'layouts')]: accept } } },
+      'oci transport default': { default: reject, transports: { oci: { '': accept } } },
+      'docker scopes do not apply': { default: accept, transports: { docker: { '': reject } } },
+      'docker-archive default': { default: accept, transports: { 'docker-archive': { '': reject } } },
+      'signedBy (no GPG signatures in local sources)': { default: signed },
+      'signedBy exactRepository': { default: named },
+    };
+    const images = [`oci:${layout}:v1`, `oci:${join(f.root, 'layouts-link', 'app')}:v1`, `docker-archive:${archive}:app:v1`];
+    const disagreements: string[] = [];
+    const rows: string[] = [];
+    for (const [name, policy] of Object.entries(policies)) {
+      const file = join(f.root, `local-${name.replace(/\W+/g, '-')}.json`);
+      await writeFile(file, JSON.stringify(policy));
+      for (const image of images) {
+        await rm(join(f.root, 'local-out'), { recursive: true, force: true });
+        await rm(join(f.root, 'local-skopeo'), { recursive: true, force: true });
+        const skopeo = await skopeoCopyAccepts(file, image, join(f.root, 'local-skopeo'));
+        const ours = await runCli(['--no-cache', '--quiet', '--policy', file, image, join(f.root, 'local-out')]);
+        rows.push(
+          `${name.padEnd(46)} ${image.replace(f.root, '').padEnd(34)} skopeo ${skopeo ? 'accept' : 'reject'} ours ${ours.code === 0 ? 'accept' : 'reject'}`,
+        );
+        if (skopeo !== (ours.code === 0)) disagreements.push(`${rows.at(-1)!}: ${ours.stderr}`);
+      }
+    }
+    console.log(`[trust-interop local]\n${rows.join('\n')}`);
+    expect(disagreements).toEqual([]);
+  }, 300_000);
+});
+
+async function skopeoCopyAccepts(policy: string, image: string, out: string): Promise<boolean> {
+  return run('skopeo', ['copy', '-q', '--policy', policy, image, `dir:${out}`]).then(
+    () => true,
+    () => false,
+  );
+}

@@ -149,6 +149,24 @@ describe('images refused under a signedBy policy', () => {
     await expect(stat(layer)).rejects.toMatchObject({ code: 'ENOENT' });
   });
 
+  it('verifies the index a tag names, not the platform image chosen from it', async () => {
+    const repo = f.images.index.slice(testRegistry().host.length + 1, -':v1'.length);
+    const { stdout } = await runCli(['inspect', '--json', f.images.index]);
+    const index = (JSON.parse(stdout) as { digest: string }).digest;
+    const onlyIndex = join(f.root, 'only-index-lookaside');
+    const onlyImages = join(f.root, 'only-images-lookaside');
+    for (const name of await readdir(join(f.lookaside, repo, '..'))) {
+      if (!name.startsWith(`${repo.split('/').pop()!}@`)) continue;
+      const isIndex = name.endsWith(index.replace(':', '='));
+      const target = join(isIndex ? onlyIndex : onlyImages, repo, '..', name);
+      await cp(join(f.lookaside, repo, '..', name), target, { recursive: true });
+    }
+    // skopeo copy --all --sign-by signed the index and both platform images.
+    expect(await readdir(join(onlyImages, repo, '..'))).toHaveLength(2);
+    expect((await pullFrom(`file://${onlyIndex}`, f.images.index)).code).toBe(0);
+    expectRejected(await pullFrom(`file://${onlyImages}`, f.images.index), /a signature was required, but no signature exists/);
+  });
+
   it('fails with SIGNATURE_REJECTED through the library API', async () => {
     const err = await failure(
       pull(f.images.otherKey, join(f.root, 'api-out'), {
@@ -258,6 +276,19 @@ describe('lookaside over HTTP', () => {
     expect(offline.stderr).toBe('');
     expect(offline.code).toBe(0);
     expect(offline.stdout).toContain(`"signatures":[{"kind":"simple-signing","signer":"${f.a.fingerprint}","verified":true}]`);
+  });
+});
+
+describe('trust flags on the command line', () => {
+  it('refuses --policy with --insecure-policy, and --verify-issuer or --trusted-root without --verify-identity', async () => {
+    const both = await runCli(['--policy', '/p.json', '--insecure-policy', 'alpine', join(f.root, 'flags-out')]);
+    expect(both.code).toBe(2);
+    expect(both.stderr).toMatch(/^pull-unpack: --policy and --insecure-policy contradict each other/);
+    for (const flag of ['--verify-issuer', '--trusted-root']) {
+      const run = await runCli([flag, 'x', 'alpine', join(f.root, 'flags-out')]);
+      expect(run.code).toBe(2);
+      expect(run.stderr).toMatch(/^pull-unpack: --verify-issuer and --trusted-root go with --verify-identity/);
+    }
   });
 });
 

@@ -49,8 +49,18 @@ export async function registriesDir(root: string, lookasideDir: string, extra = 
   return dir;
 }
 
-/** `skopeo copy --sign-by` from `src` to `dest` (both docker references on a plain-HTTP registry). */
-export async function skopeoSign(home: string, registriesD: string, fingerprint: string, src: string, dest: string): Promise<void> {
+/**
+ * `skopeo copy --sign-by` from `src` to `dest` (both docker references on a plain-HTTP registry);
+ * with `all`, an index and every image in it (skopeo signs the index and each image).
+ */
+export async function skopeoSign(
+  home: string,
+  registriesD: string,
+  fingerprint: string,
+  src: string,
+  dest: string,
+  all = false,
+): Promise<void> {
   const policy = join(registriesD, '..', 'accept-anything.json');
   await writeFile(policy, JSON.stringify({ default: [{ type: 'insecureAcceptAnything' }] }));
   await exec(
@@ -58,6 +68,7 @@ export async function skopeoSign(home: string, registriesD: string, fingerprint:
     [
       'copy',
       '-q',
+      ...(all ? ['--all'] : []),
       '--policy',
       policy,
       '--registries.d',

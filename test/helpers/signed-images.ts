@@ -4,7 +4,7 @@
  */
 import { cp, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { pushImage, pushManifest, tarLayer } from '../../testdata/lib/image-builder.mjs';
+import { pushImage, pushManifest, pushMultiPlatform, tarLayer } from '../../testdata/lib/image-builder.mjs';
 import { gpgHome, makeGpgKey, registriesDir, skopeoSign, type GpgKey } from './gpg.js';
 import { testRegistry, uniqueRepo } from './registry.js';
 
@@ -35,6 +35,8 @@ export interface SignedFixtures {
     mirror: string;
     /** Its lookaside holds a valid signature by A for this name, but over another image's digest. */
     otherDigest: string;
+    /** A multi-platform index signed by A with `skopeo copy --all --sign-by` (the index and each image). */
+    index: string;
   };
 }
 
@@ -60,6 +62,7 @@ export async function signedFixtures(root: string): Promise<SignedFixtures> {
     unsigned: `${ns}/unsigned/app:v1`,
     mirror: `${ns}/mirror/app:v1`,
     otherDigest: `${ns}/signed/moved:v1`,
+    index: `${ns}/signed/multi:v1`,
   };
   await sign(a, images.signed);
   await pushManifest(url, path(images.signed), 'v2', source.manifestBytes, source.descriptor.mediaType);
@@ -75,5 +78,7 @@ export async function signedFixtures(root: string): Promise<SignedFixtures> {
     layers: [{ tar: await tarLayer([{ name: 'other.txt', type: 'file', content: 'moved\n' }]) }],
   });
   await cp(dirOf(images.otherDigest, digest), dirOf(images.otherDigest, moved.descriptor.digest), { recursive: true });
+  await pushMultiPlatform(url, path(`${ns}/source/multi:v1`), 'v1', ['linux/amd64', 'linux/arm64'], { files: { 'ns.txt': ns } });
+  await skopeoSign(home, registriesD, a.fingerprint, `${ns}/source/multi:v1`, images.index, true);
   return { root, home, a, b, lookaside, registriesD, ns, digest, layerDigest: source.layers[0]!.digest, images };
 }
