@@ -49,6 +49,13 @@ Common options:
   --max-uncompressed-size SIZE     tar entries together (10000000), path depth (256),
   --max-layers N                   name or link target length in bytes (4096)
   --max-entries N  --max-path-depth N  --max-name-length N
+  --policy FILE                  containers-policy.json(5) to enforce (default: ~/.config/containers/policy.json,
+                                 else /etc/containers/policy.json when present)
+  --insecure-policy              ignore policy files: accept images without checking signatures
+  --registries.d DIR             where signatures are found (containers-registries.d(5))
+  --verify-key FILE              require a cosign signature by this PEM public key; repeatable
+  --verify-identity EMAIL|URI --verify-issuer URL --trusted-root FILE
+                                 require a keyless cosign signature by this identity
   --json                         machine-readable output
   -h, --help                     show this help
   --version                      show the version
