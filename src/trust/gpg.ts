@@ -5,7 +5,8 @@
  * as strictly as c/image does (signature/simple.go): exactly the known critical fields.
  */
 import { readFile } from 'node:fs/promises';
-import { readKeys, readMessage, verify, type PublicKey } from 'openpgp';
+// openpgp (~0.1 s to load) is imported when a GPG signature is first checked, not at start-up.
+import type { PublicKey } from 'openpgp';
 import { parseDigest } from '../image/digest.js';
 import type { KeySource } from './requirements.js';
 import { objectFields, parseStrictJson } from './strict-json.js';
@@ -44,6 +45,7 @@ export async function readGpgKeys(source: KeySource): Promise<PublicKey[]> {
 }
 
 async function keysIn(blob: Buffer, describe: string): Promise<PublicKey[]> {
+  const { readKeys } = await import('openpgp');
   const text = blob.toString('latin1');
   try {
     if (!text.includes('-----BEGIN PGP')) return (await readKeys({ binaryKeys: blob })).map((k) => k.toPublic());
@@ -68,6 +70,7 @@ export function fingerprintOf(key: PublicKey): string {
  * Throws SignatureCheckError saying why it is not acceptable.
  */
 export async function verifySimpleSigning(blob: Buffer, keys: PublicKey[]): Promise<{ claims: SimpleSigningClaims; signer: string }> {
+  const { readMessage, verify } = await import('openpgp');
   let message;
   try {
     const armored = blob.subarray(0, 64).toString('latin1').includes('-----BEGIN PGP MESSAGE');

@@ -9,7 +9,6 @@
  */
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { parse } from 'yaml';
 import { PullUnpackError } from '../errors.js';
 
 interface Namespace {
@@ -42,7 +41,7 @@ export async function loadRegistriesDir(dir: string): Promise<RegistriesConfig> 
       throw invalid(`cannot read ${path}: ${err.message}`, err);
     });
     if (text === undefined) continue;
-    const file = parseFile(text, path);
+    const file = parseFile(text, path, (await import('yaml')).parse);
     if (file.defaultDocker) {
       if (merged.defaultDocker) throw invalid(`"default-docker" is defined both in ${origin.get('')} and ${path}`);
       merged.defaultDocker = file.defaultDocker;
@@ -57,7 +56,8 @@ export async function loadRegistriesDir(dir: string): Promise<RegistriesConfig> 
   return merged;
 }
 
-function parseFile(text: string, path: string): RegistriesConfig {
+/** One registries.d file; `parse` is the yaml package's (loaded only when a registries.d file is read). */
+function parseFile(text: string, path: string, parse: typeof import('yaml').parse): RegistriesConfig {
   let doc: unknown;
   try {
     // Duplicate keys are errors, as in gopkg.in/yaml.v3; unknown keys are ignored, as there.
