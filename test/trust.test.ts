@@ -6,11 +6,14 @@
  */
 import { cp, mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pull } from '../src/index.js';
 import { failure } from './helpers/errors.js';
 import { tempRoot } from './helpers/gpg.js';
+import { makePki } from './helpers/network-fixtures.js';
 import { runCli, startServer, testRegistry } from './helpers/registry.js';
 import { signedFixtures, type SignedFixtures } from './helpers/signed-images.js';
 
@@ -233,6 +236,43 @@ describe('lookaside over HTTP', () => {
       expect(lookaside.requests.every((r) => r.headers.authorization === undefined)).toBe(true);
     } finally {
       await lookaside.close();
+    }
+  });
+
+  it('reads an HTTPS lookaside through the project transport: trusted with --cacert, refused without', async () => {
+    const pkiDir = join(f.root, 'pki');
+    await mkdir(pkiDir);
+    const pki = await makePki(pkiDir);
+    const [cert, key] = await Promise.all([readFile(pki.serverCert), readFile(pki.serverKey)]);
+    const server = createHttpsServer({ cert, key }, (req, res) => {
+      readFile(join(f.lookaside, decodeURIComponent(new URL(req.url!, 'https://x').pathname)))
+        .then((bytes) => res.end(bytes))
+        .catch(() => {
+          res.statusCode = 404;
+          res.end();
+        });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const url = `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
+      expectRejected(await pullFrom(url), /cannot reach the lookaside 127\.0\.0\.1:\d+ .*(certificate|CERT)/i);
+      const policy = await policyFile(signedByA());
+      const run = await runCli([
+        '--no-cache',
+        '--cacert',
+        pki.caCert,
+        '--policy',
+        policy,
+        '--registries.d',
+        await registriesFor(url),
+        f.images.signed,
+        join(f.root, 'https-out'),
+      ]);
+      expect(run.stderr).toBe('');
+      expect(run.code).toBe(0);
+    } finally {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
     }
   });
 
