@@ -62,7 +62,7 @@ export async function inspect(image: string, options: InspectOptions = {}): Prom
     const lookaside = { transport: options.transport, insecureHosts: options.insecureRegistries };
     const verdicts = await evaluateTrust(trust, { ...target, onNotice: options.onNotice, lookaside }, true);
     // An insecureAcceptAnything policy (the usual /etc/containers/policy.json) checks nothing worth listing.
-    const checked = verdicts.filter((v) => !(v.accepted && v.requirement.endsWith('insecureAcceptAnything')));
+    const checked = verdicts.filter((v) => !v.accepted || v.checksSignatures);
     return checked.length > 0 ? { ...result, trust: checked } : result;
   } finally {
     await opened.close();

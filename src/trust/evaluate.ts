@@ -43,6 +43,8 @@ export async function prepareTrust(options: TrustOptions | undefined): Promise<T
 /** What was checked and how it came out. */
 export interface TrustVerdict {
   accepted: boolean;
+  /** False for insecureAcceptAnything, which looks at no signature (nothing worth reporting when it accepts). */
+  checksSignatures: boolean;
   /** Which rules applied: 'policy /etc/containers/policy.json, scope docker "quay.io/ns"', '--verify-key'. */
   scope: string;
   /** The requirement that failed (or the last one checked), described. */
@@ -87,17 +89,18 @@ export async function evaluateTrust(options: TrustOptions, target: TrustTarget, 
     const count = scope.requirements.length;
     for (const [i, requirement] of scope.requirements.entries()) {
       const described = `requirement ${i + 1}${count > 1 ? ` of ${count}` : ''}, ${describeRequirement(requirement)}`;
-      const verdict = toVerdict(label, described, await checkRequirement(requirement, checked));
+      const checks = requirement.type !== 'insecureAcceptAnything';
+      const verdict = toVerdict(label, described, checks, await checkRequirement(requirement, checked));
       verdicts.push(verdict);
       if (!verdict.accepted && !all) return verdicts;
     }
   }
-  if (verify) verdicts.push(toVerdict(verifyLabel(options.verify!), 'a cosign signature', await checkSigstore(verify, checked)));
+  if (verify) verdicts.push(toVerdict(verifyLabel(options.verify!), 'a cosign signature', true, await checkSigstore(verify, checked)));
   return verdicts;
 }
 
-function toVerdict(scope: string, requirement: string, result: CheckResult): TrustVerdict {
-  return { accepted: result.ok, scope, requirement, reason: result.reason, signatures: result.signatures };
+function toVerdict(scope: string, requirement: string, checksSignatures: boolean, result: CheckResult): TrustVerdict {
+  return { accepted: result.ok, checksSignatures, scope, requirement, reason: result.reason, signatures: result.signatures };
 }
 
 function verifyLabel(verify: VerifyOptions): string {
@@ -200,8 +203,7 @@ export async function enforceTrust(
   const verdicts = await evaluateTrust(options, target);
   for (const v of verdicts) {
     const { scope, requirement, signatures } = v;
-    // insecureAcceptAnything checks no signature: nothing to report.
-    if (v.accepted && requirement.endsWith('insecureAcceptAnything')) continue;
+    if (v.accepted && !v.checksSignatures) continue;
     emit(
       v.accepted
         ? { type: 'signature-verified', scope, requirement, signatures }
