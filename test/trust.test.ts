@@ -14,6 +14,7 @@ import { pull } from '../src/index.js';
 import { failure } from './helpers/errors.js';
 import { tempRoot } from './helpers/gpg.js';
 import { makePki } from './helpers/network-fixtures.js';
+import { spawnCli } from './helpers/crash-fixtures.js';
 import { runCli, startServer, testRegistry } from './helpers/registry.js';
 import { signedFixtures, type SignedFixtures } from './helpers/signed-images.js';
 
@@ -273,6 +274,36 @@ describe('lookaside over HTTP', () => {
     } finally {
       server.closeAllConnections();
       await new Promise((resolve) => server.close(resolve));
+    }
+  });
+
+  it('SIGINT while a lookaside does not answer: exit 130 at once, nothing left behind', async () => {
+    let asked!: () => void;
+    const requested = new Promise<void>((resolve) => (asked = resolve));
+    const server = await startServer(() => asked()); // never answers
+    const dest = join(f.root, 'sigint-out');
+    try {
+      const policy = await policyFile(signedByA());
+      const cli = spawnCli(['--no-cache', '--policy', policy, '--registries.d', await registriesFor(server.url), f.images.signed, dest]);
+      await requested;
+      cli.child.kill('SIGINT');
+      expect(await cli.exited).toEqual({ code: 130, signal: null });
+      expect(cli.stderr()).toMatch(/abort/i);
+      await expect(stat(dest)).rejects.toMatchObject({ code: 'ENOENT' });
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('rejects when the lookaside answers an error: never taken as "no signatures"', async () => {
+    const server = await startServer((_req, res) => {
+      res.statusCode = 500;
+      res.end('broken');
+    });
+    try {
+      expectRejected(await pullFrom(server.url), /reading the signature http:.*\/signature-1: HTTP 500/);
+    } finally {
+      await server.close();
     }
   });
 
