@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what pull-unpack's demo and tests need, when missing: Debian packages (the CNCF
 # distribution registry, skopeo, umoci, runc, zstd, attr, htpasswd, a static busybox for test
-# images), the npm dependencies from the lockfile, and the compiled dist/.
+# images, gnupg for test signing keys), the npm dependencies from the lockfile, and the compiled dist/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +18,7 @@ needed=(
   debootstrap:debootstrap
   script:bsdutils
   mkfs.btrfs:btrfs-progs
+  gpg:gnupg
 )
 missing=()
 for pair in "${needed[@]}"; do

@@ -1,8 +1,9 @@
 /**
  * The public API of pull-unpack. Everything the CLI does goes through these functions.
  */
-import { inspectImage, type InspectResult } from './image/inspect.js';
+import { inspectImage, type InspectResult as ImageInspectResult } from './image/inspect.js';
 import { openImage, wantedPlatform, type SourceOptions } from './sources/open.js';
+import { evaluateTrust, prepareTrust, wantsTrust, type TrustOptions, type TrustVerdict } from './trust/evaluate.js';
 
 export { PullUnpackError, RegistryError, isPullUnpackError, type ErrorCode } from './errors.js';
 export { parseReference, familiarName, type Reference } from './image/reference.js';
@@ -19,7 +20,9 @@ export {
   type Platform,
 } from './image/oci.js';
 export { RegistryClient, type RegistryClientOptions } from './registry/client.js';
-export type { InspectResult, InspectedPlatform } from './image/inspect.js';
+export type { InspectedPlatform } from './image/inspect.js';
+export type { TrustOptions, TrustVerdict, TrustEvent } from './trust/evaluate.js';
+export type { SignatureReport, VerifyOptions } from './trust/types.js';
 export type { SourceOptions } from './sources/open.js';
 export { parseLocalReference, type LocalReference } from './sources/layout.js';
 export { pullBundle, type BundleOptions, type BundleResult } from './outputs/bundle.js';
@@ -33,18 +36,38 @@ export {
 export { pullTar, pullOci } from './outputs/outputs.js';
 export { pull, type PullOptions, type PullResult, type PullEvent, type PulledLayer } from './pull.js';
 
-export type InspectOptions = SourceOptions;
+export interface InspectOptions extends SourceOptions {
+  /** With a policy or --verify-* settings: check the signatures of the digest and list them. */
+  trust?: TrustOptions | undefined;
+}
+
+/** What `inspect` reports; `trust` lists the requirements checked and the signatures found. */
+export type InspectResult = ImageInspectResult & { trust?: TrustVerdict[] | undefined };
 
 /** Inspects an image reference: index or manifest, its platforms, and the entry this platform gets. */
 export async function inspect(image: string, options: InspectOptions = {}): Promise<InspectResult> {
   const wanted = wantedPlatform(options);
+  const trust = await prepareTrust(options.trust);
   const opened = await openImage(image, options);
   try {
-    return await inspectImage(opened.source, opened.reference, opened.display, wanted, {
+    const result = await inspectImage(opened.source, opened.reference, opened.display, wanted, {
       signal: options.signal,
       limits: opened.limits,
       platformGiven: options.platform !== undefined,
     });
+    if (!wantsTrust(trust)) return result;
+    const target = {
+      source: opened.source,
+      image: opened.display,
+      digest: result.digest,
+      manifestBytes: result.raw,
+      signal: options.signal,
+    };
+    const lookaside = { transport: options.transport, insecureHosts: options.insecureRegistries };
+    const verdicts = await evaluateTrust(trust, { ...target, onNotice: options.onNotice, lookaside }, true);
+    // An insecureAcceptAnything policy (the usual /etc/containers/policy.json) checks nothing worth listing.
+    const checked = verdicts.filter((v) => !v.accepted || v.checksSignatures);
+    return checked.length > 0 ? { ...result, trust: checked } : result;
   } finally {
     await opened.close();
   }

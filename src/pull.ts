@@ -24,6 +24,8 @@ import { formatPlatform } from './image/platform.js';
 import { limitError, type Limits } from './limits.js';
 import { checkConfigPlatform, fetchConfig, resolveImage, type ResolvedImage } from './image/resolve.js';
 import type { ImageSource } from './sources/source.js';
+import { enforceTrust, prepareTrust, type TrustEvent, type TrustOptions } from './trust/evaluate.js';
+import { lookasideCache } from './store/signature-cache.js';
 
 export const DEFAULT_CONCURRENCY = 4;
 
@@ -45,6 +47,8 @@ export interface PullOptions extends SourceOptions {
   lockTimeoutMs?: number | undefined;
   /** Progress and warnings, in the order they happen. */
   onEvent?: ((event: PullEvent) => void) | undefined;
+  /** Signature verification (policy.json, registries.d, --verify-*): checked before any layer is fetched. */
+  trust?: TrustOptions | undefined;
 }
 
 export type PullEvent =
@@ -60,7 +64,8 @@ export type PullEvent =
   | { type: 'config'; digest: string; layers: number; totalSize: number }
   | BlobEvent
   | { type: 'layer-applied'; index: number; digest: string; diffId: string; entries: number }
-  | { type: 'warning'; message: string };
+  | { type: 'warning'; message: string }
+  | TrustEvent;
 
 export interface PulledLayer {
   digest: string;
@@ -126,9 +131,10 @@ export async function pullInto(image: string, dir: string, options: PullOptions,
   const wanted = wantedPlatform({ ...options, onNotice: (m) => options.onEvent?.({ type: 'warning', message: m }) });
   const guarded = await guardDestination(dir, options.cacheDir);
   const dest = await (layout.checkDestination ?? checkDestination)(guarded, options.force ?? false);
+  const trust = await prepareTrust(options.trust);
   const opened = await openImage(image, options);
   try {
-    return await pullOpened(opened, dest, wanted, options, layout);
+    return await pullOpened(opened, dest, wanted, { ...options, trust }, layout);
   } finally {
     await opened.close();
   }
@@ -163,6 +169,13 @@ async function pullOpened(opened: OpenedImage, dest: string, wanted: Platform, o
           : opened.source;
     const resolved = await resolveImage(source, opened.reference, wanted, { signal, limits });
     emitResolved(opened.display, resolved, options);
+    const lookaside = { transport: options.transport, insecureHosts: options.insecureRegistries, offline: options.offline };
+    const target = { source, image: opened.display, digest: resolved.top.descriptor.digest, manifestBytes: resolved.top.bytes, signal };
+    const onNotice = (message: string): void => options.onEvent?.({ type: 'warning', message });
+    const cache = persistent ? lookasideCache(store) : undefined;
+    await enforceTrust(options.trust, { ...target, onNotice, lookaside: { ...lookaside, cache } }, opened.display, (e) =>
+      options.onEvent?.(e),
+    );
     const { config, bytes: configBytes } = await fetchConfig(source, resolved.manifest, { signal, limits });
     for (const note of checkConfigPlatform(resolved, config, wanted, options.platform !== undefined, opened.display)) {
       options.onEvent?.({ type: 'warning', message: note });

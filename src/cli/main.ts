@@ -14,6 +14,8 @@ import { escapeControl, escapeStack, toJson } from './escape.js';
 import { EXIT_OUTPUT_CLOSED, guardOutput } from './output-guard.js';
 import { parseDuration } from '../store/cache-index.js';
 import { checkLockTimeout } from '../store/lock.js';
+import { TRUST_FLAGS, trustOptionsFrom } from './trust-options.js';
+import { formatTrust } from './trust-output.js';
 
 export interface CliIo {
   stdout: Writable & { isTTY?: boolean };
@@ -53,6 +55,13 @@ Common options:
   --max-entries N  --max-path-depth N  --max-name-length N
   --max-manifests N  --max-index-depth N
                                  manifests listed by an image's indexes (1000), index levels (4)
+  --policy FILE                  containers-policy.json(5) to enforce (default: ~/.config/containers/policy.json,
+                                 else /etc/containers/policy.json when present)
+  --insecure-policy              ignore policy files: accept images without checking signatures
+  --registries.d DIR             where signatures are found (containers-registries.d(5))
+  --verify-key FILE              require a cosign signature by this PEM public key; repeatable
+  --verify-identity EMAIL|URI --verify-issuer URL --trusted-root FILE
+                                 require a keyless cosign signature by this identity
   --json                         machine-readable output
   -h, --help                     show this help
   --version                      show the version
@@ -94,6 +103,7 @@ Examples:
 
 const COMMON = {
   ...NETWORK_FLAGS,
+  ...TRUST_FLAGS,
   json: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
   version: { type: 'boolean' },
@@ -207,6 +217,7 @@ async function pullCommand(args: string[], io: CliIo): Promise<number> {
       concurrency,
       signal: io.signal,
       onEvent,
+      trust: trustOptionsFrom(values, io.env, (message) => onEvent({ type: 'warning', message })),
     };
     result =
       output === 'tar'
@@ -283,6 +294,7 @@ async function inspectCommand(args: string[], io: CliIo): Promise<number> {
     ...(await sourceOptionsFrom(values, io.env, io.stdin)),
     signal: io.signal,
     onNotice: (m) => notices.push(m),
+    trust: trustOptionsFrom(values, io.env, (m) => notices.push(m)),
   });
   // Exit 1 when the platform has no image, so scripts can ask "does IMAGE have linux/arm/v6?".
   const code = 'error' in result.pick ? EXIT_FAILURE : EXIT_OK;
@@ -337,6 +349,7 @@ export function formatInspect(r: InspectResult): string {
   } else {
     lines.push(`  for ${r.wanted}: no match`, `    ${r.pick.error}`);
   }
+  lines.push(...formatTrust(r.trust));
   // Each line escaped on its own: a field from the registry cannot break one into two.
   return `${lines.map(escapeControl).join('\n')}\n`;
 }
