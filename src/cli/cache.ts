@@ -8,7 +8,7 @@ import { BlobStore } from '../store/blob-store.js';
 import { listCache, parseDuration, pruneCache } from '../store/cache-index.js';
 import { PullUnpackError } from '../errors.js';
 import { formatBytes } from './progress.js';
-import type { CliIo } from './main.js';
+import type { CliIo } from './io.js';
 
 /** $XDG_CACHE_HOME/pull-unpack, else ~/.cache/pull-unpack. */
 export function defaultCacheDir(env: NodeJS.ProcessEnv): string {

@@ -3,7 +3,6 @@
  * `main` is what bin/pull-unpack.js calls and what tests run in-process.
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import type { Readable, Writable } from 'node:stream';
 import { isPullUnpackError, PullUnpackError, redactSecrets } from '../errors.js';
 import { inspect, pull, pullBundle, pullOci, pullTar, type InspectResult, type PullEvent, type PullResult } from '../index.js';
 import { cacheCommand, defaultCacheDir } from './cache.js';
@@ -16,14 +15,7 @@ import { parseDuration } from '../store/cache-index.js';
 import { checkLockTimeout } from '../store/lock.js';
 import { TRUST_FLAGS, trustOptionsFrom } from './trust-options.js';
 import { formatTrust } from './trust-output.js';
-
-export interface CliIo {
-  stdout: Writable & { isTTY?: boolean };
-  stderr: Writable & { isTTY?: boolean };
-  stdin?: Readable | undefined;
-  env: NodeJS.ProcessEnv;
-  signal?: AbortSignal | undefined;
-}
+import type { CliIo } from './io.js';
 
 export const EXIT_OK = 0;
 export const EXIT_FAILURE = 1;
