@@ -1,7 +1,7 @@
 /**
  * The public API of pull-unpack. Everything the CLI does goes through these functions.
  */
-import { inspectImage, type InspectResult as ImageInspectResult } from './image/inspect.js';
+import { inspectImage, type InspectResult as ImageInspectResult } from './sources/inspect.js';
 import { openImage, wantedPlatform, type SourceOptions } from './sources/open.js';
 import { evaluateTrust, prepareTrust, wantsTrust, type TrustOptions, type TrustVerdict } from './trust/evaluate.js';
 
@@ -20,11 +20,11 @@ export {
   type Platform,
 } from './image/oci.js';
 export { RegistryClient, type RegistryClientOptions } from './registry/client.js';
-export type { InspectedPlatform } from './image/inspect.js';
+export type { InspectedPlatform } from './sources/inspect.js';
 export type { TrustOptions, TrustVerdict, TrustEvent } from './trust/evaluate.js';
 export type { SignatureReport, VerifyOptions } from './trust/types.js';
 export type { SourceOptions } from './sources/open.js';
-export { parseLocalReference, type LocalReference } from './sources/layout.js';
+export { parseLocalReference, parseImageReference, type LocalReference, type ImageReference } from './image/local-reference.js';
 export { pullBundle, type BundleOptions, type BundleResult } from './outputs/bundle.js';
 export {
   toRuntimeConfig,

@@ -4,13 +4,13 @@
  * One AbortSignal runs end to end; the first failure aborts every other download.
  */
 import { resolve as resolvePath } from 'node:path';
-import { parseLocalReference } from './sources/layout.js';
+import { parseLocalReference } from './image/local-reference.js';
 import { pipeline, Transform, type Readable } from 'node:stream';
 import { applyLayer, createApplyContext, finishApply, type ApplyContext } from './apply/applier.js';
 import { BlobFollower } from './store/blob-follow.js';
 import { BlobStore } from './store/blob-store.js';
 import { recordRef } from './store/cache-index.js';
-import { cachingSource, offlineSource } from './sources/cached.js';
+import { cachingSource, offlineSource } from './store/cached-source.js';
 import { createDecompressor, layerCompression } from './layer/decompress.js';
 import { checkDestination, commitStaging, createStaging, destinationPlace, discardStaging, type Staging } from './outputs/staging.js';
 import { guardDestination } from './outputs/destination-guard.js';
@@ -22,7 +22,7 @@ import type { Descriptor, ImageConfig, Platform } from './image/oci.js';
 import { openImage, wantedPlatform, type OpenedImage, type SourceOptions } from './sources/open.js';
 import { formatPlatform } from './image/platform.js';
 import { limitError, type Limits } from './limits.js';
-import { checkConfigPlatform, fetchConfig, resolveImage, type ResolvedImage } from './image/resolve.js';
+import { checkConfigPlatform, fetchConfig, resolveImage, type ResolvedImage } from './sources/resolve.js';
 import type { ImageSource } from './sources/source.js';
 import { enforceTrust, prepareTrust, type TrustEvent, type TrustOptions } from './trust/evaluate.js';
 import { lookasideCache } from './store/signature-cache.js';

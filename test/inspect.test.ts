@@ -9,7 +9,7 @@ import { inspect, type InspectResult } from '../src/index.js';
 import { MediaType } from '../src/image/oci.js';
 import { parsePlatform } from '../src/image/platform.js';
 import { parseReference } from '../src/image/reference.js';
-import { resolveImage } from '../src/image/resolve.js';
+import { resolveImage } from '../src/sources/resolve.js';
 import { openImage } from '../src/sources/open.js';
 import { pushImage, pushIndex, pushMultiPlatform, tarLayer, type PushedMultiPlatform } from '../testdata/lib/image-builder.mjs';
 import { runCli, testRegistry, uniqueRepo } from './helpers/registry.js';

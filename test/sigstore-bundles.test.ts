@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseReference } from '../src/image/reference.js';
 import { RegistryClient } from '../src/registry/client.js';
-import { cachingSource, offlineSource } from '../src/sources/cached.js';
+import { cachingSource, offlineSource } from '../src/store/cached-source.js';
 import { registrySource } from '../src/sources/source.js';
 import { BlobStore } from '../src/store/blob-store.js';
 import { verifySigstoreSigned } from '../src/trust/sigstore.js';

@@ -11,7 +11,7 @@ import { removeTree, type Staging } from './staging.js';
 import { PullUnpackError } from '../errors.js';
 import { writeOciLayout } from './oci-layout.js';
 import { writeTreeAsTar } from './tar.js';
-import { parseLocalReference } from '../sources/layout.js';
+import { parseLocalReference } from '../image/local-reference.js';
 import { parseReference } from '../image/reference.js';
 import { pullInto, type PullOptions, type PullResult } from '../pull.js';
 

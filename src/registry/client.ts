@@ -8,7 +8,7 @@ import { basicAuthorization, parseChallenges, pullScope, TokenCache, type Creden
 import { digestOf, parseDigest } from '../image/digest.js';
 import { PullUnpackError, RegistryError } from '../errors.js';
 import { DEFAULT_LIMITS } from '../limits.js';
-import { MANIFEST_ACCEPT, MediaType, type Descriptor } from '../image/oci.js';
+import { MANIFEST_ACCEPT, MediaType, type Descriptor, type FetchedManifest } from '../image/oci.js';
 import { registryEndpoint } from '../image/reference.js';
 import { resumableBody, type ResumedBody } from './blob-body.js';
 import { Deadline, DEFAULT_DOCUMENT_TIMEOUT_MS } from './deadline.js';
@@ -52,15 +52,6 @@ export interface RegistryClientOptions {
    * probing for the scheme (a mirror named by URL). Default: probe as docker does.
    */
   origin?: string | undefined;
-}
-
-/** Manifest bytes exactly as served, with the digest computed locally. */
-export interface FetchedManifest {
-  bytes: Buffer;
-  /** The Content-Type header, without parameters; may be empty. */
-  contentType: string;
-  /** sha256 (or the requested algorithm) of `bytes`: the digest to report. */
-  digest: string;
 }
 
 interface SendOptions {

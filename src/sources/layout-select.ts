@@ -3,11 +3,10 @@
  * or the only one. Pure; the errors list what the layout holds so the user can pick.
  */
 import { PullUnpackError } from '../errors.js';
-import type { Descriptor } from '../image/oci.js';
+import { REF_NAME_ANNOTATION, type Descriptor } from '../image/oci.js';
 import { parseReference } from '../image/reference.js';
 
 /** image-spec annotations.md: the tag (or full reference) an index entry is known by. */
-export const REF_NAME_ANNOTATION = 'org.opencontainers.image.ref.name';
 /** containerd's `ctr export` and docker 25+ `docker save` put the full image name here. */
 export const CONTAINERD_NAME_ANNOTATION = 'io.containerd.image.name';
 /**

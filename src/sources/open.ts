@@ -7,7 +7,8 @@ import { hostPlatform, normalizePlatform, parsePlatform } from '../image/platfor
 import type { Credentials } from '../registry/auth.js';
 import { credentialProvider } from '../registry/credentials.js';
 import { PullUnpackError } from '../errors.js';
-import { openLocalSource, parseLocalReference } from './layout.js';
+import { openLocalSource } from './layout.js';
+import { parseLocalReference } from '../image/local-reference.js';
 import { manifestReference, parseReference, type Reference } from '../image/reference.js';
 import { DEFAULT_ATTEMPTS, RegistryClient, type RegistryClientOptions } from '../registry/client.js';
 import { fallbackSource, registrySource, withBlobOffsets, type ImageSource } from './source.js';

@@ -5,8 +5,8 @@
 import { Transform, type Readable } from 'node:stream';
 import { isPullUnpackError, PullUnpackError } from '../errors.js';
 import { verifyBytes } from '../image/digest.js';
-import type { Descriptor } from '../image/oci.js';
-import type { FetchedManifest, RegistryClient } from '../registry/client.js';
+import type { Descriptor, FetchedManifest } from '../image/oci.js';
+import type { RegistryClient } from '../registry/client.js';
 
 export interface ImageSource {
   /** Names the image in messages, e.g. 'docker.io/library/alpine'. */

@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { parseDigest, verifyBytes } from '../image/digest.js';
 import { abortError, isPullUnpackError, PullUnpackError } from '../errors.js';
-import type { Descriptor } from '../image/oci.js';
+import { OCI_LAYOUT_VERSION, type Descriptor } from '../image/oci.js';
 import { appendFrom, HashingCounter, WriteFailure, type BlobOpener } from './ingest.js';
 import { checkLockTimeout, DEFAULT_LOCK_TIMEOUT_MS, withFileLock, type LockHolder, type LockOptions } from './lock.js';
 import { openRegularFile, readRegularFile } from './regular-file.js';
@@ -57,7 +57,7 @@ export interface IngestResult {
   resumed: number;
 }
 
-const LAYOUT_FILE = JSON.stringify({ imageLayoutVersion: '1.0.0' });
+const LAYOUT_FILE = JSON.stringify({ imageLayoutVersion: OCI_LAYOUT_VERSION });
 
 export class BlobStore {
   /** The layout's root directory. */

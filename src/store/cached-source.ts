@@ -8,14 +8,13 @@
  * copy is evicted and fetched again online, and named in the error offline.
  */
 import type { Readable } from 'node:stream';
-import { readRefs, recordRef } from '../store/cache-index.js';
-import type { BlobStore } from '../store/blob-store.js';
-import { NotRegularFileError, readRegularFile } from '../store/regular-file.js';
+import { readRefs, recordRef } from './cache-index.js';
+import type { BlobStore } from './blob-store.js';
+import { NotRegularFileError, readRegularFile } from './regular-file.js';
 import { digestOf, parseDigest } from '../image/digest.js';
 import { PullUnpackError } from '../errors.js';
-import type { Descriptor } from '../image/oci.js';
-import type { FetchedManifest } from '../registry/client.js';
-import { readBlob, type ImageSource } from './source.js';
+import type { Descriptor, FetchedManifest } from '../image/oci.js';
+import { readBlob, type ImageSource } from '../sources/source.js';
 
 function isDigest(reference: string): boolean {
   return reference.includes(':');

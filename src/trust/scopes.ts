@@ -10,7 +10,7 @@
  */
 import { realpath } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import { parseLocalReference } from '../sources/layout.js';
+import { parseLocalReference } from '../image/local-reference.js';
 import { parseReference } from '../image/reference.js';
 import type { NamedReference } from './identity.js';
 

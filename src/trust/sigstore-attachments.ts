@@ -11,8 +11,7 @@
  */
 import { isPullUnpackError } from '../errors.js';
 import { parseDigest } from '../image/digest.js';
-import { parseManifest, type Descriptor, type ImageIndex, type ImageManifest } from '../image/oci.js';
-import type { FetchedManifest } from '../registry/client.js';
+import { parseManifest, type Descriptor, type FetchedManifest, type ImageIndex, type ImageManifest } from '../image/oci.js';
 import { readBlob } from '../sources/source.js';
 import type { CosignSignature } from './sigstore-cosign.js';
 import { COSIGN_SIGN_PREDICATE } from './sigstore-bundles.js';
