@@ -34,7 +34,7 @@ import {
 } from './state.js';
 import { fsTime, makeDirectory, makeHardlink, makeSpecialFile, makeSymlink, writeRegularFile } from './entries.js';
 import { applyWhiteout, markLayerPath, WHITEOUT_PREFIX } from './whiteouts.js';
-import { flushXattrs } from './xattrs.js';
+import { XattrQueue } from './xattrs.js';
 import { TarReader } from '../tar/reader.js';
 import { TarUnsupportedError } from '../tar/format-error.js';
 
@@ -76,9 +76,7 @@ export async function applyLayer(
     ctx: state,
     stats: { entries: 0, files: 0, bytes: 0, whiteouts: 0, skipped: 0 },
     layerPaths: new Set([state.root]),
-    xattrText: [],
-    xattrPaths: new Set(),
-    xattrClear: new Set(),
+    xattrs: new XattrQueue(state),
   };
   // An abort ends the source, which ends whatever read is waiting on it; the caller owns the
   // source's error handling and gets our rejection (ABORTED) instead.
@@ -90,7 +88,7 @@ export async function applyLayer(
       if (signal?.aborted) throw abortError(signal);
       await applyEntryInContext(run, entry, what);
     }
-    await flushXattrs(run);
+    await run.xattrs.flush();
     return run.stats;
   } catch (err) {
     const error = signal?.aborted ? abortError(signal) : streamError(err, what);

@@ -1,13 +1,12 @@
 /**
  * Extended attributes (PAX SCHILY.xattr.*), set with `setfattr` from Debian's attr package since
  * Node has no xattr API. Values are binary (security.capability), so they go base64-encoded.
- * The values come as bytes from the tar reader (tar-reader.ts).
+ * The values come as bytes from the tar reader (tar/reader.ts).
  */
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import type { TarHeader } from '../tar/reader.js';
-import type { ApplyState, LayerRun } from './state.js';
 import { fsPath } from './safe-path.js';
 import { bytesToName, nameToBytes } from '../tar/names.js';
 
@@ -23,72 +22,104 @@ const DUMP_ARGS = ['-d', '-m', '-', '-e', 'hex', '--absolute-names'];
 /** How a tool run with an extra descriptor (fd 3) names the file it refers to. */
 const FD_PATH = '/proc/self/fd/3';
 
-/** Queues the entry's xattrs, in `getfattr --dump` form, for the next setfattr run. */
-export async function queueXattrs(run: LayerRun, host: string, header: TarHeader): Promise<void> {
-  const attrs = header.xattrs;
-  if (attrs === null || run.ctx.setfattrMissing) return;
-  const lines = [`# file: ${dumpEscape(host)}`];
-  for (const [name, value] of attrs) {
-    if (KEEP_XATTRS.has(name)) continue;
-    // Other namespaces (security.*, trusted.*) need CAP_SYS_ADMIN / CAP_SETFCAP.
-    if (!run.ctx.isRoot && !name.startsWith('user.')) {
-      run.ctx.skippedXattrs++;
-      continue;
-    }
-    lines.push(`${dumpEscape(name)}=${value.length === 0 ? '""' : `0s${value.toString('base64')}`}`);
-  }
-  if (lines.length === 1) return;
-  run.xattrText.push(`${lines.join('\n')}\n\n`);
-  run.xattrPaths.add(host);
-  if (run.xattrPaths.size >= XATTR_BATCH_FILES) await flushXattrs(run);
-}
-
-export function hasPendingXattrsAt(run: LayerRun, host: string): boolean {
-  if (run.xattrPaths.size === 0) return false;
-  const prefix = `${host}/`;
-  for (const p of run.xattrPaths) if (p === host || p.startsWith(prefix)) return true;
-  return false;
+/** What the xattr work needs of the apply context (ApplyState is one). */
+export interface XattrHost {
+  readonly isRoot: boolean;
+  readonly onWarning: (message: string) => void;
+  /** Set once setfattr/getfattr were found missing: nothing more is tried. */
+  setfattrMissing: boolean;
+  /** xattrs outside user.* not set because this process is not root. */
+  skippedXattrs: number;
 }
 
 /**
- * Clears the old xattrs of merged directories, then sets the queued ones with one
- * `setfattr -h --restore=-` (-h: a symlink gets its own). Runs after each file was written and
- * chowned (chown and writes clear security.capability), and before any removal that could change
- * what a queued path names. Failures are warnings, as containerd and umoci treat ENOTSUP and
- * (rootless) EPERM.
+ * The pending xattr work of one layer run: `setfattr --restore` input in `getfattr --dump` form,
+ * every host path it names, and the merged directories whose old xattrs go first. Owned by the
+ * run (apply/state.ts LayerRun); flushed in batches, before any removal that could change what
+ * a queued path names, and at the end of the layer.
  */
-export async function flushXattrs(run: LayerRun): Promise<void> {
-  if (run.xattrPaths.size === 0) return;
-  const input = run.xattrText.join('');
-  const clear = [...run.xattrClear];
-  run.xattrText = [];
-  run.xattrPaths.clear();
-  run.xattrClear.clear();
-  const { ctx } = run;
-  if (ctx.setfattrMissing) return;
-  const failures: string[] = [];
-  let found = await clearXattrs(ctx, clear, failures);
-  if (found && input !== '') {
-    const result = await runAttrTool('setfattr', ['-h', '--restore=-'], input);
-    found = result !== null;
-    if (result !== null && result.code !== 0) failures.push(result.stderr || `setfattr exited with ${result.code}`);
+export class XattrQueue {
+  private text: string[] = [];
+  private readonly paths = new Set<string>();
+  private readonly merged = new Set<string>();
+
+  constructor(private readonly ctx: XattrHost) {}
+
+  /** Queues the entry's xattrs for the next setfattr run. */
+  async add(host: string, header: TarHeader): Promise<void> {
+    const attrs = header.xattrs;
+    const { ctx } = this;
+    if (attrs === null || ctx.setfattrMissing) return;
+    const lines = [`# file: ${dumpEscape(host)}`];
+    for (const [name, value] of attrs) {
+      if (KEEP_XATTRS.has(name)) continue;
+      // Other namespaces (security.*, trusted.*) need CAP_SYS_ADMIN / CAP_SETFCAP.
+      if (!ctx.isRoot && !name.startsWith('user.')) {
+        ctx.skippedXattrs++;
+        continue;
+      }
+      lines.push(`${dumpEscape(name)}=${value.length === 0 ? '""' : `0s${value.toString('base64')}`}`);
+    }
+    if (lines.length === 1) return;
+    this.text.push(`${lines.join('\n')}\n\n`);
+    this.paths.add(host);
+    if (this.paths.size >= XATTR_BATCH_FILES) await this.flush();
   }
-  if (!found) {
-    ctx.setfattrMissing = true;
-    ctx.onWarning(
-      'setfattr/getfattr (Debian package "attr") were not found: extended attributes such as security.capability are not applied',
-    );
+
+  /** A directory entry merged over the existing directory `host`: its old xattrs are cleared first (layer.md). */
+  clearMerged(host: string): void {
+    this.merged.add(host);
+    this.paths.add(host);
   }
-  const lines = failures
-    .join('\n')
-    .split('\n')
-    .filter((l) => l.trim() !== '');
-  for (const line of lines.slice(0, MAX_XATTR_WARNINGS)) ctx.onWarning(`extended attribute not applied: ${line}`);
-  if (lines.length > MAX_XATTR_WARNINGS) ctx.onWarning(`... and ${lines.length - MAX_XATTR_WARNINGS} more extended attribute failures`);
+
+  /** True when queued work names `host` or a path below it. */
+  pendingAt(host: string): boolean {
+    if (this.paths.size === 0) return false;
+    const prefix = `${host}/`;
+    for (const p of this.paths) if (p === host || p.startsWith(prefix)) return true;
+    return false;
+  }
+
+  /**
+   * Clears the old xattrs of merged directories, then sets the queued ones with one
+   * `setfattr -h --restore=-` (-h: a symlink gets its own). Runs after each file was written and
+   * chowned (chown and writes clear security.capability), and before any removal that could change
+   * what a queued path names. Failures are warnings, as containerd and umoci treat ENOTSUP and
+   * (rootless) EPERM.
+   */
+  async flush(): Promise<void> {
+    if (this.paths.size === 0) return;
+    const input = this.text.join('');
+    const clear = [...this.merged];
+    this.text = [];
+    this.paths.clear();
+    this.merged.clear();
+    const { ctx } = this;
+    if (ctx.setfattrMissing) return;
+    const failures: string[] = [];
+    let found = await clearXattrs(ctx, clear, failures);
+    if (found && input !== '') {
+      const result = await runAttrTool('setfattr', ['-h', '--restore=-'], input);
+      found = result !== null;
+      if (result !== null && result.code !== 0) failures.push(result.stderr || `setfattr exited with ${result.code}`);
+    }
+    if (!found) {
+      ctx.setfattrMissing = true;
+      ctx.onWarning(
+        'setfattr/getfattr (Debian package "attr") were not found: extended attributes such as security.capability are not applied',
+      );
+    }
+    const lines = failures
+      .join('\n')
+      .split('\n')
+      .filter((l) => l.trim() !== '');
+    for (const line of lines.slice(0, MAX_XATTR_WARNINGS)) ctx.onWarning(`extended attribute not applied: ${line}`);
+    if (lines.length > MAX_XATTR_WARNINGS) ctx.onWarning(`... and ${lines.length - MAX_XATTR_WARNINGS} more extended attribute failures`);
+  }
 }
 
 /** Removes every xattr of `paths` but KEEP_XATTRS (non-root: user.* only). False if getfattr is missing. */
-async function clearXattrs(ctx: ApplyState, paths: string[], failures: string[]): Promise<boolean> {
+async function clearXattrs(ctx: XattrHost, paths: string[], failures: string[]): Promise<boolean> {
   const byName = new Map<string, string[]>();
   const plain = paths.filter((p) => typeof fsPath(p) === 'string');
   for (let i = 0; i < plain.length; i += XATTR_ARGS_PER_RUN) {
@@ -114,7 +145,7 @@ async function clearXattrs(ctx: ApplyState, paths: string[], failures: string[])
  * clearXattrs for one directory whose name is not UTF-8, which argv cannot carry: the tools get
  * it as FD_PATH, a descriptor opened here without following a symlink.
  */
-async function clearXattrsByFd(ctx: ApplyState, dir: string, failures: string[]): Promise<boolean> {
+async function clearXattrsByFd(ctx: XattrHost, dir: string, failures: string[]): Promise<boolean> {
   let handle: fsp.FileHandle;
   try {
     handle = await fsp.open(fsPath(dir), fs.constants.O_RDONLY | fs.constants.O_DIRECTORY | fs.constants.O_NOFOLLOW);
@@ -138,7 +169,7 @@ async function clearXattrsByFd(ctx: ApplyState, dir: string, failures: string[])
 }
 
 /** [path, xattr name] for each xattr in getfattr --dump output that clearing removes. */
-function clearableXattrs(ctx: ApplyState, dump: string): Array<[string, string]> {
+function clearableXattrs(ctx: XattrHost, dump: string): Array<[string, string]> {
   const found: Array<[string, string]> = [];
   let current: string | null = null;
   for (const line of dump.split('\n')) {
