@@ -136,7 +136,7 @@ describe('inspect an OCI index', () => {
 
 describe('resolver', () => {
   it('resolves an index to the platform manifest and verifies it', async () => {
-    const opened = await openImage(multiRef, {});
+    const opened = await openImage(parseReference(multiRef), {});
     expect(opened.reference).toBe('v1');
     const resolved = await resolveImage(opened.source, opened.reference, parsePlatform('linux/arm/v7'));
     expect(resolved.manifestDescriptor.digest).toBe(imageFor(multi, 'linux/arm/v7'));

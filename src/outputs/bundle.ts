@@ -7,11 +7,13 @@ import { constants } from 'node:fs';
 import { mkdir, open, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PullUnpackError } from '../errors.js';
-import { pullInto, type PullOptions, type PullResult } from '../pull.js';
+import { REF_NAME_ANNOTATION } from '../image/oci.js';
+import type { Output } from './output.js';
 import { applyOverrides, toRuntimeConfig, volumeMountPoints, type ConfigOverrides, type RuntimeSpec } from './runtime-config.js';
+import { checkDestination, commitStaging } from './staging.js';
 import { fsPath, resolveInRoot } from '../apply/safe-path.js';
 
-export interface BundleOptions extends PullOptions {
+export interface BundleSettings {
   /** Entrypoint, Cmd, Env, WorkingDir and User changes, applied before conversion. */
   overrides?: ConfigOverrides | undefined;
   /** Hostname inside the container (default "runc", as `runc spec`). */
@@ -24,47 +26,47 @@ export interface BundleOptions extends PullOptions {
   rootless?: boolean | undefined;
 }
 
-export interface BundleResult extends PullResult {
-  /** The generated runtime configuration, as written to DIR/config.json. */
-  spec: RuntimeSpec;
-}
-
-const PROVENANCE_REFERENCE = 'org.opencontainers.image.ref.name';
 // No spec key names the manifest digest; this one is ours.
 const PROVENANCE_DIGEST = 'pull-unpack.manifest.digest';
 
-/** Pulls `image` into `dir` as a runc bundle (rootfs + config.json), all or nothing. */
-export async function pullBundle(image: string, dir: string, options: BundleOptions = {}): Promise<BundleResult> {
-  let spec: RuntimeSpec | undefined;
-  const rootless = options.rootless ?? !isRoot();
-  const result = await pullInto(
-    image,
-    dir,
-    { ...options, isRoot: options.isRoot ?? (rootless ? false : undefined) },
-    {
-      rootfsIn: (staging) => join(staging.out, 'rootfs'),
-      prepare: async (staging) => {
-        await mkdir(join(staging.out, 'rootfs'), { mode: 0o755 });
-      },
-      finish: async (staging, rootfs, pulled) => {
-        const image = applyOverrides(pulled.config, options.overrides ?? {});
-        const warn = (message: string): void => options.onEvent?.({ type: 'warning', message });
-        spec = toRuntimeConfig(image, {
-          passwd: await readAccountFile(rootfs, 'etc/passwd', warn),
-          group: await readAccountFile(rootfs, 'etc/group', warn),
-          rootless: rootless ? { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 } : undefined,
-          terminal: options.terminal,
-          hostname: options.hostname,
-          volumeMode: options.volumeMode,
-          annotations: { [PROVENANCE_REFERENCE]: pulled.reference, [PROVENANCE_DIGEST]: pulled.manifestDigest },
-        });
-        for (const mountPoint of volumeMountPoints(spec)) await createMountPoint(rootfs, mountPoint);
-        await writeFile(join(staging.out, 'config.json'), `${JSON.stringify(spec, null, '\t')}\n`, { mode: 0o644 });
-      },
+/**
+ * A runc bundle in the directory `dir`: DIR/rootfs and DIR/config.json, converted from the image
+ * config (runtime-config.ts) with the users and groups of the image's own /etc/passwd and
+ * /etc/group. `rootless` says whether it is shaped for `runc --rootless` (then the layers are
+ * unpacked without applying ownership). `onWarning` hears about account files that are ignored.
+ */
+export function bundleOutput(
+  dir: string,
+  settings: BundleSettings,
+  onWarning: (message: string) => void,
+): Output<{ spec: RuntimeSpec }> & { rootless: boolean } {
+  const rootless = settings.rootless ?? !isRoot();
+  return {
+    destination: dir,
+    rootless,
+    check: checkDestination,
+    async rootfs(staging) {
+      const rootfs = join(staging.out, 'rootfs');
+      await mkdir(rootfs, { mode: 0o755 });
+      return rootfs;
     },
-  );
-  if (!spec) throw new PullUnpackError('INVALID_CONFIG', 'the bundle configuration was not written');
-  return { ...result, spec };
+    async finish(staging, image) {
+      const rootfs = image.rootfs!;
+      const spec = toRuntimeConfig(applyOverrides(image.config.parsed, settings.overrides ?? {}), {
+        passwd: await readAccountFile(rootfs, 'etc/passwd', onWarning),
+        group: await readAccountFile(rootfs, 'etc/group', onWarning),
+        rootless: rootless ? { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 } : undefined,
+        terminal: settings.terminal,
+        hostname: settings.hostname,
+        volumeMode: settings.volumeMode,
+        annotations: { [REF_NAME_ANNOTATION]: image.reference.toString(), [PROVENANCE_DIGEST]: image.manifest.descriptor.digest },
+      });
+      for (const mountPoint of volumeMountPoints(spec)) await createMountPoint(rootfs, mountPoint);
+      await writeFile(join(staging.out, 'config.json'), `${JSON.stringify(spec, null, '\t')}\n`, { mode: 0o644 });
+      return { spec };
+    },
+    commit: commitStaging,
+  };
 }
 
 /** The most of /etc/passwd or /etc/group read into memory; real ones are far smaller. */

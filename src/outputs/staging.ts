@@ -1,8 +1,10 @@
 /**
  * All-or-nothing output: the result is built in a staging directory beside DIR and moved into
  * place only when complete. On failure the staging directory is removed and DIR is untouched.
+ * A result with no DIR (a tar on standard output) is staged in the temporary directory.
  */
 import { chmod, lstat, mkdir, mkdtemp, readdir, rename, rm, rmdir, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { PullUnpackError } from '../errors.js';
 import { ownerIsGone, ownerMark } from '../store/lock.js';
@@ -83,6 +85,16 @@ function stagingPrefix(dest: string): string {
 /** The destination as a place that fails to be written: DIR itself and the staging directories beside it. */
 export function destinationPlace(dest: string): StoragePlace {
   return { kind: 'destination', path: dest, claims: [dest, join(dirname(dest), stagingPrefix(dest))] };
+}
+
+/**
+ * Where a result that has no destination (`--output tar -`) is staged: beside a name in the
+ * temporary directory ($TMPDIR, else /tmp), never in the current directory; and that directory
+ * as the place a storage error names.
+ */
+export function streamStaging(): { beside: string; place: StoragePlace } {
+  const beside = join(tmpdir(), 'pull-unpack-stream');
+  return { beside, place: { kind: 'temporary', path: tmpdir(), claims: [join(tmpdir(), stagingPrefix(beside))] } };
 }
 
 /**

@@ -151,6 +151,19 @@ async function readCachedManifest(store: BlobStore, digest: string): Promise<Fet
   return { bytes, contentType: '', digest };
 }
 
+/** With --offline, names every layer the cache lacks (NOT_FOUND listing them all) before anything is unpacked. */
+export async function requireCachedLayers(store: BlobStore, layers: Descriptor[], name: string): Promise<void> {
+  const absent = [];
+  for (const [i, layer] of layers.entries()) {
+    if (!(await store.has(layer))) absent.push(`layer ${i + 1}/${layers.length} ${layer.digest}`);
+  }
+  if (absent.length > 0) {
+    throw new PullUnpackError('NOT_FOUND', `${name}: missing from the cache (${store.root}): ${absent.join(', ')}`, {
+      hint: 'pull once without --offline to fetch them',
+    });
+  }
+}
+
 function damaged(what: string, store: BlobStore): PullUnpackError {
   return new PullUnpackError('DIGEST_MISMATCH', `${what}: the copy in the cache ${store.root} is damaged (it does not match its digest)`, {
     hint: 'pull once without --offline to fetch it again; pull-unpack cache prune --all empties the cache if more of it is damaged',

@@ -5,7 +5,7 @@
  * reference resolved to, before any layer is fetched.
  */
 import { PullUnpackError, isPullUnpackError } from '../errors.js';
-import { parseReference } from '../image/reference.js';
+import { isLocalReference, type ImageReference } from '../image/local-reference.js';
 import type { ImageSource } from '../sources/source.js';
 import { checkRequirement, checkSigstore, type CheckedImage, type CheckResult } from './checks.js';
 import { readLookaside, type LookasideOptions } from './lookaside.js';
@@ -56,7 +56,7 @@ export interface TrustVerdict {
 export interface TrustTarget {
   source: ImageSource;
   /** The image as the user gave it (a registry reference or oci:/oci-archive:/docker-archive:). */
-  image: string;
+  image: ImageReference;
   /** The digest the reference resolved to (the index when a tag names an index) and its bytes. */
   digest: string;
   manifestBytes: Buffer;
@@ -138,7 +138,7 @@ async function checkedImage(options: TrustOptions, target: TrustTarget, image: P
   return {
     ctx: {
       source: target.source,
-      reference: docker ? parseReference(target.image) : undefined,
+      reference: isLocalReference(target.image) ? undefined : target.image,
       digest: target.digest,
       signal: target.signal,
       onNotice: target.onNotice,
