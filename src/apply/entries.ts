@@ -10,11 +10,11 @@
  */
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
-import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { promisify } from 'node:util';
 import type { SparseFragment, TarHeader } from '../tar/reader.js';
 import { PullUnpackError } from '../errors.js';
+import { runProgram, whyFailed } from '../programs.js';
 import { cleanEntryName, fsPath, lstatOrNull } from './safe-path.js';
 import {
   cacheDir,
@@ -289,11 +289,7 @@ export function fsTime(seconds: number): number | string {
 }
 
 /** Runs a coreutils command; rejects with its stderr in the message. */
-function runTool(command: string, args: string[]): Promise<void> {
-  return new Promise((resolve, reject) => {
-    execFile(command, args, (err, _stdout, stderr) => {
-      if (err) reject(new Error(`${command} failed: ${String(stderr).trim() || err.message}`, { cause: err }));
-      else resolve();
-    });
-  });
+async function runTool(command: string, args: string[]): Promise<void> {
+  const why = whyFailed(await runProgram(command, args));
+  if (why !== undefined) throw new Error(`${command} failed: ${why}`);
 }

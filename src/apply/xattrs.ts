@@ -3,12 +3,12 @@
  * Node has no xattr API. Values are binary (security.capability), so they go base64-encoded.
  * The values come as bytes from the tar reader (tar/reader.ts).
  */
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import type { TarHeader } from '../tar/reader.js';
 import { fsPath } from './safe-path.js';
 import { bytesToName, nameToBytes } from '../tar/names.js';
+import { runProgram } from '../programs.js';
 
 /** Files whose xattrs are set by one `setfattr --restore` run. */
 const XATTR_BATCH_FILES = 1000;
@@ -99,7 +99,7 @@ export class XattrQueue {
     const failures: string[] = [];
     let found = await clearXattrs(ctx, clear, failures);
     if (found && input !== '') {
-      const result = await runAttrTool('setfattr', ['-h', '--restore=-'], input);
+      const result = await runAttrText('setfattr', ['-h', '--restore=-'], input);
       found = result !== null;
       if (result !== null && result.code !== 0) failures.push(result.stderr || `setfattr exited with ${result.code}`);
     }
@@ -123,14 +123,14 @@ async function clearXattrs(ctx: XattrHost, paths: string[], failures: string[]):
   const byName = new Map<string, string[]>();
   const plain = paths.filter((p) => typeof fsPath(p) === 'string');
   for (let i = 0; i < plain.length; i += XATTR_ARGS_PER_RUN) {
-    const result = await runAttrTool('getfattr', ['-h', ...DUMP_ARGS, '--', ...plain.slice(i, i + XATTR_ARGS_PER_RUN)]);
+    const result = await runAttrText('getfattr', ['-h', ...DUMP_ARGS, '--', ...plain.slice(i, i + XATTR_ARGS_PER_RUN)]);
     if (result === null) return false;
     if (result.code !== 0) failures.push(result.stderr);
     for (const [path, name] of clearableXattrs(ctx, result.stdout)) byName.set(name, [...(byName.get(name) ?? []), path]);
   }
   for (const [name, holders] of byName) {
     for (let i = 0; i < holders.length; i += XATTR_ARGS_PER_RUN) {
-      const result = await runAttrTool('setfattr', ['-h', '-x', name, '--', ...holders.slice(i, i + XATTR_ARGS_PER_RUN)]);
+      const result = await runAttrText('setfattr', ['-h', '-x', name, '--', ...holders.slice(i, i + XATTR_ARGS_PER_RUN)]);
       if (result === null) return false;
       if (result.code !== 0) failures.push(result.stderr);
     }
@@ -154,11 +154,11 @@ async function clearXattrsByFd(ctx: XattrHost, dir: string, failures: string[]):
     return true;
   }
   try {
-    const result = await runAttrTool('getfattr', [...DUMP_ARGS, '--', FD_PATH], '', handle.fd);
+    const result = await runAttrText('getfattr', [...DUMP_ARGS, '--', FD_PATH], '', handle.fd);
     if (result === null) return false;
     if (result.code !== 0) failures.push(result.stderr);
     for (const [, name] of clearableXattrs(ctx, result.stdout)) {
-      const removed = await runAttrTool('setfattr', ['-x', name, '--', FD_PATH], '', handle.fd);
+      const removed = await runAttrText('setfattr', ['-x', name, '--', FD_PATH], '', handle.fd);
       if (removed === null) return false;
       if (removed.code !== 0) failures.push(removed.stderr);
     }
@@ -183,29 +183,53 @@ function clearableXattrs(ctx: XattrHost, dump: string): Array<[string, string]> 
   return found;
 }
 
-/** Runs getfattr or setfattr (with `fd` as its FD_PATH); null when it is not installed. */
-function runAttrTool(
-  command: string,
+/** How getfattr or setfattr ended: its exit code, what it printed (stdout as bytes), and whether stdout was cut at the cap. */
+export interface AttrToolResult {
+  code: number;
+  stdout: Buffer;
+  stderr: string;
+  truncated: boolean;
+}
+
+/**
+ * Runs getfattr or setfattr (Debian's attr package) with `input` on stdin and `fd` as its
+ * FD_PATH; null when it is not installed. A program that could not be started rejects; one
+ * killed by a signal ends with code -1. The tar output reads the tree's xattrs with it too.
+ */
+export async function runAttrTool(
+  command: 'getfattr' | 'setfattr',
+  args: string[],
+  options: { input?: string; fd?: number | undefined; signal?: AbortSignal | undefined; maxStdout?: number } = {},
+): Promise<AttrToolResult | null> {
+  const result = await runProgram(command, args, {
+    input: options.input,
+    fd3: options.fd,
+    signal: options.signal,
+    maxStdout: options.maxStdout,
+  });
+  switch (result.status) {
+    case 'missing':
+      return null;
+    case 'exited':
+      return { code: result.code, stdout: result.stdout, stderr: result.stderr.trim(), truncated: result.truncated };
+    case 'killed':
+      return { code: -1, stdout: Buffer.alloc(0), stderr: `${command} was killed by ${result.signal}`, truncated: false };
+    default:
+      throw new Error(`${command} could not be run: ${result.status === 'failed' ? result.message : result.status}`);
+  }
+}
+
+/** runAttrTool with getfattr's raw output as latin1 text: one char per byte, so name bytes survive until dumpUnescape. */
+async function runAttrText(
+  command: 'getfattr' | 'setfattr',
   args: string[],
   input = '',
   fd?: number,
 ): Promise<{ code: number; stdout: string; stderr: string } | null> {
-  return new Promise((resolve, reject) => {
-    // Pipes on 0-2 (so the streams exist), `fd` or nothing on 3.
-    const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe', fd ?? 'ignore'] }) as ChildProcessWithoutNullStreams;
-    // latin1: one char per byte, so getfattr's raw (non-ASCII) name bytes survive until dumpUnescape.
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('latin1').on('data', (d: string) => (stdout += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => {
-      if (stderr.length < 65536) stderr += d;
-    });
-    child.on('error', (err: NodeJS.ErrnoException) => (err.code === 'ENOENT' ? resolve(null) : reject(err)));
-    child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr: stderr.trim() }));
-    // EPIPE when the tool exits early: its exit status and stderr say why.
-    child.stdin.on('error', () => undefined);
-    child.stdin.end(input);
-  });
+  const result = await runAttrTool(command, args, { input, fd });
+  if (result === null) return null;
+  const stderr = result.truncated ? `${command} printed more than can be read; some xattrs were not cleared` : result.stderr;
+  return { code: result.truncated ? -1 : result.code, stdout: result.stdout.toString('latin1'), stderr };
 }
 
 /** `getfattr --dump` quoting: bytes outside printable ASCII, `\` and `=` as `\ooo`. */
