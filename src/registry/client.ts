@@ -5,7 +5,7 @@
 import { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import { basicAuthorization, parseChallenges, pullScope, TokenCache, type Credentials } from './auth.js';
-import { digestOf, parseDigest } from '../image/digest.js';
+import { digestMismatch, digestOf, parseDigest } from '../image/digest.js';
 import { PullUnpackError, RegistryError } from '../errors.js';
 import { DEFAULT_LIMITS } from '../limits.js';
 import { MANIFEST_ACCEPT, MediaType, type Descriptor, type FetchedManifest } from '../image/oci.js';
@@ -177,11 +177,7 @@ export class RegistryClient {
       }),
     );
     const digest = digestOf(bytes, expected?.algorithm ?? 'sha256');
-    if (expected && digest !== reference) {
-      throw new PullUnpackError('DIGEST_MISMATCH', `the manifest served for ${what} hashes to ${digest}`, {
-        hint: 'the registry or something between it and you altered the manifest; nothing was used',
-      });
-    }
+    if (expected && digest !== reference) throw digestMismatch(`the manifest served for ${what}`, reference, digest);
     return { bytes, contentType, digest };
   }
 
