@@ -17,7 +17,7 @@ import { attemptsFor } from './failures.js';
 import { probeScheme } from './probe.js';
 import { isLoopbackRegistry, OriginPolicy } from './origins.js';
 import { checkRange, errorFromResponse, headerValue, readCapped, unauthorized } from './responses.js';
-import { isRetryableStatus, Retry, retryAfterMs, type RetryPolicy } from './retry.js';
+import { isRetryableStatus, Retry, retryAfterMs, retrying, type RetryPolicy } from './retry.js';
 import { requestToken } from './token-request.js';
 import { certsDirFor, loadHttp, type Http, type TransportOptions } from './transport.js';
 
@@ -129,17 +129,9 @@ export class RegistryClient {
     return this.origin;
   }
 
-  /** baseUrl(), retried with backoff while the registry cannot be reached (see networkAttempts). */
-  private async baseUrlWithRetry(signal: AbortSignal | undefined, retry: Retry): Promise<URL> {
-    for (;;) {
-      try {
-        return new URL(await this.baseUrl(signal));
-      } catch (err) {
-        const limit = attemptsFor(err);
-        if (signal?.aborted || !retry.allows(limit)) throw err;
-        await retry.pause((err as Error).message, signal, { limit });
-      }
-    }
+  /** baseUrl(), retried with backoff while the registry cannot be reached (failures.ts attemptsFor). */
+  private baseUrlWithRetry(signal: AbortSignal | undefined, retry: Retry): Promise<URL> {
+    return retrying(retry, signal, async () => new URL(await this.baseUrl(signal)), attemptsFor);
   }
 
   /** GET /v2/: checks that the registry answers the v2 API (a 401 counts as an answer). */
