@@ -30,7 +30,7 @@ import { storageError, type StoragePlace } from './store/storage-error.js';
 import { enforceTrust, prepareTrust, type TrustEvent, type TrustOptions } from './trust/evaluate.js';
 import { unpackLayers, type LayerAppliedEvent } from './pull/layers.js';
 
-export const DEFAULT_CONCURRENCY = 4;
+const DEFAULT_CONCURRENCY = 4;
 
 export interface PullOptions extends SourceOptions {
   /** Parallel downloads (default 4). */

@@ -10,10 +10,10 @@
  * Layers are applied strictly in order, one at a time, on one ApplyContext; finishApply runs once
  * after the last one (directory modes and mtimes are only final then).
  *
- * The work is split by concern: apply-state.ts (shared state, lookups inside the root, removal),
- * apply-entries.ts (creating each entry type), whiteouts.ts and apply-xattrs.ts (the tar
- * extractor and extended attributes). This file holds the public API, the per-layer loop and the
- * final directory restore.
+ * The work is split by concern: state.ts (shared state, lookups inside the root, removal),
+ * entries.ts (creating each entry type), whiteouts.ts and xattrs.ts (extended attributes); the
+ * entries come from the tar reader (tar/reader.ts). This file holds the public API, the
+ * per-layer loop and the final directory restore.
  */
 import * as fs from 'node:fs';
 import type { Readable } from 'node:stream';

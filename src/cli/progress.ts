@@ -1,7 +1,7 @@
 /**
  * The human progress display for a TTY: one line per layer with bytes, total, rate and state,
- * redrawn in place at most ten times a second. Fed with PullEvents; prints nothing itself
- * until `start`ed on a TTY stream.
+ * redrawn in place at most ten times a second. Fed with PullEvents; the CLI makes one only for a
+ * TTY, and it prints nothing before the first event.
  */
 import type { Writable } from 'node:stream';
 import type { PullEvent } from '../pull.js';

@@ -134,7 +134,7 @@ export function isIndexMediaType(mediaType: string): boolean {
 }
 
 /** True for media types that name a single-image manifest. */
-export function isManifestMediaType(mediaType: string): boolean {
+function isManifestMediaType(mediaType: string): boolean {
   return MANIFEST_TYPES.has(mediaType);
 }
 

@@ -134,23 +134,6 @@ export class RegistryClient {
     return retrying(retry, signal, async () => new URL(await this.baseUrl(signal)), attemptsFor);
   }
 
-  /** GET /v2/: checks that the registry answers the v2 API (a 401 counts as an answer). */
-  async ping(signal?: AbortSignal): Promise<void> {
-    const url = new URL('/v2/', await this.baseUrl(signal));
-    const deadline = new Deadline(this.documentTimeout, signal);
-    try {
-      const res = await exchange(await this.http(), url, { method: 'GET', headers: {} }, deadline, signal, 'the registry API');
-      await res.body.dump();
-      if (res.statusCode !== 200 && res.statusCode !== 401) {
-        throw new RegistryError('REGISTRY_ERROR', `${this.registry} does not answer the registry v2 API (HTTP ${res.statusCode})`, {
-          status: res.statusCode,
-        });
-      }
-    } finally {
-      deadline.settle();
-    }
-  }
-
   /**
    * Fetches a manifest or index by tag or digest. When `reference` is a digest the bytes must
    * hash to it; otherwise the locally computed sha256 is returned as the digest.

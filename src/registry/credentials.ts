@@ -41,7 +41,7 @@ const DOCKER_HUB_HOSTS = new Set(['docker.io', 'index.docker.io', 'registry-1.do
 const NOT_FOUND_TEXT = 'credentials not found in native keychain';
 /** docker's convention: a helper answering this username returns an identity token as Secret. */
 const TOKEN_USERNAME = '<token>';
-export const HELPER_TIMEOUT_MS = 10_000;
+const HELPER_TIMEOUT_MS = 10_000;
 const MAX_HELPER_OUTPUT = 1024 * 1024;
 const MAX_PASSWORD_BYTES = 64 * 1024;
 /** Helper names become part of an executable name; refuse anything that could be a path. */

@@ -8,7 +8,7 @@ import { parseReference } from '../image/reference.js';
 
 /** image-spec annotations.md: the tag (or full reference) an index entry is known by. */
 /** containerd's `ctr export` and docker 25+ `docker save` put the full image name here. */
-export const CONTAINERD_NAME_ANNOTATION = 'io.containerd.image.name';
+const CONTAINERD_NAME_ANNOTATION = 'io.containerd.image.name';
 /**
  * `cosign save` names no entry: it marks the image (or index) and its signature manifest with
  * a `kind` annotation instead (cosign pkg/oci/layout).
@@ -72,7 +72,7 @@ function cosignSaved(entries: Descriptor[]): { image: Descriptor; signatures: De
 }
 
 /** 'latest (sha256:…), sha256:… (untagged)': what a layout holds, for messages. */
-export function listEntries(entries: Descriptor[]): string {
+function listEntries(entries: Descriptor[]): string {
   return entries
     .map((e) => {
       const n = names(e);

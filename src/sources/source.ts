@@ -1,6 +1,7 @@
 /**
  * The seam between where an image comes from and what is done with it: the resolver, fetcher
- * and applier see only an ImageSource, whether it is a registry or (later) a local layout.
+ * and applier see only an ImageSource, whether it is a registry (with its mirrors), the blob
+ * cache, an OCI layout or an archive.
  */
 import { Transform, type Readable } from 'node:stream';
 import { isPullUnpackError, PullUnpackError } from '../errors.js';

@@ -219,7 +219,10 @@ export class BlobStore {
     };
   }
 
-  /** Creates the layout's skeleton once: oci-layout, blobs/sha256, ingest/. */
+  /**
+   * Creates what is missing of the layout's skeleton (oci-layout, blobs/sha256, blobs/sha512,
+   * ingest/); called before every write, so a cache emptied meanwhile is made again.
+   */
   private async prepare(): Promise<void> {
     await makeDirectories(join(this.root, 'blobs', 'sha256'));
     await makeDirectories(join(this.root, 'blobs', 'sha512'));

@@ -19,11 +19,11 @@ import { NotRegularFileError, openRegularFile } from './regular-file.js';
 const POLL_MS = 50;
 const MAX_POLL_MS = 500;
 /** How often a holder refreshes its lock's modification time. */
-export const LOCK_REFRESH_MS = 5_000;
+const LOCK_REFRESH_MS = 5_000;
 /** A lock not refreshed for this long is taken over (`--lock-timeout`). */
 export const DEFAULT_LOCK_TIMEOUT_MS = 60_000;
 /** Shorter timeouts would take locks from live holders between two refreshes. */
-export const MIN_LOCK_TIMEOUT_MS = 2 * LOCK_REFRESH_MS;
+const MIN_LOCK_TIMEOUT_MS = 2 * LOCK_REFRESH_MS;
 /**
  * A lock file is written right after it is created; one still empty after this long belongs to
  * a holder that died in between. So does a takeover guard this old (it is held for a few ms).

@@ -59,7 +59,7 @@ function storageCode(err: unknown): string | undefined {
 }
 
 /** True for an errno error that says the filesystem refuses writes (see REASONS). */
-export function isStorageFailure(err: unknown): err is NodeJS.ErrnoException {
+function isStorageFailure(err: unknown): err is NodeJS.ErrnoException {
   return storageCode(err) !== undefined;
 }
 
