@@ -40,6 +40,18 @@ export type { ApplyContext, ApplyLimits, LayerApplyStats } from './state.js';
 export { WHITEOUT_META_PREFIX, WHITEOUT_OPAQUE, WHITEOUT_PREFIX } from './whiteouts.js';
 export { parsePaxXattrs } from '../tar/reader.js';
 
+/** What applyLayer reports and obeys besides the stream. */
+export interface ApplyLayerOptions {
+  signal?: AbortSignal | undefined;
+  /** Names the layer in messages, e.g. 'layer 2/5 of …'. */
+  what?: string | undefined;
+  /** Called with the entries applied so far, every ENTRIES_PER_CALLBACK entries (cheap enough to leave on). */
+  onEntries?: ((entries: number) => void) | undefined;
+}
+
+/** How often applyLayer calls onEntries (a power of two: the check is one mask). */
+const ENTRIES_PER_CALLBACK = 32;
+
 /**
  * Creates the state for one pull onto `root` (an existing, empty directory). `limits` (defaults
  * in DEFAULT_LIMITS) hold for all the layers applied on this context together.
@@ -64,7 +76,7 @@ export function createApplyContext(
 export async function applyLayer(
   ctx: ApplyContext,
   tar: NodeJS.ReadableStream | Readable,
-  options: { signal?: AbortSignal | undefined; what?: string | undefined } = {},
+  options: ApplyLayerOptions = {},
 ): Promise<LayerApplyStats> {
   const state = asState(ctx);
   const { signal } = options;
@@ -87,6 +99,7 @@ export async function applyLayer(
     for await (const entry of new TarReader(source)) {
       if (signal?.aborted) throw abortError(signal);
       await applyEntryInContext(run, entry, what);
+      if (options.onEntries && (run.stats.entries & (ENTRIES_PER_CALLBACK - 1)) === 0) options.onEntries(run.stats.entries);
     }
     await flushXattrs(run);
     return run.stats;

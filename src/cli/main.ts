@@ -8,7 +8,7 @@ import { isPullUnpackError, PullUnpackError, redactSecrets } from '../errors.js'
 import { inspect, pull, pullBundle, pullOci, pullTar, type InspectResult, type PullEvent, type PullResult } from '../index.js';
 import { cacheCommand, defaultCacheDir } from './cache.js';
 import { NETWORK_FLAGS, sourceOptionsFrom } from './options.js';
-import { formatBytes, ProgressDisplay } from './progress.js';
+import { formatBytes, progressDisplayFor } from './progress.js';
 import { MediaType } from '../image/oci.js';
 
 export interface CliIo {
@@ -62,6 +62,7 @@ pull options:
                                  filesystem as one tar FILE (- for stdout), or an OCI image layout
   --concurrency N                parallel layer downloads (default 4)
   -q, --quiet                    print nothing but errors
+  --no-progress                  no progress display on a terminal (warnings and the result still print)
   --json                         NDJSON events on stdout, ending with a summary
 
 bundle options (with --bundle):
@@ -131,6 +132,7 @@ async function pullCommand(args: string[], io: CliIo): Promise<number> {
     force: { type: 'boolean' },
     concurrency: { type: 'string' },
     quiet: { type: 'boolean', short: 'q' },
+    'no-progress': { type: 'boolean' },
     'cache-dir': { type: 'string' },
     'no-cache': { type: 'boolean' },
     offline: { type: 'boolean' },
@@ -176,7 +178,7 @@ async function pullCommand(args: string[], io: CliIo): Promise<number> {
     throw new UsageError('--output tar - writes the tar to stdout: --json cannot share it');
   // With the tar on stdout, the final line goes to stderr.
   const report = output === 'tar' && dir === '-' ? io.stderr : io.stdout;
-  const display = !values.json && !values.quiet && io.stderr.isTTY ? new ProgressDisplay(io.stderr) : undefined;
+  const display = progressDisplayFor(io.stderr, io.env, { json: values.json, quiet: values.quiet, noProgress: values['no-progress'] });
   const onEvent = (event: PullEvent): void => {
     if (values.json) io.stdout.write(`${JSON.stringify(event)}\n`);
     else if (event.type === 'warning' && !values.quiet) {
@@ -187,6 +189,7 @@ async function pullCommand(args: string[], io: CliIo): Promise<number> {
   };
   let result: PullResult;
   try {
+    display?.start(image);
     const common = {
       ...(await sourceOptionsFrom(values, io.env, io.stdin)),
       onNotice: (message: string) => onEvent({ type: 'warning', message }),
@@ -219,7 +222,7 @@ async function pullCommand(args: string[], io: CliIo): Promise<number> {
               })
             : await pull(image, dir, common);
   } finally {
-    display?.clear();
+    display?.stop();
   }
   if (values.json) io.stdout.write(`${JSON.stringify({ type: 'done', ...summary(result) })}\n`);
   else if (!values.quiet) report.write(`${formatPullResult(result, dir)}\n`);
