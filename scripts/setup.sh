@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what pull-unpack's demo and tests need, when missing: Debian packages (the CNCF
 # distribution registry, skopeo, umoci, runc, zstd, attr, htpasswd, a static busybox for test
-# images), the npm dependencies from the lockfile, and the compiled dist/.
+# images, tmux for the terminal tests, newuidmap/newgidmap for rootless bundles), the npm
+# dependencies from the lockfile, and the compiled dist/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +17,8 @@ needed=(
   htpasswd:apache2-utils
   busybox:busybox-static
   debootstrap:debootstrap
+  tmux:tmux
+  newuidmap:uidmap
 )
 missing=()
 for pair in "${needed[@]}"; do

@@ -34,6 +34,7 @@ export type ErrorCode =
   | 'ABORTED'
   | 'INVALID_POLICY'
   | 'SIGNATURE_REJECTED'
+  | 'ID_NOT_MAPPED'
   | 'USAGE';
 
 export interface PullUnpackErrorOptions {

@@ -22,6 +22,7 @@ import { formatPlatform } from './image/platform.js';
 import { limitError, type Limits } from './limits.js';
 import { checkConfigPlatform, fetchConfig, resolveImage, type ResolvedImage } from './image/resolve.js';
 import type { ImageSource } from './sources/source.js';
+import type { OwnerRecord } from './apply/owners.js';
 
 export const DEFAULT_CONCURRENCY = 4;
 /** The least time between two layer-progress events of one layer. */
@@ -43,6 +44,8 @@ export interface PullOptions extends SourceOptions {
   offline?: boolean | undefined;
   /** Progress and warnings, in the order they happen. */
   onEvent?: ((event: PullEvent) => void) | undefined;
+  /** Record entry owners here instead of applying them (rootless bundles map them afterwards). */
+  recordOwners?: OwnerRecord | undefined;
 }
 
 export type PullEvent =
@@ -297,6 +300,7 @@ async function unpackLayers(
           isRoot: options.isRoot,
           onWarning: (message) => options.onEvent?.({ type: 'warning', message }),
           limits,
+          owners: options.recordOwners,
         });
   const layerPaths: string[] = [];
   const budget = { remaining: limits.maxUncompressedBytes, limit: limits.maxUncompressedBytes };

@@ -35,6 +35,7 @@ import { makeDirectory, makeHardlink, makeSpecialFile, makeSymlink, writeRegular
 import { applyWhiteout, markLayerPath, WHITEOUT_PREFIX } from './whiteouts.js';
 import { flushXattrs } from './xattrs.js';
 import { TarReader } from '../tar/reader.js';
+import type { OwnerRecord } from './owners.js';
 
 export type { ApplyContext, ApplyLimits, LayerApplyStats } from './state.js';
 export { WHITEOUT_META_PREFIX, WHITEOUT_OPAQUE, WHITEOUT_PREFIX } from './whiteouts.js';
@@ -58,13 +59,22 @@ const ENTRIES_PER_CALLBACK = 32;
  */
 export function createApplyContext(
   root: string,
-  options: { isRoot?: boolean | undefined; onWarning?: ((m: string) => void) | undefined; limits?: Partial<ApplyLimits> | undefined } = {},
+  options: {
+    isRoot?: boolean | undefined;
+    onWarning?: ((m: string) => void) | undefined;
+    limits?: Partial<ApplyLimits> | undefined;
+    /** Record owners here instead of applying them (implies isRoot false; see owners.ts). */
+    owners?: OwnerRecord | undefined;
+  } = {},
 ): ApplyContext {
   const absolute = root === '/' ? root : root.replace(/\/+$/, '');
   if (!absolute.startsWith('/')) throw new PullUnpackError('DESTINATION_INVALID', `rootfs path must be absolute: ${root}`);
   const { maxEntries, maxPathDepth, maxNameLength } = resolveLimits(options.limits);
   const limits = { maxEntries, maxPathDepth, maxNameLength };
-  return new ApplyState(absolute, options.isRoot ?? process.getuid?.() === 0, options.onWarning ?? (() => undefined), limits);
+  const isRoot = options.owners ? false : (options.isRoot ?? process.getuid?.() === 0);
+  const state = new ApplyState(absolute, isRoot, options.onWarning ?? (() => undefined), limits);
+  state.owners = options.owners;
+  return state;
 }
 
 /**
@@ -194,6 +204,7 @@ async function applyEntry(run: LayerRun, entry: Entry): Promise<void> {
       throw new PullUnpackError('UNSUPPORTED_ENTRY', `unsupported tar entry type ${String(type)}`);
   }
   markLayerPath(run, host);
+  ctx.owners?.set(host, header.uid ?? 0, header.gid ?? 0);
 }
 
 /**
