@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what pull-unpack's demo and tests need, when missing: Debian packages (the CNCF
 # distribution registry, skopeo, umoci, runc, zstd, attr, htpasswd, a static busybox for test
-# images, tmux for the terminal tests, newuidmap/newgidmap for rootless bundles), the npm
-# dependencies from the lockfile, and the compiled dist/.
+# images, tmux for the terminal tests, newuidmap/newgidmap for rootless bundles, zsh for the
+# completion tests), the npm dependencies from the lockfile, and the compiled dist/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +19,7 @@ needed=(
   debootstrap:debootstrap
   tmux:tmux
   newuidmap:uidmap
+  zsh:zsh
 )
 missing=()
 for pair in "${needed[@]}"; do

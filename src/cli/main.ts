@@ -6,7 +6,8 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import type { Readable, Writable } from 'node:stream';
 import { isPullUnpackError, PullUnpackError, redactSecrets } from '../errors.js';
 import { inspect, pull, pullBundle, pullOci, pullTar, type InspectResult, type PullEvent, type PullResult } from '../index.js';
-import { cacheCommand, defaultCacheDir } from './cache.js';
+import { CACHE_OPTIONS, cacheCommand, defaultCacheDir } from './cache.js';
+import { completionCommand } from './completion.js';
 import { NETWORK_FLAGS, sourceOptionsFrom } from './options.js';
 import { formatBytes, progressDisplayFor } from './progress.js';
 import { MediaType } from '../image/oci.js';
@@ -33,6 +34,7 @@ const USAGE = `Usage:
   pull-unpack cache ls [--json]        what the blob cache holds, and its size
   pull-unpack cache prune --all | --older-than DURATION
                                        remove cached blobs (all, or unused for DURATION: 30m, 12h, 7d)
+  pull-unpack completion bash|zsh      print a shell completion script (source it, or see man pull-unpack)
 
 Common options:
   --platform OS/ARCH[/VARIANT]   select this platform instead of the host's (e.g. linux/arm64)
@@ -112,6 +114,8 @@ export async function main(argv: string[], io: CliIo): Promise<number> {
     if (command === 'inspect') return await inspectCommand(rest, io);
     if (command === 'pull') return await pullCommand(rest, io);
     if (command === 'cache') return await cacheCommand(rest, io);
+    if (command === 'completion')
+      return completionCommand(rest, io, { pull: PULL_OPTIONS, inspect: INSPECT_OPTIONS, cache: CACHE_OPTIONS });
     return await pullCommand(argv, io);
   } catch (err) {
     return reportError(err, io);
@@ -126,27 +130,33 @@ function parse<T extends NonNullable<ParseArgsConfig['options']>>(args: string[]
   }
 }
 
+/** The options of a pull (`pull-unpack IMAGE DIR`, `pull-unpack --bundle ...`). */
+export const PULL_OPTIONS = {
+  ...COMMON,
+  force: { type: 'boolean' },
+  concurrency: { type: 'string' },
+  quiet: { type: 'boolean', short: 'q' },
+  'no-progress': { type: 'boolean' },
+  'cache-dir': { type: 'string' },
+  'no-cache': { type: 'boolean' },
+  offline: { type: 'boolean' },
+  output: { type: 'string', short: 'o' },
+  bundle: { type: 'boolean' },
+  entrypoint: { type: 'string' },
+  env: { type: 'string', multiple: true, short: 'e' },
+  workdir: { type: 'string', short: 'w' },
+  user: { type: 'string', short: 'u' },
+  hostname: { type: 'string' },
+  tty: { type: 'boolean', short: 't' },
+  rootless: { type: 'boolean' },
+  'volume-mode': { type: 'string' },
+} as const satisfies ParseArgsConfig['options'];
+
+/** The options of `inspect`. */
+export const INSPECT_OPTIONS = { ...COMMON, raw: { type: 'boolean' } } as const satisfies ParseArgsConfig['options'];
+
 async function pullCommand(args: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parse(args, {
-    ...COMMON,
-    force: { type: 'boolean' },
-    concurrency: { type: 'string' },
-    quiet: { type: 'boolean', short: 'q' },
-    'no-progress': { type: 'boolean' },
-    'cache-dir': { type: 'string' },
-    'no-cache': { type: 'boolean' },
-    offline: { type: 'boolean' },
-    output: { type: 'string', short: 'o' },
-    bundle: { type: 'boolean' },
-    entrypoint: { type: 'string' },
-    env: { type: 'string', multiple: true, short: 'e' },
-    workdir: { type: 'string', short: 'w' },
-    user: { type: 'string', short: 'u' },
-    hostname: { type: 'string' },
-    tty: { type: 'boolean', short: 't' },
-    rootless: { type: 'boolean' },
-    'volume-mode': { type: 'string' },
-  });
+  const { values, positionals } = parse(args, PULL_OPTIONS);
   if (values.help) {
     io.stdout.write(USAGE);
     return EXIT_OK;
@@ -259,7 +269,7 @@ export function formatPullResult(r: PullResult, dir: string): string {
 }
 
 async function inspectCommand(args: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parse(args, { ...COMMON, raw: { type: 'boolean' } });
+  const { values, positionals } = parse(args, INSPECT_OPTIONS);
   if (values.help) {
     io.stdout.write(USAGE);
     return EXIT_OK;

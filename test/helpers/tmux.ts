@@ -29,12 +29,14 @@ export interface Terminal {
   close(): Promise<void>;
 }
 
-/** Starts a detached tmux window of `columns` x `rows` running sh with `env` in `cwd`. */
+/** Starts a detached tmux window of `columns` x `rows` running `shell` with `env` in `cwd`. */
 export async function openTerminal(options: {
   columns: number;
   rows: number;
   env: Record<string, string>;
   cwd: string;
+  /** The program the window runs (default /bin/sh). */
+  shell?: string[] | undefined;
 }): Promise<Terminal> {
   const socket = `pull-unpack-test-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
   const tmux = (...args: string[]) => run('tmux', ['-L', socket, '-f', '/dev/null', ...args], { cwd: options.cwd });
@@ -52,7 +54,7 @@ export async function openTerminal(options: {
     '-i',
     ...env,
     'PS1=$ ',
-    '/bin/sh',
+    ...(options.shell ?? ['/bin/sh']),
   );
   // A window keeps the size it is given (not that of a client, there is none) and keeps its
   // scrollback in a predictable state; the status line would take a row.
