@@ -46,6 +46,8 @@ export async function runInUserNamespace(
   });
   let stderr = '';
   child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c.slice(0, 4096)));
+  // A child that died before reading its input fails with its exit code, not with EPIPE here.
+  child.stdin.on('error', () => undefined);
   const exited = new Promise<number | null>((resolve, reject) => {
     child.on('error', reject);
     child.on('close', (code) => resolve(code));
