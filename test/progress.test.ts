@@ -221,17 +221,27 @@ describe('ProgressDisplay', () => {
     expect(progressDisplayFor(term, {}, { quiet: true })).toBeUndefined();
     expect(progressDisplayFor(term, {}, { noProgress: true })).toBeUndefined();
     expect(progressDisplayFor(term, { TERM: 'dumb' }, {})).toBeUndefined();
-    const drawResolved = (out: ReturnType<typeof tty>, env: NodeJS.ProcessEnv): string => {
-      const display = progressDisplayFor(out, env, {})!;
+    expect(progressDisplayFor(term, { TERM: 'xterm' }, {})?.color).toBe(true);
+    expect(progressDisplayFor(term, { NO_COLOR: '1' }, {})?.color).toBe(false);
+    // An empty NO_COLOR does not count (no-color.org).
+    expect(progressDisplayFor(tty(80), { NO_COLOR: '' }, {})?.color).toBe(true);
+  });
+
+  it('draws SGR colours only when asked, and a state change within 100 ms of the last drawing after it, not never', async () => {
+    for (const color of [true, false]) {
+      const out = tty(80);
+      let now = 0;
+      const display = new ProgressDisplay(out, { color, now: () => now });
       display.start('alpine');
       display.handle(RESOLVED);
+      expect(out.written()).toBe('resolving alpine ...\n');
+      now = 1000;
+      display.handle({ type: 'config', digest: A, layers: 1, totalSize: 1 });
       display.stop();
-      return out.written();
-    };
-    expect(drawResolved(term, { TERM: 'xterm' })).toContain('\x1b[1malpine\x1b[0m');
-    expect(drawResolved(tty(80), { NO_COLOR: '1' })).not.toMatch(/\x1b\[[0-9;]*m/);
-    // An empty NO_COLOR does not count (no-color.org).
-    expect(progressDisplayFor(tty(80), { NO_COLOR: '' }, {})).toBeDefined();
+      const written = out.written();
+      if (color) expect(written).toContain('\x1b[1malpine\x1b[0m');
+      else expect(written).not.toMatch(/\x1b\[[0-9;]*m/);
+    }
   });
 
   it('formats an ETA as seconds, minutes or hours', () => {

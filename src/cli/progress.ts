@@ -26,12 +26,15 @@ export interface ProgressDisplayOptions {
 
 export class ProgressDisplay {
   private readonly block: LiveBlock;
-  private readonly color: boolean;
+  /** Whether lines are coloured (SGR). */
+  readonly color: boolean;
   private readonly now: () => number;
   private progress: PullProgress | undefined;
   private lastDraw = Number.NEGATIVE_INFINITY;
   private timer: NodeJS.Timeout | undefined;
-  private readonly onResize = (): void => this.draw(true);
+  /** A state change waiting for the end of the REDRAW_MS interval. */
+  private pending: NodeJS.Timeout | undefined;
+  private readonly onResize = (): void => this.draw(true, true);
 
   constructor(
     private readonly out: TerminalStream,
@@ -48,7 +51,7 @@ export class ProgressDisplay {
     this.out.on('resize', this.onResize);
     this.timer = setInterval(() => this.draw(true), TICK_MS);
     this.timer.unref();
-    this.draw(true);
+    this.draw(true, true);
   }
 
   /** Updates the display for one event; redraws when a state changed or REDRAW_MS passed. */
@@ -67,15 +70,32 @@ export class ProgressDisplay {
   stop(): void {
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
+    clearTimeout(this.pending);
+    this.pending = undefined;
     this.out.off('resize', this.onResize);
     this.block.clear();
     this.progress = undefined;
   }
 
-  private draw(force: boolean): void {
+  /**
+   * Redraws, at most once per REDRAW_MS: a byte count in between is dropped, a state change is
+   * drawn when the interval ends. Fewer writes also make it rarer for one to race a resize (a
+   * terminal that reflows, then sends SIGWINCH a few ms later, applies a write made in between
+   * to the new width while its erase was counted for the old one). `immediate` (a resize, the
+   * start) draws at once.
+   */
+  private draw(force: boolean, immediate = false): void {
     if (!this.progress || this.out.writableEnded || this.out.destroyed) return;
     const now = this.now();
-    if (!force && now - this.lastDraw < REDRAW_MS) return;
+    if (!immediate && now - this.lastDraw < REDRAW_MS) {
+      if (force && !this.pending) {
+        this.pending = setTimeout(() => this.draw(true, true), REDRAW_MS - (now - this.lastDraw));
+        this.pending.unref();
+      }
+      return;
+    }
+    clearTimeout(this.pending);
+    this.pending = undefined;
     this.lastDraw = now;
     const { columns, rows } = terminalSize(this.out);
     this.block.draw(renderProgress(this.progress, { columns, rows, color: this.color, now }));

@@ -24,6 +24,8 @@ export interface Terminal {
    * window shows up as such; `escapes` keeps the colour codes.
    */
   capture(options?: { history?: boolean; escapes?: boolean }): Promise<string[]>;
+  /** Resolves at the next output of the program in the pane (once tmux has processed it). */
+  nextOutput(): Promise<void>;
   /** Resolves with the screen once `match` accepts it; rejects after `timeoutMs` with the screen in the message. */
   waitFor(match: (lines: string[]) => boolean, what: string, timeoutMs?: number): Promise<string[]>;
   close(): Promise<void>;
@@ -80,7 +82,9 @@ export async function openTerminal(options: {
     keys: async (...keys) => void (await tmux('send-keys', ...keys)),
     resize: async (columns, rows) => void (await tmux('resize-window', '-x', String(columns), '-y', String(rows))),
     capture,
-    waitFor: (match, what, timeoutMs = 60_000) => waitForScreen(output, capture, match, what, timeoutMs),
+    // Below the 60 s test timeout, so a screen that never comes fails the wait (with the screen), not the test runner.
+    waitFor: (match, what, timeoutMs = 30_000) => waitForScreen(output, capture, match, what, timeoutMs),
+    nextOutput: () => new Promise((resolve) => output.once('output', () => resolve())),
     close: async () => {
       watcher.stdin.end();
       await tmux('kill-server').catch(() => undefined);
