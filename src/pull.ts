@@ -6,7 +6,7 @@
 import { resolve as resolvePath } from 'node:path';
 import { parseLocalReference } from './sources/layout.js';
 import { pipeline, Transform, type Readable } from 'node:stream';
-import { applyLayer, createApplyContext, finishApply, type ApplyContext } from './apply/applier.js';
+import { applyLayer, createApplyContext, finishApply, type ApplyContext, type ApplyLayerOptions } from './apply/applier.js';
 import { BlobFollower } from './store/blob-follow.js';
 import { BlobStore } from './store/blob-store.js';
 import { recordRef } from './store/cache-index.js';
@@ -26,8 +26,11 @@ import { checkConfigPlatform, fetchConfig, resolveImage, type ResolvedImage } fr
 import type { ImageSource } from './sources/source.js';
 import { enforceTrust, prepareTrust, type TrustEvent, type TrustOptions } from './trust/evaluate.js';
 import { lookasideCache } from './store/signature-cache.js';
+import type { OwnerRecord } from './apply/owners.js';
 
 export const DEFAULT_CONCURRENCY = 4;
+/** The least time between two layer-progress events of one layer. */
+export const LAYER_PROGRESS_MS = 100;
 
 export interface PullOptions extends SourceOptions {
   /** Parallel downloads (default 4). */
@@ -49,6 +52,8 @@ export interface PullOptions extends SourceOptions {
   onEvent?: ((event: PullEvent) => void) | undefined;
   /** Signature verification (policy.json, registries.d, --verify-*): checked before any layer is fetched. */
   trust?: TrustOptions | undefined;
+  /** Record entry owners here instead of applying them (rootless bundles map them afterwards). */
+  recordOwners?: OwnerRecord | undefined;
 }
 
 export type PullEvent =
@@ -63,6 +68,8 @@ export type PullEvent =
     }
   | { type: 'config'; digest: string; layers: number; totalSize: number }
   | BlobEvent
+  /** While a layer is applied: tar entries applied so far, at most every LAYER_PROGRESS_MS per layer. */
+  | { type: 'layer-progress'; index: number; digest: string; entries: number }
   | { type: 'layer-applied'; index: number; digest: string; diffId: string; entries: number }
   | { type: 'warning'; message: string }
   | TrustEvent;
@@ -320,6 +327,7 @@ async function unpackLayers(
           isRoot: options.isRoot,
           onWarning: (message) => options.onEvent?.({ type: 'warning', message }),
           limits,
+          owners: options.recordOwners,
         });
   const layerPaths: string[] = [];
   const budget = { remaining: limits.maxUncompressedBytes, limit: limits.maxUncompressedBytes };
@@ -330,7 +338,8 @@ async function unpackLayers(
       const opened = openLayerTar(followers[i]!.stream(), layer, what, budget);
       let entries: number;
       try {
-        entries = ctx ? await applyLayerFile(ctx, opened, what, signal) : await checkDiffId(opened, signal);
+        const onEntries = layerProgress(i, layer.digest, options.onEvent);
+        entries = ctx ? await applyLayerFile(ctx, opened, { what, signal, onEntries }) : await checkDiffId(opened, signal);
       } catch (err) {
         // Bytes that do not match the blob's digest explain any failure to unpack them.
         throw (await downloadError(downloads[i]!)) ?? err;
@@ -371,10 +380,22 @@ function descriptorOf(layer: PulledLayer): Descriptor {
   return { mediaType: layer.mediaType, digest: layer.digest, size: layer.size };
 }
 
+/** The applier's entry count as layer-progress events, at most one per LAYER_PROGRESS_MS. */
+function layerProgress(index: number, digest: string, onEvent: PullOptions['onEvent']): ((entries: number) => void) | undefined {
+  if (!onEvent) return undefined;
+  let last = Number.NEGATIVE_INFINITY;
+  return (entries) => {
+    const now = performance.now();
+    if (now - last < LAYER_PROGRESS_MS) return;
+    last = now;
+    onEvent({ type: 'layer-progress', index, digest, entries });
+  };
+}
+
 /** Decompresses a blob, checks it against its DiffID, and applies it. */
-async function applyLayerFile(ctx: ApplyContext, { tar, done }: LayerTar, what: string, signal: AbortSignal): Promise<number> {
+async function applyLayerFile(ctx: ApplyContext, { tar, done }: LayerTar, options: ApplyLayerOptions): Promise<number> {
   try {
-    const stats = await applyLayer(ctx, tar, { signal, what });
+    const stats = await applyLayer(ctx, tar, options);
     // The tar may end before the stream does (padding): read the rest so the DiffID covers it all.
     tar.resume();
     await done;

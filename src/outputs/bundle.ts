@@ -5,10 +5,23 @@
  */
 import { constants } from 'node:fs';
 import { mkdir, open, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { userInfo } from 'node:os';
+import { dirname, join } from 'node:path';
 import { PullUnpackError } from '../errors.js';
 import { pullInto, type PullOptions, type PullResult } from '../pull.js';
-import { applyOverrides, toRuntimeConfig, volumeMountPoints, type ConfigOverrides, type RuntimeSpec } from './runtime-config.js';
+import {
+  applyOverrides,
+  rootlessMappings,
+  toRuntimeConfig,
+  volumeMountPoints,
+  type ConfigOverrides,
+  type RootlessIds,
+  type RuntimeSpec,
+} from './runtime-config.js';
+import { applyOwners, OwnerRecord } from '../apply/owners.js';
+import { removeInUserNamespace, type UserNamespace } from '../apply/userns.js';
+import { commitStaging, type Staging } from './staging.js';
+import { findSubordinateIds } from './subids.js';
 import { fsPath, resolveInRoot } from '../apply/safe-path.js';
 
 export interface BundleOptions extends PullOptions {
@@ -22,6 +35,13 @@ export interface BundleOptions extends PullOptions {
   volumeMode?: 'tmpfs' | 'none' | undefined;
   /** Shape the config for `runc --rootless`; default: when not running as root. */
   rootless?: boolean | undefined;
+  /**
+   * In a rootless bundle, map container ids 1..N to the user's subordinate ids (/etc/subuid,
+   * /etc/subgid) and give the rootfs the image's owners through them, so the image's own user
+   * can run; default: when the user has ranges and newuidmap/newgidmap are installed. false
+   * maps container 0 only.
+   */
+  subordinateIds?: boolean | undefined;
 }
 
 export interface BundleResult extends PullResult {
@@ -37,10 +57,13 @@ const PROVENANCE_DIGEST = 'pull-unpack.manifest.digest';
 export async function pullBundle(image: string, dir: string, options: BundleOptions = {}): Promise<BundleResult> {
   let spec: RuntimeSpec | undefined;
   const rootless = options.rootless ?? !isRoot();
+  const ids = rootless ? await rootlessIds(options) : undefined;
+  const namespace = ids?.subordinate && ids.helpers ? { ...rootlessMappings(ids), ...ids.helpers } : undefined;
+  const owners = namespace ? new OwnerRecord() : undefined;
   const result = await pullInto(
     image,
     dir,
-    { ...options, isRoot: options.isRoot ?? (rootless ? false : undefined) },
+    { ...options, isRoot: options.isRoot ?? (rootless ? false : undefined), recordOwners: owners },
     {
       rootfsIn: (staging) => join(staging.out, 'rootfs'),
       prepare: async (staging) => {
@@ -52,7 +75,7 @@ export async function pullBundle(image: string, dir: string, options: BundleOpti
         spec = toRuntimeConfig(image, {
           passwd: await readAccountFile(rootfs, 'etc/passwd', warn),
           group: await readAccountFile(rootfs, 'etc/group', warn),
-          rootless: rootless ? { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 } : undefined,
+          rootless: ids,
           terminal: options.terminal,
           hostname: options.hostname,
           volumeMode: options.volumeMode,
@@ -61,6 +84,7 @@ export async function pullBundle(image: string, dir: string, options: BundleOpti
         for (const mountPoint of volumeMountPoints(spec)) await createMountPoint(rootfs, mountPoint);
         await writeFile(join(staging.out, 'config.json'), `${JSON.stringify(spec, null, '\t')}\n`, { mode: 0o644 });
       },
+      commit: owners && namespace ? (staging) => commitWithOwners(staging, owners, namespace, options.signal) : undefined,
     },
   );
   if (!spec) throw new PullUnpackError('INVALID_CONFIG', 'the bundle configuration was not written');
@@ -122,6 +146,45 @@ async function createMountPoint(rootfs: string, mountPoint: string): Promise<voi
       hint: "run with --volume-mode none to ignore the image's volumes",
       cause: err,
     });
+  }
+}
+
+/** The host ids a rootless bundle maps, with the user's subordinate ranges when there are any. */
+async function rootlessIds(options: BundleOptions): Promise<RootlessIds & { helpers?: { newuidmap: string; newgidmap: string } }> {
+  const uid = process.getuid?.() ?? 0;
+  const gid = process.getgid?.() ?? 0;
+  if (options.subordinateIds === false) return { uid, gid, noSubordinate: 'subordinate ids were turned off' };
+  let name = String(uid);
+  try {
+    name = userInfo().username;
+  } catch {
+    // No passwd entry for this uid (e.g. in a container): subuid(5) also accepts the number.
+  }
+  const found = await findSubordinateIds({ user: { name, uid }, path: options.env?.['PATH'] });
+  if ('missing' in found) return { uid, gid, noSubordinate: found.missing };
+  return { uid, gid, subordinate: { uids: found.uids, gids: found.gids }, helpers: found };
+}
+
+/**
+ * The last step of a rootless bundle with subordinate ids: the recorded owners are set (in a user
+ * namespace, or directly as root), then the bundle is moved into place. Files owned by
+ * subordinate ids can only be removed from inside such a namespace, so the replaced DIR and, on
+ * failure, the unpacked rootfs are removed there.
+ */
+async function commitWithOwners(
+  staging: Staging,
+  owners: OwnerRecord,
+  namespace: UserNamespace,
+  signal: AbortSignal | undefined,
+): Promise<void> {
+  const direct = isRoot();
+  const cwd = dirname(staging.dir);
+  try {
+    await applyOwners(owners, { root: join(staging.out, 'rootfs'), direct, namespace, workDir: staging.scratch, signal });
+    await commitStaging(staging, direct ? undefined : (path) => removeInUserNamespace(namespace, path, cwd));
+  } catch (err) {
+    if (!direct) await removeInUserNamespace(namespace, staging.out, cwd).catch(() => undefined);
+    throw err;
   }
 }
 

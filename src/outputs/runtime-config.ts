@@ -11,6 +11,9 @@ import { posix } from 'node:path';
 import { PullUnpackError } from '../errors.js';
 import type { ImageConfig, ImageRunConfig } from '../image/oci.js';
 import { resolveUser } from './passwd.js';
+import { toRootless, type RootlessIds } from './rootless-config.js';
+
+export { rootlessMappings, type RootlessIds } from './rootless-config.js';
 
 /** CLI-level changes, applied to the image config BEFORE conversion so the same rules hold. */
 export interface ConfigOverrides {
@@ -31,8 +34,11 @@ export interface RuntimeConfigOptions {
   passwd?: string | undefined;
   /** Contents of rootfs/etc/group; undefined when the file is absent. */
   group?: string | undefined;
-  /** Shape the config as `runc spec --rootless` does, mapping container 0 to this host uid/gid. */
-  rootless?: { uid: number; gid: number } | undefined;
+  /**
+   * Shape the config as `runc spec --rootless` does, mapping container 0 to this host uid/gid
+   * and, with `subordinate` ranges, container ids 1..N to them (as podman does).
+   */
+  rootless?: RootlessIds | undefined;
   /** process.terminal; default false. When true, `TERM=xterm` is added unless the image sets TERM. */
   terminal?: boolean | undefined;
   /** Default "runc", as `runc spec`. */
@@ -341,44 +347,6 @@ function copyStringMap(out: Record<string, string>, map: unknown, what: string):
     }
     out[key] = value;
   }
-}
-
-/**
- * What `runc spec --rootless` changes (runc libcontainer/specconv ToRootless). Its user namespace
- * maps one id, container 0 to the caller, and runc needs container root mapped ("no root user
- * mapping found"), so the process must run as 0:0: any other user is refused here, since runc
- * would refuse to start it ("cannot set uid to unmapped user in user namespace").
- */
-function toRootless(spec: RuntimeSpec, ids: { uid: number; gid: number }, userText: string): RuntimeSpec {
-  for (const id of [ids.uid, ids.gid]) {
-    if (!Number.isInteger(id) || id < 0 || id > 0xffffffff) {
-      throw new PullUnpackError('USAGE', `rootless host id ${id} is not a valid uid/gid`);
-    }
-  }
-  const { uid, gid } = spec.process.user;
-  if (uid !== 0 || gid !== 0) {
-    throw new PullUnpackError(
-      'INVALID_CONFIG',
-      `a rootless bundle maps only container uid/gid 0 (to host ${ids.uid}:${ids.gid}), but the user ${JSON.stringify(userText)} ` +
-        `is ${uid}:${gid}, which runc cannot switch to`,
-      { hint: 'run as the mapped root with --user 0:0 (still your own user on the host), or write the bundle as root without --rootless' },
-    );
-  }
-  const mounts = spec.mounts.map((m): RuntimeMount => {
-    if (m.destination === '/sys') {
-      return { destination: '/sys', type: 'none', source: '/sys', options: ['rbind', 'nosuid', 'noexec', 'nodev', 'ro'] };
-    }
-    if (m.options === undefined) return m;
-    return { ...m, options: m.options.filter((o) => !o.startsWith('uid=') && !o.startsWith('gid=')) };
-  });
-  const { resources: _dropped, namespaces, ...rest } = spec.linux;
-  const linux: RuntimeLinux = {
-    uidMappings: [{ containerID: 0, hostID: ids.uid, size: 1 }],
-    gidMappings: [{ containerID: 0, hostID: ids.gid, size: 1 }],
-    namespaces: [...namespaces.filter((n) => n.type !== 'network' && n.type !== 'user'), { type: 'user' }],
-    ...rest,
-  };
-  return { ...spec, mounts, linux };
 }
 
 function setEnv(env: string[], entry: string): void {
