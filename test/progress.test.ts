@@ -96,7 +96,7 @@ describe('PullProgress and the rendered lines', () => {
     feed(p, [
       [0, { type: 'blob-progress', digest: A, bytes: 0, size: 60 * MB }],
       [1000, { type: 'blob-progress', digest: A, bytes: 20 * MB, size: 60 * MB }],
-      [0, { type: 'blob-wait', digest: B, what: 'layer 2/2' }],
+      [0, { type: 'blob-wait', digest: B, what: 'layer 2/2', message: 'layer 2/2: waiting for process 1 on host h' }],
     ]);
     const lines = renderProgress(p, { columns: 100, rows: 24, color: false, now: 1000 }).map((l) => l.text);
     expect(lines).toEqual([

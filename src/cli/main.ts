@@ -214,6 +214,9 @@ async function pullCommand(args: string[], io: CliIo): Promise<number> {
     else if (event.type === 'warning' && !values.quiet) {
       display?.clear();
       io.stderr.write(`warning: ${escapeControl(event.message)}\n`);
+    } else if (event.type === 'blob-wait' && !values.quiet && !display) {
+      // On a terminal the display's layer line says it; elsewhere a wait is never silent.
+      io.stderr.write(`warning: ${escapeControl(event.message)}\n`);
     }
     display?.handle(event);
   };
