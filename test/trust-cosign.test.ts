@@ -9,7 +9,14 @@ import { mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pull } from '../src/index.js';
-import { cosignFixtures, OIDC_ISSUER, SIGNER_EMAIL, writeCosignSaveLayout, type CosignFixtures } from './helpers/cosign-images.js';
+import {
+  cosignFixtures,
+  OIDC_ISSUER,
+  SIGNER_EMAIL,
+  signedWith,
+  writeCosignSaveLayout,
+  type CosignFixtures,
+} from './helpers/cosign-images.js';
 import { spawnCli, finished } from './helpers/crash-fixtures.js';
 import { failure } from './helpers/errors.js';
 import { tempRoot } from './helpers/gpg.js';
@@ -240,7 +247,7 @@ describe('sigstore bundles attached through the referrers API', () => {
 describe('--offline', () => {
   it('verifies a cosign signature read by an earlier online pull, with the registry gone, and still refuses another key', async () => {
     const proxy = await startReferrersProxy(testRegistry().url);
-    const image = `${proxy.host}/${await f.pushSigned('offline', f.a, (repo) => `${proxy.host}/${repo}:v1`)}:v1`;
+    const image = `${proxy.host}/${await f.pushSigned('offline', signedWith(f.a), (repo) => `${proxy.host}/${repo}:v1`)}:v1`;
     const cache = join(f.root, 'offline-cache');
     try {
       // The image alone in the cache (pulled without verification): its signatures were never read.

@@ -11,7 +11,7 @@ import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pull } from '../src/index.js';
-import { cosignFixtures, SIGNER_EMAIL, OIDC_ISSUER, type CosignFixtures } from './helpers/cosign-images.js';
+import { cosignFixtures, SIGNER_EMAIL, OIDC_ISSUER, signedWith, type CosignFixtures } from './helpers/cosign-images.js';
 import { failure } from './helpers/errors.js';
 import { tempRoot } from './helpers/gpg.js';
 import { trickle } from './helpers/hostile-servers.js';
@@ -37,7 +37,7 @@ const { url } = testRegistry();
 /** A proxy whose `intercept` may answer requests itself, and the signed image (signed for the proxy's name) behind it. */
 async function behindProxy(intercept: Intercept): Promise<{ proxy: ReferrersProxy; repo: string; image: string }> {
   const proxy = await startReferrersProxy(url, intercept);
-  const repo = await f.pushSigned(`proxied-${++n}`, f.a, (r) => `${proxy.host}/${r}:v1`);
+  const repo = await f.pushSigned(`proxied-${++n}`, signedWith(f.a), (r) => `${proxy.host}/${r}:v1`);
   return { proxy, repo, image: `${proxy.host}/${repo}:v1` };
 }
 

@@ -5,14 +5,11 @@
  * the default policy files, --insecure-policy, the JSON events and inspect's listing.
  */
 import { cp, mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
-import type { IncomingMessage, ServerResponse } from 'node:http';
-import { createServer as createHttpsServer } from 'node:https';
-import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pull } from '../src/index.js';
 import { failure } from './helpers/errors.js';
-import { tempRoot } from './helpers/gpg.js';
+import { serveLookaside, tempRoot } from './helpers/gpg.js';
 import { trickle } from './helpers/hostile-servers.js';
 import { makePki } from './helpers/network-fixtures.js';
 import { spawnCli } from './helpers/crash-fixtures.js';
@@ -223,24 +220,9 @@ describe('invalid policy files', () => {
   });
 });
 
-/** A plain-HTTP lookaside serving the fixtures' lookaside directory, recording each request. */
-async function httpLookaside(root: string): Promise<{ url: string; requests: IncomingMessage[]; close(): Promise<void> }> {
-  const requests: IncomingMessage[] = [];
-  const server = await startServer((req: IncomingMessage, res: ServerResponse) => {
-    requests.push(req);
-    readFile(join(root, decodeURIComponent(new URL(req.url!, 'http://x').pathname)))
-      .then((bytes) => res.end(bytes))
-      .catch(() => {
-        res.statusCode = 404;
-        res.end();
-      });
-  });
-  return { url: server.url, requests, close: () => server.close() };
-}
-
 describe('lookaside over HTTP', () => {
   it('verifies signatures from an HTTP lookaside without sending it credentials', async () => {
-    const lookaside = await httpLookaside(f.lookaside);
+    const lookaside = await serveLookaside(f.lookaside);
     try {
       const run = await pullFrom(lookaside.url);
       expect(run.stderr).toBe('');
@@ -260,17 +242,9 @@ describe('lookaside over HTTP', () => {
     await mkdir(pkiDir);
     const pki = await makePki(pkiDir);
     const [cert, key] = await Promise.all([readFile(pki.serverCert), readFile(pki.serverKey)]);
-    const server = createHttpsServer({ cert, key }, (req, res) => {
-      readFile(join(f.lookaside, decodeURIComponent(new URL(req.url!, 'https://x').pathname)))
-        .then((bytes) => res.end(bytes))
-        .catch(() => {
-          res.statusCode = 404;
-          res.end();
-        });
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const server = await serveLookaside(f.lookaside, { cert, key });
     try {
-      const url = `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
+      const url = server.url;
       expectUnreadable(await pullFrom(url), /cannot reach 127\.0\.0\.1:\d+ for the signature https:.*(certificate|CERT)/i, /--cacert/);
       const policy = await policyFile(signedByA());
       const run = await runCli([
@@ -287,8 +261,7 @@ describe('lookaside over HTTP', () => {
       expect(run.stderr).toBe('');
       expect(run.code).toBe(0);
     } finally {
-      server.closeAllConnections();
-      await new Promise((resolve) => server.close(resolve));
+      await server.close();
     }
   });
 
@@ -360,7 +333,7 @@ describe('lookaside over HTTP', () => {
     await cp(f.lookaside, big, { recursive: true });
     const repo = f.images.signed.slice(testRegistry().host.length + 1, -':v1'.length);
     await writeFile(join(big, `${repo}@${f.digest.replace(':', '=')}`, 'signature-2'), Buffer.alloc(4 * 1024 * 1024 + 1));
-    const lookaside = await httpLookaside(big);
+    const lookaside = await serveLookaside(big);
     try {
       const run = await pullFrom(lookaside.url);
       expectRejected(run, /signature-2 is 4194305 bytes, over the 4194304-byte limit/);
@@ -370,7 +343,7 @@ describe('lookaside over HTTP', () => {
   });
 
   it('verifies offline exactly as online: the HTTP lookaside signatures come from the cache', async () => {
-    const lookaside = await httpLookaside(f.lookaside);
+    const lookaside = await serveLookaside(f.lookaside);
     const registriesD = await registriesFor(lookaside.url);
     const cache = join(f.root, 'offline-cache');
     const policy = await policyFile(signedByA());

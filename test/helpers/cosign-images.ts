@@ -65,11 +65,25 @@ export interface CosignFixtures {
     indexImagesOnly: string;
   };
   /**
-   * Pushes the image `signed` names to a new repository under `ns` and signs it with `key` for
-   * the name `claimed(repository)` (e.g. the repository as a proxy in front of the registry
-   * serves it); returns the repository.
+   * Pushes the image `signed` names to a new repository `ns/label/app` (tag v1) and attaches the
+   * signature `sign` makes over its digest for the name `claimed(repository)` (by default the
+   * registry's own name, host/repository:v1; a test may name a proxy in front of the registry
+   * instead); returns the repository.
    */
-  pushSigned(label: string, key: KeyPair, claimed: (repository: string) => string): Promise<string>;
+  pushSigned(label: string, sign: Signer, claimed?: (repository: string) => string): Promise<string>;
+}
+
+/** Makes a cosign signature layer over `digest` claiming the docker reference `name`. */
+export type Signer = (digest: string, name: string) => SignatureLayer;
+
+/** A cosign signature by `key`. */
+export function signedWith(key: KeyPair): Signer {
+  return (digest, name) => keySignature(key, simpleSigningPayload(digest, name));
+}
+
+/** A keyless cosign signature: a certificate from `fulcio` for `email` and `issuer`, logged in `log`. */
+export function signedKeyless(fulcio: TestFulcio, log: TestRekor, email: string, issuer = OIDC_ISSUER): Signer {
+  return (digest, name) => keylessSignature(fulcio, fulcio.leaf({ email }, { issuer }), log, simpleSigningPayload(digest, name));
 }
 
 /** Builds the images on the test registry and the key, trust-root and registries.d files under `root`. */
@@ -107,9 +121,8 @@ export async function cosignFixtures(root: string): Promise<CosignFixtures> {
     const pushed = await pushImage(url, path(ref), 'v1', { layers: [{ tar: layer }] });
     return { descriptor: pushed.descriptor, layerDigest: pushed.layers[0]!.digest };
   };
-  const byKey = (key: KeyPair, digest: string, ref: string) => keySignature(key, simpleSigningPayload(digest, ref));
-  const keyless = (email: string, digest: string, ref: string) =>
-    keylessSignature(fulcio, fulcio.leaf({ email }), log, simpleSigningPayload(digest, ref));
+  const byKey = (key: KeyPair, digest: string, ref: string): SignatureLayer => signedWith(key)(digest, ref);
+  const keyless = (email: string, digest: string, ref: string): SignatureLayer => signedKeyless(fulcio, log, email)(digest, ref);
 
   const images = {
     signed: `${ns}/signed/app:v1`,
@@ -146,10 +159,10 @@ export async function cosignFixtures(root: string): Promise<CosignFixtures> {
     const signedDigests = signIndex ? [multi.descriptor.digest] : multi.images.map((i) => i.descriptor.digest);
     for (const d of signedDigests) await pushSignatures(url, path(ref), d, [byKey(a, d, ref)]);
   }
-  const pushSigned = async (label: string, key: KeyPair, claimed: (repository: string) => string): Promise<string> => {
+  const pushSigned = async (label: string, sign: Signer, claimed = (r: string): string => `${host}/${r}:v1`): Promise<string> => {
     const repository = path(`${ns}/${label}/app:v1`);
     await push(`${ns}/${label}/app:v1`);
-    await pushSignatures(url, repository, digest, [byKey(key, digest, claimed(repository))]);
+    await pushSignatures(url, repository, digest, [sign(digest, claimed(repository))]);
     return repository;
   };
   return {
