@@ -28,7 +28,7 @@ import type { BlobEvent } from './store/fetch.js';
 import { lookasideCache } from './store/signature-cache.js';
 import { storageError, type StoragePlace } from './store/storage-error.js';
 import { enforceTrust, prepareTrust, type TrustEvent, type TrustOptions } from './trust/evaluate.js';
-import { unpackLayers, type LayerAppliedEvent } from './pull/layers.js';
+import { unpackLayers, type LayerAppliedEvent, type LayerProgressEvent } from './pull/layers.js';
 
 const DEFAULT_CONCURRENCY = 4;
 
@@ -66,6 +66,7 @@ export type PullEvent =
     }
   | { type: 'config'; digest: string; layers: number; totalSize: number }
   | BlobEvent
+  | LayerProgressEvent
   | LayerAppliedEvent
   | { type: 'warning'; message: string }
   | TrustEvent;
@@ -111,8 +112,8 @@ export function pull(image: string | ImageReference, dir: string, options: PullO
 }
 
 /** Pulls `image` into `dir` as a runc bundle (rootfs + config.json), all or nothing. */
-export function pullBundle(image: string | ImageReference, dir: string, options: BundleOptions = {}): Promise<BundleResult> {
-  const output = bundleOutput(dir, options, warningsOf(options));
+export async function pullBundle(image: string | ImageReference, dir: string, options: BundleOptions = {}): Promise<BundleResult> {
+  const output = await bundleOutput(dir, options, { onWarning: warningsOf(options), env: options.env, signal: options.signal });
   // A rootless bundle's files are the user's: the layers' ownership is not applied.
   return pullWith(image, output, { ...options, isRoot: options.isRoot ?? (output.rootless ? false : undefined) });
 }
@@ -266,6 +267,7 @@ async function pullStaged<R extends object>(
       concurrency: options.concurrency ?? DEFAULT_CONCURRENCY,
       limits: opened.limits,
       isRoot: options.isRoot,
+      owners: output.owners,
       onEvent: (event) => options.onEvent?.(event),
       onWarning: run.warn,
     },

@@ -191,6 +191,18 @@ describe('sigstore bundles attached as OCI 1.1 referrers', () => {
     expect(err.message).toContain('is a "https://slsa.dev/provenance/v1" attestation, not an image signature');
   });
 
+  it('rejects a keyless bundle whose log entry has an inclusion proof but no signed entry timestamp: nothing dates the certificate', async () => {
+    const img = await image();
+    const doc = JSON.parse(bundle({ digest: img.digest }).toString()) as {
+      verificationMaterial: { tlogEntries: Array<{ inclusionPromise?: unknown }> };
+    };
+    delete doc.verificationMaterial.tlogEntries[0]!.inclusionPromise;
+    await img.attach('api', Buffer.from(JSON.stringify(doc)));
+    const err = await failure(verifySigstoreSigned(img.via('api'), keyless(), any));
+    expect(err.code).toBe('SIGNATURE_REJECTED');
+    expect(err.message).toMatch(/the bundle does not verify: expected 1 timestamps, got 0/);
+  });
+
   it('rejects a sigstore bundle over its size cap', async () => {
     const img = await image();
     const padded = Buffer.concat([bundle({ digest: img.digest }), Buffer.alloc(1024 * 1024, ' ')]);

@@ -37,10 +37,23 @@ import { applyWhiteout, markLayerPath, WHITEOUT_PREFIX } from './whiteouts.js';
 import { XattrQueue } from './xattrs.js';
 import { TarReader } from '../tar/reader.js';
 import { TarUnsupportedError } from '../tar/format-error.js';
+import type { OwnerRecord } from './owners.js';
 
 export type { ApplyContext, ApplyLimits, LayerApplyStats } from './state.js';
 export { WHITEOUT_META_PREFIX, WHITEOUT_OPAQUE, WHITEOUT_PREFIX } from './whiteouts.js';
 export { parsePaxXattrs } from '../tar/reader.js';
+
+/** What applyLayer reports and obeys besides the stream. */
+export interface ApplyLayerOptions {
+  signal?: AbortSignal | undefined;
+  /** Names the layer in messages, e.g. 'layer 2/5 of …'. */
+  what?: string | undefined;
+  /** Called with the entries applied so far, every ENTRIES_PER_CALLBACK entries (cheap enough to leave on). */
+  onEntries?: ((entries: number) => void) | undefined;
+}
+
+/** How often applyLayer calls onEntries (a power of two: the check is one mask). */
+const ENTRIES_PER_CALLBACK = 32;
 
 /**
  * Creates the state for one pull onto `root` (an existing, empty directory). `limits` (defaults
@@ -48,13 +61,22 @@ export { parsePaxXattrs } from '../tar/reader.js';
  */
 export function createApplyContext(
   root: string,
-  options: { isRoot?: boolean | undefined; onWarning?: ((m: string) => void) | undefined; limits?: Partial<ApplyLimits> | undefined } = {},
+  options: {
+    isRoot?: boolean | undefined;
+    onWarning?: ((m: string) => void) | undefined;
+    limits?: Partial<ApplyLimits> | undefined;
+    /** Record owners here instead of applying them (implies isRoot false; see owners.ts). */
+    owners?: OwnerRecord | undefined;
+  } = {},
 ): ApplyContext {
   const absolute = root === '/' ? root : root.replace(/\/+$/, '');
   if (!absolute.startsWith('/')) throw new PullUnpackError('DESTINATION_INVALID', `rootfs path must be absolute: ${root}`);
   const { maxEntries, maxPathDepth, maxNameLength } = resolveLimits(options.limits);
   const limits = { maxEntries, maxPathDepth, maxNameLength };
-  return new ApplyState(absolute, options.isRoot ?? process.getuid?.() === 0, options.onWarning ?? (() => undefined), limits);
+  const isRoot = options.owners ? false : (options.isRoot ?? process.getuid?.() === 0);
+  const state = new ApplyState(absolute, isRoot, options.onWarning ?? (() => undefined), limits);
+  state.owners = options.owners;
+  return state;
 }
 
 /**
@@ -66,7 +88,7 @@ export function createApplyContext(
 export async function applyLayer(
   ctx: ApplyContext,
   tar: NodeJS.ReadableStream | Readable,
-  options: { signal?: AbortSignal | undefined; what?: string | undefined } = {},
+  options: ApplyLayerOptions = {},
 ): Promise<LayerApplyStats> {
   const state = asState(ctx);
   const { signal } = options;
@@ -87,6 +109,7 @@ export async function applyLayer(
     for await (const entry of new TarReader(source)) {
       if (signal?.aborted) throw abortError(signal);
       await applyEntryInContext(run, entry, what);
+      if (options.onEntries && (run.stats.entries & (ENTRIES_PER_CALLBACK - 1)) === 0) options.onEntries(run.stats.entries);
     }
     await run.xattrs.flush();
     return run.stats;
@@ -181,6 +204,7 @@ async function applyEntry(run: LayerRun, entry: Entry): Promise<void> {
       throw new PullUnpackError('UNSUPPORTED_ENTRY', `unsupported tar entry type ${describeTypeflag(header.typeflag)}`);
   }
   markLayerPath(run, host);
+  ctx.owners?.set(host, header.uid ?? 0, header.gid ?? 0);
 }
 
 /**

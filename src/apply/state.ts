@@ -12,6 +12,7 @@ import type { Limits } from '../limits.js';
 import { fsPath, lstatOrNull, resolveInRoot } from './safe-path.js';
 import type { XattrQueue } from './xattrs.js';
 import type { TarEntry } from '../tar/reader.js';
+import type { OwnerRecord } from './owners.js';
 
 /** The resource limits the applier enforces itself (limits.ts documents each). */
 export type ApplyLimits = Pick<Limits, 'maxEntries' | 'maxPathDepth' | 'maxNameLength'>;
@@ -78,6 +79,8 @@ export class ApplyState implements ApplyContext {
   entriesApplied = 0;
   skippedDevices = 0;
   skippedXattrs = 0;
+  /** Where owners go instead of chown(2), for rootless bundles with subordinate ids (owners.ts). */
+  owners: OwnerRecord | undefined;
   setfattrMissing = false;
 
   constructor(
@@ -201,6 +204,7 @@ export async function removePath(run: LayerRun, host: string, known?: Stats): Pr
   const { ctx } = run;
   const st = known ?? lstatOrNull(host);
   if (st === null) return;
+  ctx.owners?.removed(host);
   if (run.xattrs.pendingAt(host)) await run.xattrs.flush();
   if (st.isDirectory()) {
     await fsp.rm(fsPath(host), { recursive: true, force: true });

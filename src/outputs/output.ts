@@ -4,6 +4,7 @@
  * the flattened filesystem, an OCI image layout. Each is all or nothing: it is built in the
  * staging directory and moved into place only when everything succeeded.
  */
+import type { OwnerRecord } from '../apply/owners.js';
 import type { ImageReference } from '../image/local-reference.js';
 import type { Descriptor, ImageConfig } from '../image/oci.js';
 import { checkDestination, commitStaging, type Staging } from './staging.js';
@@ -39,6 +40,8 @@ export interface PulledImage {
 export interface Output<R extends object = object> {
   /** The path the result goes to, or undefined for a stream (the tar on standard output). */
   readonly destination: string | undefined;
+  /** Where entry owners are recorded instead of chown(2) (a rootless bundle sets them through the user's id maps in `commit`). */
+  readonly owners?: OwnerRecord | undefined;
   /** Refuses a destination this output cannot replace; returns it as an absolute path. */
   check(dest: string, force: boolean): Promise<string>;
   /** Prepares `staging`; returns where the layers are unpacked, or undefined to only verify them. */

@@ -4,7 +4,8 @@
  * downloads (store/blob-follow.ts), through the verified layer stream (layer/layer-stream.ts),
  * once layers 1..N-1 are applied. The first failure aborts everything else.
  */
-import { applyLayer, createApplyContext, finishApply, type ApplyContext } from '../apply/applier.js';
+import { applyLayer, createApplyContext, finishApply, type ApplyContext, type ApplyLayerOptions } from '../apply/applier.js';
+import type { OwnerRecord } from '../apply/owners.js';
 import { abortError, isPullUnpackError } from '../errors.js';
 import type { Descriptor } from '../image/oci.js';
 import { checkDiffId, openLayerTar, uncompressedBudget, type LayerTar, type LayerWithDiffId } from '../layer/layer-stream.js';
@@ -13,6 +14,17 @@ import type { ImageSource } from '../sources/source.js';
 import { BlobFollower } from '../store/blob-follow.js';
 import type { BlobStore } from '../store/blob-store.js';
 import { fetchBlobs, type BlobEvent } from '../store/fetch.js';
+
+/** The least time between two layer-progress events of one layer. */
+export const LAYER_PROGRESS_MS = 100;
+
+/** While a layer is applied: tar entries applied so far, at most every LAYER_PROGRESS_MS per layer. */
+export interface LayerProgressEvent {
+  type: 'layer-progress';
+  index: number;
+  digest: string;
+  entries: number;
+}
 
 /** One layer applied (or, without a rootfs, checked against its DiffID). */
 export interface LayerAppliedEvent {
@@ -34,7 +46,9 @@ export interface LayerPipeline {
   limits: Limits;
   /** Apply ownership and create devices (default: running as root). */
   isRoot: boolean | undefined;
-  onEvent: (event: BlobEvent | LayerAppliedEvent) => void;
+  /** Record entry owners here instead of applying them (rootless bundles map them afterwards). */
+  owners?: OwnerRecord | undefined;
+  onEvent: (event: BlobEvent | LayerProgressEvent | LayerAppliedEvent) => void;
   onWarning: (message: string) => void;
 }
 
@@ -58,7 +72,9 @@ export async function unpackLayers(
   const signal = controller.signal;
   const downloads = startDownloads(pipeline, layers);
   const ctx =
-    rootfs === undefined ? undefined : createApplyContext(rootfs, { isRoot: pipeline.isRoot, onWarning: pipeline.onWarning, limits });
+    rootfs === undefined
+      ? undefined
+      : createApplyContext(rootfs, { isRoot: pipeline.isRoot, onWarning: pipeline.onWarning, limits, owners: pipeline.owners });
   const layerPaths: string[] = [];
   const budget = uncompressedBudget(limits.maxUncompressedBytes);
   try {
@@ -69,7 +85,7 @@ export async function unpackLayers(
       const tar = openLayerTar(follower.stream(), layer, what, budget);
       let entries = 0;
       try {
-        if (ctx) entries = await applyLayerTar(ctx, tar, what, signal);
+        if (ctx) entries = await applyLayerTar(ctx, tar, { what, signal, onEntries: layerProgress(i, layer.digest, pipeline.onEvent) });
         else await checkDiffId(tar, signal);
       } catch (err) {
         // Bytes that do not match the blob's digest explain any failure to unpack them.
@@ -133,10 +149,21 @@ function descriptorOf(layer: LayerWithDiffId): Descriptor {
   return { mediaType: layer.mediaType, digest: layer.digest, size: layer.size };
 }
 
+/** The applier's entry count as layer-progress events, at most one per LAYER_PROGRESS_MS. */
+function layerProgress(index: number, digest: string, onEvent: (event: LayerProgressEvent) => void): (entries: number) => void {
+  let last = Number.NEGATIVE_INFINITY;
+  return (entries) => {
+    const now = performance.now();
+    if (now - last < LAYER_PROGRESS_MS) return;
+    last = now;
+    onEvent({ type: 'layer-progress', index, digest, entries });
+  };
+}
+
 /** Applies a layer's tar stream; resolves with its entry count once the DiffID was checked. */
-async function applyLayerTar(ctx: ApplyContext, { tar, done }: LayerTar, what: string, signal: AbortSignal): Promise<number> {
+async function applyLayerTar(ctx: ApplyContext, { tar, done }: LayerTar, options: ApplyLayerOptions): Promise<number> {
   try {
-    const stats = await applyLayer(ctx, tar, { signal, what });
+    const stats = await applyLayer(ctx, tar, options);
     // The tar may end before the stream does (padding): read the rest so the DiffID covers it all.
     tar.resume();
     await done;

@@ -72,9 +72,13 @@ interface AuthState {
   answered: boolean;
 }
 
-/** Blobs that are JSON documents (image configs) get the document deadline; layers stream with the idle timeout only. */
+/**
+ * Blobs that are JSON documents (image configs, signature payloads, sigstore bundles) get the
+ * document deadline; layers stream with the idle timeout only. Parameters do not count: older
+ * sigstore bundles are `application/vnd.dev.sigstore.bundle+json;version=0.1`.
+ */
 function isDocumentBlob(descriptor: Descriptor): boolean {
-  return /[+/]json$/.test(descriptor.mediaType);
+  return /[+/]json$/.test(descriptor.mediaType.split(';')[0]!.trim());
 }
 
 /** A client for one registry. Safe for concurrent use; tokens are shared across requests. */
