@@ -1,3 +1,4 @@
+import { once } from 'node:events';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createHash, randomBytes } from 'node:crypto';
 import { link, lstat, mkdir, readFile, readdir, readlink, symlink, utimes, writeFile } from 'node:fs/promises';
@@ -897,7 +898,8 @@ describe('stream handling', () => {
     await mkdir(join(dir, 'root'));
     const controller = new AbortController();
     const pending = applyLayer(createApplyContext(join(dir, 'root')), source, { signal: controller.signal });
-    await new Promise((r) => setTimeout(r, 50));
+    // 'drain': the applier has read all 200 KiB given, so it is inside "big", waiting for more.
+    await once(source, 'drain');
     controller.abort(new Error('user pressed ^C'));
     await expect(pending).rejects.toMatchObject({ code: 'ABORTED' });
     expect(source.destroyed).toBe(true);

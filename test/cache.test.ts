@@ -296,8 +296,14 @@ describe('BlobStore.ingest', () => {
       const src = opener(bytes);
       let waits = 0;
       let settled = false;
-      const pending = store.ingest(d, src.open, 'blob', { onWait: () => waits++ }).finally(() => (settled = true));
-      await sleep(500);
+      let waiting!: () => void;
+      const waited = new Promise<void>((resolve) => (waiting = resolve));
+      const onWait = (): void => {
+        waits++;
+        waiting();
+      };
+      const pending = store.ingest(d, src.open, 'blob', { onWait }).finally(() => (settled = true));
+      await waited;
       expect(settled).toBe(false);
       expect(waits).toBe(1);
       holder.stdin.write('go\n');
@@ -427,13 +433,11 @@ describe('cache index, listing and pruning', () => {
       },
       'blob',
       {
-        onBytes: (n) => {
-          if (n === 300_000) {
+        // Prune once the first bytes are in the partial file.
+        onWritten: (_partial, length) => {
+          if (length === 300_000) {
             void (async () => {
               try {
-                // Wait for the first bytes to reach the partial file before pruning.
-                const partial = join(store.root, 'ingest', `${hexOf(d)}.partial`);
-                for (let i = 0; i < 100 && (await stat(partial)).size < 300_000; i++) await sleep(10);
                 pruned = await pruneCache(store, { all: true });
               } finally {
                 release();

@@ -117,8 +117,14 @@ describe('withFileLock', () => {
       await writeFile(lock, `${holder.pid}\n${hostname()}\n`);
       let waits = 0;
       let acquired = false;
-      const pending = withFileLock(lock, async () => (acquired = true), { onWait: () => waits++ });
-      await sleep(400);
+      let waiting!: () => void;
+      const waited = new Promise<void>((resolve) => (waiting = resolve));
+      const onWait = (): void => {
+        waits++;
+        waiting();
+      };
+      const pending = withFileLock(lock, async () => (acquired = true), { onWait });
+      await waited;
       expect(acquired).toBe(false);
       expect(waits).toBe(1);
       expect(await readFile(lock, 'utf8')).toBe(`${holder.pid}\n${hostname()}\n`);
@@ -134,9 +140,10 @@ describe('withFileLock', () => {
   it('does not break a lock that names another host, even with a dead-looking pid', async () => {
     const lock = join(work, 'other-host.lock');
     await writeFile(lock, `${deadPid()}\nsome-other-host.invalid\n`);
+    // The lock is looked at, found held and waited for: give up then (every later look decides the same).
     const controller = new AbortController();
-    setTimeout(() => controller.abort(), 300);
-    const err = await withFileLock(lock, async () => 'entered', { signal: controller.signal }).catch((e: unknown) => e);
+    const onWait = (): void => controller.abort();
+    const err = await withFileLock(lock, async () => 'entered', { signal: controller.signal, onWait }).catch((e: unknown) => e);
     expect(isPullUnpackError(err, 'ABORTED')).toBe(true);
     expect(await readFile(lock, 'utf8')).toContain('some-other-host.invalid');
   });
@@ -144,9 +151,10 @@ describe('withFileLock', () => {
   it('treats a fresh empty lock file as held (its holder is still writing it)', async () => {
     const lock = join(work, 'empty-fresh.lock');
     await writeFile(lock, '');
+    // The lock is looked at, found held and waited for: give up then (every later look decides the same).
     const controller = new AbortController();
-    setTimeout(() => controller.abort(), 300);
-    const err = await withFileLock(lock, async () => 'entered', { signal: controller.signal }).catch((e: unknown) => e);
+    const onWait = (): void => controller.abort();
+    const err = await withFileLock(lock, async () => 'entered', { signal: controller.signal, onWait }).catch((e: unknown) => e);
     expect(isPullUnpackError(err, 'ABORTED')).toBe(true);
     await expect(stat(lock)).resolves.toBeDefined();
   });
@@ -171,8 +179,10 @@ describe('withFileLock', () => {
     try {
       await writeFile(lock, `${holder.pid}\n${hostname()}\n`);
       const controller = new AbortController();
-      const pending = withFileLock(lock, async () => 'entered', { signal: controller.signal });
-      await sleep(100);
+      let waiting!: () => void;
+      const waited = new Promise<void>((resolve) => (waiting = resolve));
+      const pending = withFileLock(lock, async () => 'entered', { signal: controller.signal, onWait: () => waiting() });
+      await waited;
       controller.abort();
       await expect(pending).rejects.toMatchObject({ code: 'ABORTED' });
       expect(await readFile(lock, 'utf8')).toBe(`${holder.pid}\n${hostname()}\n`);

@@ -111,7 +111,8 @@ describe('registry client: bad input', () => {
         .writeHead(429, { 'content-type': 'application/json' })
         .end(JSON.stringify({ errors: [{ code: 'TOOMANYREQUESTS', message: 'slow down', detail: null }] })),
     );
-    await expect(inspect(`${s.host}/a/b:t`)).rejects.toMatchObject({
+    // A short backoff: the 429 is retried as a registry asks, but the test need not wait out real delays.
+    await expect(inspect(`${s.host}/a/b:t`, { backoffMs: 1 })).rejects.toMatchObject({
       name: 'RegistryError',
       code: 'REGISTRY_ERROR',
       status: 429,
@@ -125,7 +126,7 @@ describe('registry client: bad input', () => {
       res.writeHead(500, { 'content-type': 'text/plain' });
       res.end(Buffer.alloc(10 * 1024 * 1024, 0x41));
     });
-    const err = await failure(inspect(`${s.host}/a/b:t`));
+    const err = await failure(inspect(`${s.host}/a/b:t`, { backoffMs: 1 }));
     expect(err).toMatchObject({ code: 'REGISTRY_ERROR', status: 500 });
     expect(err.message.length).toBeLessThan(1000);
   });

@@ -21,11 +21,19 @@ type State = { kind: 'waiting' } | { kind: 'growing'; partial: string; length: n
 
 /** Follows one blob's download; the store and fetcher report to it, one reader consumes it. */
 export class BlobFollower {
-  private state: State = { kind: 'waiting' };
-  private outcome: { path: string } | { error: unknown } | undefined;
+  /** @internal read by the reader */
+  state: State = { kind: 'waiting' };
+  /** @internal read by the reader */
+  outcome: { path: string } | { error: unknown } | undefined;
   private wake: (() => void) | undefined;
   /** Counts the reports, so that a reader waits only when nothing happened since it looked. */
   private version = 0;
+
+  /**
+   * `onWait` is called each time the reader has read everything it may and waits for the next
+   * report: what a progress display (or a test) needs to know that the reader is caught up.
+   */
+  constructor(private readonly options: { onWait?: (() => void) | undefined } = {}) {}
 
   /** The download wrote the partial file up to `length` bytes; `fresh` when it started at byte 0. */
   written(partial: string, length: number, fresh: boolean): void {
@@ -42,72 +50,31 @@ export class BlobFollower {
 
   /** The blob's bytes as they arrive (see the module comment for when they are verified). */
   stream(): Readable {
-    let handle: FileHandle | undefined;
-    let closed = false;
-    let position = 0;
-    const open = async (): Promise<FileHandle | undefined> => {
-      const outcome = this.outcome;
-      if (outcome && 'path' in outcome) return openFile(outcome.path, 'r');
-      if (this.state.kind !== 'growing') return undefined;
-      try {
-        return await openFile(this.state.partial, 'r');
-      } catch (err) {
-        // Renamed into place a moment ago: the outcome with the final path follows.
-        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-        throw err;
-      }
-    };
-    const next = async (): Promise<Buffer | null> => {
-      while (!closed) {
-        const seen = this.version;
-        const outcome = this.outcome;
-        if (outcome && 'error' in outcome) throw outcome.error;
-        if (handle === undefined) {
-          handle = await open();
-          if (closed) await handle?.close();
-          if (handle === undefined) await this.changed(seen);
-          continue;
-        }
-        const state = this.state;
-        const available = outcome ? Number.POSITIVE_INFINITY : state.kind === 'growing' ? state.length : 0;
-        if (position < available) {
-          const size = Math.min(CHUNK, available - position);
-          const { bytesRead, buffer } = await handle.read(Buffer.allocUnsafe(size), 0, size, position);
-          if (bytesRead > 0) {
-            position += bytesRead;
-            return buffer.subarray(0, bytesRead);
-          }
-          // End of the file: only a settled download gets here (a growing one stops at `length`).
-          if (outcome) return null;
-        }
-        await this.changed(seen);
-      }
-      return null;
-    };
-    const wakeReader = (): void => this.notify();
+    const reader = new FollowReader(this);
     return new Readable({
       highWaterMark: CHUNK,
       read() {
-        next().then(
+        reader.next().then(
           (chunk) => this.push(chunk),
           (err: unknown) => this.destroy(err as Error),
         );
       },
       destroy(err, callback) {
-        closed = true;
-        const closing = handle?.close() ?? Promise.resolve();
-        handle = undefined;
-        closing.then(
+        reader.close().then(
           () => callback(err),
           () => callback(err),
         );
-        wakeReader();
       },
     });
   }
 
-  /** Resolves at the next report, or at once when there was one after `seen`. */
-  private changed(seen: number): Promise<void> {
+  /** @internal The number of reports so far; `changed` waits for the next one. */
+  get reports(): number {
+    return this.version;
+  }
+
+  /** @internal Resolves at the next report, or at once when there was one after `seen`. */
+  changed(seen: number): Promise<void> {
     if (this.version !== seen) return Promise.resolve();
     return new Promise((resolve) => {
       const previous = this.wake;
@@ -115,13 +82,80 @@ export class BlobFollower {
         previous?.();
         resolve();
       };
+      this.options.onWait?.();
     });
   }
 
-  private notify(): void {
+  /** @internal Wakes a waiting reader (also used when it is closed). */
+  notify(): void {
     this.version++;
     const wake = this.wake;
     this.wake = undefined;
     wake?.();
+  }
+}
+
+/** The reading side of one BlobFollower: an open file, a position, and whether it was closed. */
+class FollowReader {
+  private handle: FileHandle | undefined;
+  private closed = false;
+  private position = 0;
+
+  constructor(private readonly follower: BlobFollower) {}
+
+  /** The next chunk: as soon as the download reports bytes past `position`; null at the verified end. */
+  async next(): Promise<Buffer | null> {
+    const follower = this.follower;
+    while (!this.closed) {
+      const seen = follower.reports;
+      const outcome = follower.outcome;
+      if (outcome && 'error' in outcome) throw outcome.error;
+      if (this.handle === undefined) {
+        this.handle = await this.open();
+        if (this.closed) await this.handle?.close();
+        if (this.handle === undefined) await follower.changed(seen);
+        continue;
+      }
+      const state = follower.state;
+      const available = outcome ? Number.POSITIVE_INFINITY : state.kind === 'growing' ? state.length : 0;
+      if (this.position < available) {
+        const chunk = await this.read(this.handle, Math.min(CHUNK, available - this.position));
+        if (chunk) return chunk;
+        // End of the file: only a settled download gets here (a growing one stops at `length`).
+        if (outcome) return null;
+      }
+      await follower.changed(seen);
+    }
+    return null;
+  }
+
+  /** Lets go of the file; a pending `next` returns null. */
+  async close(): Promise<void> {
+    this.closed = true;
+    const handle = this.handle;
+    this.handle = undefined;
+    this.follower.notify();
+    await handle?.close();
+  }
+
+  /** The verified blob once there is one, else the growing partial file; undefined while neither can be read. */
+  private async open(): Promise<FileHandle | undefined> {
+    const { outcome, state } = this.follower;
+    if (outcome && 'path' in outcome) return openFile(outcome.path, 'r');
+    if (state.kind !== 'growing') return undefined;
+    try {
+      return await openFile(state.partial, 'r');
+    } catch (err) {
+      // Renamed into place a moment ago: the outcome with the final path follows.
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw err;
+    }
+  }
+
+  private async read(handle: FileHandle, size: number): Promise<Buffer | undefined> {
+    const { bytesRead, buffer } = await handle.read(Buffer.allocUnsafe(size), 0, size, this.position);
+    if (bytesRead === 0) return undefined;
+    this.position += bytesRead;
+    return buffer.subarray(0, bytesRead);
   }
 }
