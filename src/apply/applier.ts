@@ -170,41 +170,44 @@ async function applyEntry(run: LayerRun, entry: Entry): Promise<void> {
     await drain(entry);
     return applyWhiteout(run, parentRel, base);
   }
-  const type = header.type;
-  if ((type === 'character-device' || type === 'block-device') && !ctx.isRoot) {
+  if ((header.type === 'character-device' || header.type === 'block-device') && !ctx.isRoot) {
     ctx.skippedDevices++;
     stats.skipped++;
     return drain(entry);
   }
   const host = joinHost(await ensureParentDir(ctx, parentRel), base);
+  if (!(await createEntry(run, rel, host, entry))) return;
+  markLayerPath(run, host);
+  ctx.owners?.set(host, header.uid ?? 0, header.gid ?? 0);
+}
+
+/** Creates the entry at `host` (its parent exists); false when nothing was created (a special file that cannot be). */
+async function createEntry(run: LayerRun, rel: string, host: string, entry: Entry): Promise<boolean> {
+  const { header } = entry;
+  const type = header.type;
+  if (type === 'file' || type === 'contiguous-file') {
+    await writeRegularFile(run, host, entry);
+    return true;
+  }
+  // No other type has content to write (the tar reader gives header-only types no body).
+  await drain(entry);
   switch (type) {
-    case 'file':
-    case 'contiguous-file':
-      await writeRegularFile(run, host, entry);
-      break;
     case 'directory':
-      await drain(entry);
       await makeDirectory(run, rel, host, header);
-      break;
+      return true;
     case 'symlink':
-      await drain(entry);
       await makeSymlink(run, host, header);
-      break;
+      return true;
     case 'link':
-      await drain(entry);
       await makeHardlink(run, host, header);
-      break;
+      return true;
     case 'character-device':
     case 'block-device':
     case 'fifo':
-      await drain(entry);
-      if (!(await makeSpecialFile(run, host, header, type))) return;
-      break;
+      return makeSpecialFile(run, host, header, type);
     default:
       throw new PullUnpackError('UNSUPPORTED_ENTRY', `unsupported tar entry type ${describeTypeflag(header.typeflag)}`);
   }
-  markLayerPath(run, host);
-  ctx.owners?.set(host, header.uid ?? 0, header.gid ?? 0);
 }
 
 /**

@@ -96,6 +96,7 @@ function valueCases(tables: CommandTables): string {
   return cases.join('\n');
 }
 
+/** The bash completion function: one template, longer than our ~50 lines on purpose (a shell function reads best whole). */
 function bashFunction(tables: CommandTables): string {
   const subcommands = Object.keys(SUBCOMMANDS).join('|');
   const firstWords = Object.entries(SUBCOMMANDS)

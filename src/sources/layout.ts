@@ -88,10 +88,28 @@ async function openOciLayout(files: LayoutFiles, name: string, selection: Layout
   if (selection.tag !== undefined) selectLayoutEntry(index.manifests, name, selection.tag);
   const known = new Map<string, Descriptor>(index.manifests.map((d) => [d.digest, d]));
 
-  const readDocument = async (
-    descriptor: Pick<Descriptor, 'digest'> & Partial<Descriptor>,
-    signal?: AbortSignal,
-  ): Promise<FetchedManifest> => {
+  const readDocument = documentReader(files, name, limits);
+  const source: ImageSource = {
+    name,
+    async getManifest(tagOrDigest, signal) {
+      if (LOOKS_LIKE_DIGEST.test(tagOrDigest)) return readDocument(known.get(tagOrDigest) ?? { digest: tagOrDigest }, signal);
+      const attachment = cosignAttachment(index.manifests, tagOrDigest);
+      return readDocument(attachment ?? selectLayoutEntry(index.manifests, name, tagOrDigest), signal);
+    },
+    fetchBlob: (descriptor, signal, what) => openLayoutBlob(files, descriptor, what ?? `blob ${descriptor.digest} of ${name}`, signal),
+  };
+  // Fail at open, not mid-pull, when the digest is not in the layout (or the blob is altered).
+  if (selection.digest !== undefined) await source.getManifest(selection.digest);
+  return { source, reference };
+}
+
+/** Reads a manifest or index of the layout by digest, capped and verified against the digest (and size, when known). */
+function documentReader(
+  files: LayoutFiles,
+  name: string,
+  limits: Limits,
+): (descriptor: Pick<Descriptor, 'digest'> & Partial<Descriptor>, signal?: AbortSignal) => Promise<FetchedManifest> {
+  return async (descriptor, signal) => {
     if (signal?.aborted) throw abortError(signal);
     const digest = parseDigest(descriptor.digest);
     const what = `${name}@${descriptor.digest}`;
@@ -100,34 +118,23 @@ async function openOciLayout(files: LayoutFiles, name: string, selection: Layout
     verifyBytes(bytes, descriptor.digest, what, descriptor.size);
     return { bytes, contentType: descriptor.mediaType ?? '', digest: descriptor.digest };
   };
+}
 
-  const source: ImageSource = {
-    name,
-    async getManifest(tagOrDigest, signal) {
-      if (LOOKS_LIKE_DIGEST.test(tagOrDigest)) return readDocument(known.get(tagOrDigest) ?? { digest: tagOrDigest }, signal);
-      const attachment = cosignAttachment(index.manifests, tagOrDigest);
-      return readDocument(attachment ?? selectLayoutEntry(index.manifests, name, tagOrDigest), signal);
-    },
-    async fetchBlob(descriptor, signal, what) {
-      if (signal?.aborted) throw abortError(signal);
-      const digest = parseDigest(descriptor.digest);
-      const label = what ?? `blob ${descriptor.digest} of ${name}`;
-      try {
-        return await files.open(`blobs/${digest.algorithm}/${digest.hex}`, label);
-      } catch (err) {
-        if (err instanceof PullUnpackError && err.code === 'NOT_FOUND' && descriptor.urls?.length) {
-          throw new PullUnpackError('NOT_FOUND', `${label}: a foreign layer that the layout does not hold`, {
-            cause: err,
-            hint: `it is published at ${descriptor.urls[0]}; local sources do not download`,
-          });
-        }
-        throw err;
-      }
-    },
-  };
-  // Fail at open, not mid-pull, when the digest is not in the layout (or the blob is altered).
-  if (selection.digest !== undefined) await source.getManifest(selection.digest);
-  return { source, reference };
+/** Opens a blob of the layout; a foreign layer it does not hold is named as such (local sources never download). */
+async function openLayoutBlob(files: LayoutFiles, descriptor: Descriptor, label: string, signal: AbortSignal | undefined) {
+  if (signal?.aborted) throw abortError(signal);
+  const digest = parseDigest(descriptor.digest);
+  try {
+    return await files.open(`blobs/${digest.algorithm}/${digest.hex}`, label);
+  } catch (err) {
+    if (err instanceof PullUnpackError && err.code === 'NOT_FOUND' && descriptor.urls?.length) {
+      throw new PullUnpackError('NOT_FOUND', `${label}: a foreign layer that the layout does not hold`, {
+        cause: err,
+        hint: `it is published at ${descriptor.urls[0]}; local sources do not download`,
+      });
+    }
+    throw err;
+  }
 }
 
 async function checkLayoutVersion(files: LayoutFiles, name: string): Promise<void> {
