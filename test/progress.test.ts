@@ -244,6 +244,21 @@ describe('ProgressDisplay', () => {
     }
   });
 
+  it('draws a state change still waiting for its 100 ms slot before erasing on stop (a pull quicker than one interval)', () => {
+    const out = tty(80);
+    const display = new ProgressDisplay(out, { now: () => 0 });
+    display.start('alpine');
+    display.handle(RESOLVED);
+    display.handle({ type: 'config', digest: A, layers: 1, totalSize: 1 });
+    expect(out.written()).toBe('resolving alpine ...\n');
+    display.stop();
+    const drawings = out.written().split(/\r\x1b\[\d+A\x1b\[J/);
+    expect(drawings).toHaveLength(3);
+    expect(drawings[1]).toContain('alpine');
+    expect(drawings[1]).not.toContain('resolving');
+    expect(drawings[2]).toBe('');
+  });
+
   it('formats an ETA as seconds, minutes or hours', () => {
     expect([formatDuration(4.2), formatDuration(185), formatDuration(7800)]).toEqual(['5s', '3m05s', '2h10m']);
   });

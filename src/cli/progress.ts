@@ -66,8 +66,11 @@ export class ProgressDisplay {
     this.block.clear();
   }
 
-  /** Erases the display for good, stops the timer and unsubscribes from resizes. */
+  /** Erases the display for good (after drawing a pending state change), stops the timer and unsubscribes from resizes. */
   stop(): void {
+    // A state change still waiting for its REDRAW_MS slot is drawn before the erase: a pull
+    // quicker than one interval still shows its layers, and the last state is never skipped.
+    if (this.pending) this.draw(true, true);
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
     clearTimeout(this.pending);
