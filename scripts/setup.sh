@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what pull-unpack's demo and tests need, when missing: Debian packages (the CNCF
 # distribution registry, skopeo, umoci, runc, zstd, attr, htpasswd, a static busybox for test
-# images, gnupg for test signing keys), the npm dependencies from the lockfile, and the compiled dist/.
+# images, gnupg for test signing keys, tmux for the terminal tests, newuidmap/newgidmap for
+# rootless bundles, zsh for the completion tests), the npm dependencies from the lockfile, and the
+# compiled dist/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +21,9 @@ needed=(
   script:bsdutils
   mkfs.btrfs:btrfs-progs
   gpg:gnupg
+  tmux:tmux
+  newuidmap:uidmap
+  zsh:zsh
 )
 missing=()
 for pair in "${needed[@]}"; do

@@ -36,6 +36,7 @@ export type ErrorCode =
   | 'STORAGE_ERROR'
   | 'INVALID_POLICY'
   | 'SIGNATURE_REJECTED'
+  | 'ID_NOT_MAPPED'
   | 'USAGE';
 
 export interface PullUnpackErrorOptions {

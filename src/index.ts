@@ -1,8 +1,9 @@
 /**
  * The public API of pull-unpack. Everything the CLI does goes through these functions.
  */
-import { inspectImage, type InspectResult as ImageInspectResult } from './image/inspect.js';
+import { inspectImage, type InspectResult as ImageInspectResult } from './sources/inspect.js';
 import { openImage, wantedPlatform, type SourceOptions } from './sources/open.js';
+import { parseImageReference, type ImageReference } from './image/local-reference.js';
 import { evaluateTrust, prepareTrust, wantsTrust, type TrustOptions, type TrustVerdict } from './trust/evaluate.js';
 
 export { PullUnpackError, RegistryError, isPullUnpackError, type ErrorCode } from './errors.js';
@@ -20,12 +21,11 @@ export {
   type Platform,
 } from './image/oci.js';
 export { RegistryClient, type RegistryClientOptions } from './registry/client.js';
-export type { InspectedPlatform } from './image/inspect.js';
+export type { InspectedPlatform } from './sources/inspect.js';
 export type { TrustOptions, TrustVerdict, TrustEvent } from './trust/evaluate.js';
 export type { SignatureReport, VerifyOptions } from './trust/types.js';
 export type { SourceOptions } from './sources/open.js';
-export { parseLocalReference, type LocalReference } from './sources/layout.js';
-export { pullBundle, type BundleOptions, type BundleResult } from './outputs/bundle.js';
+export { parseLocalReference, parseImageReference, type LocalReference, type ImageReference } from './image/local-reference.js';
 export {
   toRuntimeConfig,
   applyOverrides,
@@ -33,8 +33,19 @@ export {
   type RuntimeConfigOptions,
   type RuntimeSpec,
 } from './outputs/runtime-config.js';
-export { pullTar, pullOci } from './outputs/outputs.js';
-export { pull, type PullOptions, type PullResult, type PullEvent, type PulledLayer } from './pull.js';
+export {
+  pull,
+  pullBundle,
+  pullTar,
+  pullOci,
+  type PullOptions,
+  type PullResult,
+  type PullEvent,
+  type PulledLayer,
+  type BundleOptions,
+  type BundleResult,
+  type TarOptions,
+} from './pull.js';
 
 export interface InspectOptions extends SourceOptions {
   /** With a policy or --verify-* settings: check the signatures of the digest and list them. */
@@ -45,10 +56,11 @@ export interface InspectOptions extends SourceOptions {
 export type InspectResult = ImageInspectResult & { trust?: TrustVerdict[] | undefined };
 
 /** Inspects an image reference: index or manifest, its platforms, and the entry this platform gets. */
-export async function inspect(image: string, options: InspectOptions = {}): Promise<InspectResult> {
+export async function inspect(image: string | ImageReference, options: InspectOptions = {}): Promise<InspectResult> {
+  const ref = typeof image === 'string' ? parseImageReference(image) : image;
   const wanted = wantedPlatform(options);
   const trust = await prepareTrust(options.trust);
-  const opened = await openImage(image, options);
+  const opened = await openImage(ref, options);
   try {
     const result = await inspectImage(opened.source, opened.reference, opened.display, wanted, {
       signal: options.signal,
@@ -58,7 +70,7 @@ export async function inspect(image: string, options: InspectOptions = {}): Prom
     if (!wantsTrust(trust)) return result;
     const target = {
       source: opened.source,
-      image: opened.display,
+      image: ref,
       digest: result.digest,
       manifestBytes: result.raw,
       signal: options.signal,

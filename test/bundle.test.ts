@@ -10,7 +10,8 @@ import { lstat, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MAX_ACCOUNT_FILE_BYTES, pullBundle } from '../src/outputs/bundle.js';
+import { MAX_ACCOUNT_FILE_BYTES } from '../src/outputs/bundle.js';
+import { pullBundle } from '../src/pull.js';
 import { isPullUnpackError, PullUnpackError } from '../src/errors.js';
 import { DEFAULT_PATH, VOLUME_TMPFS_OPTIONS, type RuntimeSpec } from '../src/outputs/runtime-config.js';
 import { pushImage, tarLayer, type TarEntry } from '../testdata/lib/image-builder.mjs';

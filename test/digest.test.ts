@@ -3,6 +3,9 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Writable } from 'node:stream';
 import { digestOf, parseDigest, verifyBytes, VerifyingStream } from '../src/image/digest.js';
+import type { PullUnpackError } from '../src/errors.js';
+import { HashingCounter } from '../src/store/ingest.js';
+import { rejection } from './helpers/errors.js';
 
 const hello = Buffer.from('hello');
 const helloDigest = digestOf(hello);
@@ -66,5 +69,30 @@ describe('VerifyingStream', () => {
     await expect(run([Buffer.from('hell')], { digest: helloDigest, size: 5, what: 'blob' })).rejects.toMatchObject({
       code: 'SIZE_MISMATCH',
     });
+  });
+});
+
+describe('one verification, wherever content is checked', () => {
+  /** The error `check` throws or rejects with, as the fields a user sees. */
+  async function seen(check: () => unknown): Promise<{ code: string; message: string; hint: string | undefined }> {
+    const err = await rejection(Promise.resolve().then(check));
+    return { code: (err as PullUnpackError).code, message: err.message, hint: (err as PullUnpackError).hint };
+  }
+  const bad = Buffer.from('hellO');
+  const descriptor = { mediaType: 'application/octet-stream', digest: helloDigest, size: 5 };
+
+  it('bytes, a verifying stream and the blob store report a digest mismatch with the same message and hint', async () => {
+    const inStore = (chunks: Buffer[]) => (): void => {
+      const counter = new HashingCounter(descriptor, 'blob', undefined);
+      for (const c of chunks) counter.add(c);
+      counter.check();
+    };
+    const expected = await seen(() => verifyBytes(bad, helloDigest, 'blob', 5));
+    expect(expected.code).toBe('DIGEST_MISMATCH');
+    expect(await seen(() => run([bad], { digest: helloDigest, size: 5, what: 'blob' }))).toEqual(expected);
+    expect(await seen(inStore([bad]))).toEqual(expected);
+    const tooLong = await seen(() => run([hello, hello], { digest: helloDigest, size: 5, what: 'blob' }));
+    expect(tooLong.code).toBe('SIZE_MISMATCH');
+    expect(await seen(inStore([hello, hello]))).toEqual(tooLong);
   });
 });

@@ -9,7 +9,7 @@ import { inspect, type InspectResult } from '../src/index.js';
 import { MediaType } from '../src/image/oci.js';
 import { parsePlatform } from '../src/image/platform.js';
 import { parseReference } from '../src/image/reference.js';
-import { resolveImage } from '../src/image/resolve.js';
+import { resolveImage } from '../src/sources/resolve.js';
 import { openImage } from '../src/sources/open.js';
 import { pushImage, pushIndex, pushMultiPlatform, tarLayer, type PushedMultiPlatform } from '../testdata/lib/image-builder.mjs';
 import { runCli, testRegistry, uniqueRepo } from './helpers/registry.js';
@@ -136,7 +136,7 @@ describe('inspect an OCI index', () => {
 
 describe('resolver', () => {
   it('resolves an index to the platform manifest and verifies it', async () => {
-    const opened = await openImage(multiRef, {});
+    const opened = await openImage(parseReference(multiRef), {});
     expect(opened.reference).toBe('v1');
     const resolved = await resolveImage(opened.source, opened.reference, parsePlatform('linux/arm/v7'));
     expect(resolved.manifestDescriptor.digest).toBe(imageFor(multi, 'linux/arm/v7'));

@@ -149,7 +149,11 @@ describe('a signal at each stage of a pull', () => {
     const command = [process.execPath, BIN, '--cache-dir', join(work, 'cache-tty'), image, dir].map((a) => `'${a}'`).join(' ');
     // script(1) runs the CLI on a new pseudo-terminal; a \x03 written to it is a real Ctrl-C
     // (the terminal sends SIGINT to its foreground process group).
-    const terminal = spawn('script', ['-qfec', command, '/dev/null'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const terminal = spawn('script', ['-qfec', command, '/dev/null'], {
+      stdio: ['pipe', 'pipe', 'pipe'],
+      // Plain text on the screen, so the layer line is read as it is shown.
+      env: { ...process.env, NO_COLOR: '1' },
+    });
     let screen = '';
     let typed = false;
     terminal.stdout.setEncoding('utf8').on('data', (chunk: string) => {
@@ -165,7 +169,7 @@ describe('a signal at each stage of a pull', () => {
     // After ^C (a redraw may still land between the echo and the abort): the display is erased
     // (cursor up over its lines, clear to the end) and only the error follows.
     const afterInterrupt = screen.slice(screen.lastIndexOf('^C'));
-    expect(afterInterrupt).toMatch(/\x1b\[\d+F\x1b\[Jpull-unpack: the operation was aborted\r\n$/);
+    expect(afterInterrupt).toMatch(/(?:\r|\x1b\[\d+[AF])\x1b\[Jpull-unpack: the operation was aborted\r\n$/);
     expect(afterInterrupt.slice(afterInterrupt.lastIndexOf('\x1b[J'))).toBe('\x1b[Jpull-unpack: the operation was aborted\r\n');
     expect(await readdir(join(work, 'tty'))).toEqual([]);
   });

@@ -11,10 +11,11 @@ import { gzipSync } from 'node:zlib';
 import { pack } from 'tar-stream';
 import { createDecompressor, layerCompression } from '../src/layer/decompress.js';
 import { VerifyingStream } from '../src/image/digest.js';
-import { openLocalSource, parseLocalReference, type OpenedLocalSource } from '../src/sources/layout.js';
+import { openLocalSource, type OpenedLocalSource } from '../src/sources/layout.js';
+import { parseLocalReference } from '../src/image/local-reference.js';
 import { MediaType, type Descriptor } from '../src/image/oci.js';
 import { parsePlatform } from '../src/image/platform.js';
-import { fetchConfig, resolveImage } from '../src/image/resolve.js';
+import { fetchConfig, resolveImage } from '../src/sources/resolve.js';
 import { TarIndex } from '../src/tar/archive-index.js';
 
 const run = promisify(execFile);

@@ -6,13 +6,14 @@ import { mkdir, mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from '
 import { join } from 'node:path';
 import { PassThrough, Writable } from 'node:stream';
 import { extract } from 'tar-stream';
-import { openLocalSource, parseLocalReference } from '../src/sources/layout.js';
+import { openLocalSource } from '../src/sources/layout.js';
+import { parseLocalReference } from '../src/image/local-reference.js';
 import type { Descriptor } from '../src/image/oci.js';
 import { writeOciLayout, type OciLayoutInput } from '../src/outputs/oci-layout.js';
 import { writeTreeAsTar } from '../src/outputs/tar.js';
 import { encodeHeader as encodeTarHeader } from '../src/tar/encode.js';
 import { parsePlatform } from '../src/image/platform.js';
-import { fetchConfig, resolveImage } from '../src/image/resolve.js';
+import { fetchConfig, resolveImage } from '../src/sources/resolve.js';
 import {
   buildRichTree,
   buildTinyImage,

@@ -344,28 +344,31 @@ describe('pull-unpack destinations it refuses', () => {
 });
 
 describe('pull-unpack on a terminal', () => {
-  it('draws one progress line per layer on stderr, clears it, and prints the result line', async () => {
+  it('draws "resolving", then the layers and a total line on stderr, erases it all, and prints the result line', async () => {
     const { dir } = await freshDir();
     const stdout = new PassThrough();
-    const stderr = Object.assign(new PassThrough(), { isTTY: true });
+    const stderr = Object.assign(new PassThrough(), { isTTY: true, columns: 100, rows: 30 });
     let out = '';
     let err = '';
     stdout.setEncoding('utf8').on('data', (c: string) => (out += c));
     stderr.setEncoding('utf8').on('data', (c: string) => (err += c));
-    const code = await main([featureRef, dir], { stdout, stderr, env: process.env });
+    const code = await main([featureRef, dir], { stdout, stderr, env: { ...process.env, NO_COLOR: '1' } });
     expect(code).toBe(0);
     expect(out).toMatch(/-> .*rootfs \(3 layers, [\d.]+ [kM]?B\)\n$/);
-    // Drawings are separated by cursor-up sequences; the output ends with the clear (up + erase).
-    expect(err).toMatch(/\x1b\[4F\x1b\[J$/);
-    const drawings = err.split(/\x1b\[\d+F/);
-    const last = drawings
-      .at(-2)!
-      .split('\n')
-      .map((l) => l.replace('\x1b[2K', ''))
-      .filter(Boolean);
-    expect(last).toHaveLength(4);
+    // Each drawing starts by going back over the previous one; the output ends with the erase.
+    const drawings = err.split(/\r\x1b\[\d+A\x1b\[J/);
+    expect(drawings[0]).toBe(`resolving ${featureRef} ...\n`);
+    expect(drawings.at(-1)).toBe('');
+    const last = drawings.at(-2)!.split('\n').filter(Boolean);
+    expect(last).toHaveLength(5);
     expect(last[0]).toContain(featureRepo);
-    expect(last.slice(1).every((l) => / applied /.test(l))).toBe(true);
+    expect(last.slice(1, 4).every((l) => /^ {2}[0-9a-f]{12} {2}\S/.test(l))).toBe(true);
+    expect(last[4]).toMatch(/^ {2}total {2}[\d.]+ [kM]?B \/ [\d.]+ [kM]?B {2}\d+%/);
+    // Drawings are at most ten a second, so the very last state may go unseen; a layer done is seen.
+    expect(err).toMatch(/\n {2}[0-9a-f]{12} {2}done {2}[\d.]+ [kM]?B, \d+ files\n/);
+    // Erased exactly: the last erase goes up over the 5 lines drawn.
+    expect(err.endsWith('\r\x1b[5A\x1b[J')).toBe(true);
+    expect(stderr.listenerCount('resize')).toBe(0);
   });
 });
 

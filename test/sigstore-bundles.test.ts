@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseReference } from '../src/image/reference.js';
 import { RegistryClient } from '../src/registry/client.js';
-import { cachingSource, offlineSource } from '../src/sources/cached.js';
+import { cachingSource, offlineSource } from '../src/store/cached-source.js';
 import { registrySource } from '../src/sources/source.js';
 import { BlobStore } from '../src/store/blob-store.js';
 import { verifySigstoreSigned } from '../src/trust/sigstore.js';
@@ -189,6 +189,18 @@ describe('sigstore bundles attached as OCI 1.1 referrers', () => {
     await img.attach('api', bundle({ digest: img.digest, predicateType: 'https://slsa.dev/provenance/v1' }));
     const err = await failure(verifySigstoreSigned(img.via('api'), keyless(), any));
     expect(err.message).toContain('is a "https://slsa.dev/provenance/v1" attestation, not an image signature');
+  });
+
+  it('rejects a keyless bundle whose log entry has an inclusion proof but no signed entry timestamp: nothing dates the certificate', async () => {
+    const img = await image();
+    const doc = JSON.parse(bundle({ digest: img.digest }).toString()) as {
+      verificationMaterial: { tlogEntries: Array<{ inclusionPromise?: unknown }> };
+    };
+    delete doc.verificationMaterial.tlogEntries[0]!.inclusionPromise;
+    await img.attach('api', Buffer.from(JSON.stringify(doc)));
+    const err = await failure(verifySigstoreSigned(img.via('api'), keyless(), any));
+    expect(err.code).toBe('SIGNATURE_REJECTED');
+    expect(err.message).toMatch(/the bundle does not verify: expected 1 timestamps, got 0/);
   });
 
   it('rejects a sigstore bundle over its size cap', async () => {

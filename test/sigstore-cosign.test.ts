@@ -4,18 +4,20 @@
  * verifySigstoreSigned; also offline from the blob cache and from a `cosign save` layout.
  */
 import { describe, expect, it } from 'vitest';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseReference } from '../src/image/reference.js';
 import { RegistryClient } from '../src/registry/client.js';
-import { cachingSource, offlineSource } from '../src/sources/cached.js';
-import { openLocalSource, parseLocalReference } from '../src/sources/layout.js';
+import { cachingSource, offlineSource } from '../src/store/cached-source.js';
+import { openLocalSource } from '../src/sources/layout.js';
+import { parseLocalReference } from '../src/image/local-reference.js';
 import { registrySource } from '../src/sources/source.js';
 import { BlobStore } from '../src/store/blob-store.js';
 import { verifySigstoreSigned } from '../src/trust/sigstore.js';
 import type { IdentityMatcher, SigstoreRequirement, TrustContext } from '../src/trust/types.js';
-import { pushImage, sha256 } from '../testdata/lib/image-builder.mjs';
+import { pushImage } from '../testdata/lib/image-builder.mjs';
+import { writeCosignSaveLayout } from './helpers/cosign-images.js';
 import { failure } from './helpers/errors.js';
 import { testRegistry, uniqueRepo } from './helpers/registry.js';
 import {
@@ -229,37 +231,9 @@ describe('cosign signatures offline and in local layouts', () => {
     const dir = await mkdtemp(join(tmpdir(), 'cosign-save-'));
     try {
       const key = keyPair();
-      const put = async (bytes: Buffer, mediaType: string, annotations?: Record<string, string>) => {
-        await writeFile(join(dir, 'blobs/sha256', sha256(bytes).slice(7)), bytes);
-        return { mediaType, digest: sha256(bytes), size: bytes.length, ...(annotations && { annotations }) };
-      };
-      await mkdir(join(dir, 'blobs/sha256'), { recursive: true });
-      const config = await put(
-        Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [] } })),
-        'application/vnd.oci.image.config.v1+json',
+      const imageDescriptor = await writeCosignSaveLayout(dir, (digest) =>
+        keySignature(key, simpleSigningPayload(digest, 'registry.example/app:1.0')),
       );
-      const imageManifest = Buffer.from(
-        JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', config, layers: [] }),
-      );
-      const imageDescriptor = await put(imageManifest, 'application/vnd.oci.image.manifest.v1+json');
-      const signed = keySignature(key, simpleSigningPayload(imageDescriptor.digest, 'registry.example/app:1.0'));
-      const payload = await put(signed.payload, 'application/vnd.dev.cosign.simplesigning.v1+json', signed.annotations);
-      const sigConfig = await put(Buffer.from('{}'), 'application/vnd.oci.image.config.v1+json');
-      const sigManifest = Buffer.from(
-        JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', config: sigConfig, layers: [payload] }),
-      );
-      const sigDescriptor = await put(sigManifest, 'application/vnd.oci.image.manifest.v1+json');
-      // cosign save marks its entries with a `kind` annotation and names none of them.
-      const manifests = [
-        { ...imageDescriptor, annotations: { kind: 'dev.cosignproject.cosign/image' } },
-        { ...sigDescriptor, annotations: { kind: 'dev.cosignproject.cosign/sigs' } },
-      ];
-      await writeFile(join(dir, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
-      await writeFile(
-        join(dir, 'index.json'),
-        JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests }),
-      );
-
       const opened = await openLocalSource(parseLocalReference(`oci:${dir}`)!);
       try {
         expect(opened.reference).toBe(imageDescriptor.digest);

@@ -24,6 +24,7 @@ import {
   simpleSigningPayload,
   TestFulcio,
   TestRekor,
+  trustedRoot as makeTrustedRoot,
 } from './helpers/sigstore-fixtures.js';
 
 const EMAIL = 'release@example.com';
@@ -44,37 +45,9 @@ async function file(name: string, content: string | object): Promise<string> {
   return path;
 }
 
-/** sigstore's trusted_root.json for the test Fulcio and Rekor, as `cosign trusted-root create` writes it. */
+/** sigstore's trusted_root.json for the test Fulcio and Rekor. */
 function trustedRoot(overrides: Record<string, unknown> = {}): object {
-  const validFor = { start: '2024-01-01T00:00:00Z' };
-  return {
-    mediaType: 'application/vnd.dev.sigstore.trustedroot+json;version=0.1',
-    tlogs: [
-      {
-        baseUrl: 'https://rekor.test.example',
-        hashAlgorithm: 'SHA2_256',
-        publicKey: {
-          rawBytes: log.key.publicKey.export({ type: 'spki', format: 'der' }).toString('base64'),
-          keyDetails: 'PKIX_ECDSA_P256_SHA_256',
-          validFor,
-        },
-        logId: { keyId: log.keyId.toString('base64') },
-      },
-    ],
-    certificateAuthorities: [
-      {
-        subject: { organization: 'pull-unpack tests', commonName: 'test-fulcio' },
-        uri: 'https://fulcio.test.example',
-        certChain: {
-          certificates: [{ rawBytes: fulcio.intermediate.der.toString('base64') }, { rawBytes: fulcio.root.der.toString('base64') }],
-        },
-        validFor,
-      },
-    ],
-    ctlogs: [],
-    timestampAuthorities: [],
-    ...overrides,
-  };
+  return makeTrustedRoot(fulcio, log, overrides);
 }
 
 const options = (o: Partial<VerifyOptions>): VerifyOptions => ({ keyPaths: [], ...o });

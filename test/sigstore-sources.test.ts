@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { RegistryClient } from '../src/registry/client.js';
-import { cachingSource, offlineSource } from '../src/sources/cached.js';
+import { cachingSource, offlineSource } from '../src/store/cached-source.js';
 import { fallbackSource, readBlob, registrySource, type ImageSource } from '../src/sources/source.js';
 import { BlobStore } from '../src/store/blob-store.js';
 import { readRefs, recordRef } from '../src/store/cache-index.js';

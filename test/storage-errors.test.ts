@@ -5,16 +5,21 @@
  * and two lines (what cannot be written, and what to do), and leaves nothing behind: no
  * partial blob on the full filesystem, no lock, no staging directory.
  */
+import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
+import { once } from 'node:events';
+import { watch } from 'node:fs';
+import { chmod, mkdir, mkdtemp, open, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pushImage, tarLayer } from '../testdata/lib/image-builder.mjs';
-import { spawnCli, unverifiedBlobs } from './helpers/crash-fixtures.js';
+import { BIN, spawnCli, unverifiedBlobs } from './helpers/crash-fixtures.js';
 import { IS_ROOT, NEEDS_ROOT, NOBODY, withQuota, withReadOnly, withTmpfs } from './helpers/filesystems.js';
 import { testRegistry, uniqueRepo } from './helpers/registry.js';
 
+const run = promisify(execFile);
 const MiB = 1024 * 1024;
 let work: string;
 let image: string;
@@ -38,9 +43,18 @@ afterAll(async () => {
   if (work) await rm(work, { recursive: true, force: true });
 });
 
-/** Runs `pull-unpack ...args`; expects exit 1 and exactly `pull-unpack: cannot write ...` plus a hint. */
-async function expectStorageFailure(args: string[], message: RegExp, hint: RegExp, user?: { uid: number; gid: number }): Promise<void> {
-  const run = spawnCli(args, { env: { ...process.env, HOME: work }, ...(user ? { user } : {}) });
+/**
+ * Runs `pull-unpack ...args` (with `env` added to the environment, in `work`); expects exit 1 and
+ * exactly `pull-unpack: cannot write ...` plus a hint.
+ */
+async function expectStorageFailure(
+  args: string[],
+  message: RegExp,
+  hint: RegExp,
+  user?: { uid: number; gid: number },
+  env: NodeJS.ProcessEnv = {},
+): Promise<void> {
+  const run = spawnCli(args, { env: { ...process.env, HOME: work, ...env }, cwd: work, ...(user ? { user } : {}) });
   const exit = await run.exited;
   const stderr = run.stderr();
   expect({ exit, stdout: run.stdout() }).toEqual({ exit: { code: 1, signal: null }, stdout: '' });
@@ -125,7 +139,7 @@ describe('a full disk', () => {
         const cache = join(subvolume, 'cache');
         await expectStorageFailure(
           ['--cache-dir', cache, image, join(parent, 'rootfs')],
-          new RegExp(`^pull-unpack: cannot write the blob cache ${cache}: the disk quota is exceeded \\(EDQUOT\\)$`),
+          new RegExp(`^pull-unpack: cannot write the blob cache ${cache}( \\(.*\\))?: the disk quota is exceeded \\(EDQUOT\\)$`),
           CACHE_FULL_HINT,
         );
         expect(await readdir(join(cache, 'ingest'))).toEqual([]);
@@ -177,5 +191,54 @@ describe('a filesystem that may not be written', () => {
     );
     expect(await readdir(locked)).toEqual([]);
     expect(await readdir(parent)).toEqual([]);
+  });
+});
+
+describe('a tar for standard output (--output tar -)', () => {
+  it.skipIf(!IS_ROOT)(
+    `is staged in $TMPDIR, never in the current directory: a read-only current directory is no obstacle${NEEDS_ROOT}`,
+    async () => {
+      const cwd = join(work, 'ro-cwd');
+      const temporary = join(work, 'stream-tmp');
+      await mkdir(temporary);
+      const staged: string[] = [];
+      const watcher = watch(temporary, (_event, name) => staged.push(String(name)));
+      const tarFile = join(work, 'stream.tar');
+      const out = await open(tarFile, 'w');
+      try {
+        await withReadOnly(cwd, async () => {
+          const child = spawn(process.execPath, [BIN, '--cache-dir', join(work, 'stream-cache'), '--output', 'tar', image, '-'], {
+            cwd,
+            env: { ...process.env, HOME: work, TMPDIR: temporary },
+            stdio: ['ignore', out.fd, 'pipe'],
+          });
+          let stderr = '';
+          child.stderr!.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+          const [code] = (await once(child, 'close')) as [number | null];
+          expect({ code, stderr }).toEqual({ code: 0, stderr: expect.stringMatching(/-> - \(2 layers/) as unknown });
+          expect(await readdir(cwd)).toEqual([]);
+        });
+      } finally {
+        watcher.close();
+        await out.close();
+      }
+      expect(staged.some((name) => name.startsWith('.pull-unpack-stream.pull-unpack-'))).toBe(true);
+      expect(await readdir(temporary)).toEqual([]);
+      expect((await run('tar', ['-tf', tarFile])).stdout.split('\n').filter(Boolean).sort()).toEqual(['a.bin', 'b.bin']);
+    },
+  );
+
+  it.skipIf(!IS_ROOT)(`ENOSPC in $TMPDIR: names the temporary directory and TMPDIR; nothing left there${NEEDS_ROOT}`, async () => {
+    const mount = join(work, 'full-tmp');
+    await withTmpfs(mount, '4m', async () => {
+      await expectStorageFailure(
+        ['--cache-dir', join(work, 'full-tmp-cache'), '--output', 'tar', image, '-'],
+        new RegExp(`^pull-unpack: cannot write the temporary directory ${mount}( \\(.*\\))?: no space left on the device \\(ENOSPC\\)$`),
+        /^hint: free some space there, or set TMPDIR to a directory with room/,
+        undefined,
+        { TMPDIR: mount },
+      );
+      expect(await readdir(mount)).toEqual([]);
+    });
   });
 });

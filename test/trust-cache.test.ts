@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RegistryClient } from '../src/registry/client.js';
-import { cachingSource, offlineSource } from '../src/sources/cached.js';
+import { cachingSource, offlineSource } from '../src/store/cached-source.js';
 import { readBlob, registrySource } from '../src/sources/source.js';
 import { BlobStore } from '../src/store/blob-store.js';
 import { pushImage, tarLayer } from '../testdata/lib/image-builder.mjs';

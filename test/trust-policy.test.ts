@@ -13,6 +13,7 @@ import { signatureDirUrl } from '../src/trust/lookaside.js';
 import { parsePolicy, requirementsFor } from '../src/trust/policy.js';
 import { loadRegistriesDir, lookasideFor, useSigstoreAttachments } from '../src/trust/registries-d.js';
 import { dockerNamespaces, policyImage } from '../src/trust/scopes.js';
+import { parseImageReference } from '../src/image/local-reference.js';
 import { parseStrictJson } from '../src/trust/strict-json.js';
 import { failure, thrown } from './helpers/errors.js';
 
@@ -189,7 +190,7 @@ describe('scopes', () => {
   it('scopes an oci: layout by its resolved absolute path and parent directories', async () => {
     await mkdir(join(root, 'real', 'layout'), { recursive: true });
     await symlink(join(root, 'real'), join(root, 'link'));
-    const image = await policyImage(`oci:${join(root, 'link', 'layout')}:v1`);
+    const image = await policyImage(parseImageReference(`oci:${join(root, 'link', 'layout')}:v1`));
     expect(image.transport).toBe('oci');
     expect(image.identity).toBe(join(root, 'real', 'layout'));
     expect(image.namespaces.slice(0, 2)).toEqual([join(root, 'real', 'layout'), join(root, 'real')]);
@@ -199,7 +200,7 @@ describe('scopes', () => {
 
   it('scopes a tag+digest reference by its digest, as it is pulled', async () => {
     const digest = `sha256:${'a'.repeat(64)}`;
-    const image = await policyImage(`q.io/ns/app:1@${digest}`);
+    const image = await policyImage(parseImageReference(`q.io/ns/app:1@${digest}`));
     expect(image.identity).toBe(`q.io/ns/app@${digest}`);
   });
 });

@@ -5,14 +5,12 @@
  * the default policy files, --insecure-policy, the JSON events and inspect's listing.
  */
 import { cp, mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
-import type { IncomingMessage, ServerResponse } from 'node:http';
-import { createServer as createHttpsServer } from 'node:https';
-import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pull } from '../src/index.js';
 import { failure } from './helpers/errors.js';
-import { tempRoot } from './helpers/gpg.js';
+import { serveLookaside, tempRoot } from './helpers/gpg.js';
+import { trickle } from './helpers/hostile-servers.js';
 import { makePki } from './helpers/network-fixtures.js';
 import { spawnCli } from './helpers/crash-fixtures.js';
 import { runCli, startServer, testRegistry } from './helpers/registry.js';
@@ -58,6 +56,20 @@ async function registriesFor(lookaside: string): Promise<string> {
 async function pullFrom(lookaside: string, image = f.images.signed): Promise<Awaited<ReturnType<typeof runCli>>> {
   const policy = await policyFile(signedByA());
   return runCli(['--no-cache', '--policy', policy, '--registries.d', await registriesFor(lookaside), image, join(f.root, `out-${++n}`)]);
+}
+
+/**
+ * Signatures that could not be read: exit 1, one line saying which check could not be made and
+ * why, and a hint; no verdict on the image.
+ */
+function expectUnreadable(run: { code: number; stderr: string }, reason: RegExp, hint = /^hint: /): void {
+  expect(run.code).toBe(1);
+  const [line, hintLine, ...rest] = run.stderr.trimEnd().split('\n');
+  expect(line).toMatch(/^pull-unpack: cannot check policy .*, scope default: requirement 1, signedBy \(GPGKeys, /);
+  expect(line).toMatch(reason);
+  expect(line).not.toContain('rejected');
+  expect(hintLine).toMatch(hint);
+  expect(rest).toEqual([]);
 }
 
 function expectRejected(run: { code: number; stderr: string }, reason: RegExp): void {
@@ -125,7 +137,7 @@ describe('images refused under a signedBy policy', () => {
     const run = await pullWith({ default: [{ type: 'sigstoreSigned', keyPath: key }] }, f.images.signed);
     expectRejected(
       run,
-      /sigstoreSigned \(keyPath .*\): no sigstore signatures looked up: enable use-sigstore-attachments in registries\.d/,
+      /sigstoreSigned \(keyPath .*\): sigstore signatures are not looked up for .*\/signed\/app: registries\.d \(.*\) sets no use-sigstore-attachments: true for it/,
     );
   });
 
@@ -208,24 +220,9 @@ describe('invalid policy files', () => {
   });
 });
 
-/** A plain-HTTP lookaside serving the fixtures' lookaside directory, recording each request. */
-async function httpLookaside(root: string): Promise<{ url: string; requests: IncomingMessage[]; close(): Promise<void> }> {
-  const requests: IncomingMessage[] = [];
-  const server = await startServer((req: IncomingMessage, res: ServerResponse) => {
-    requests.push(req);
-    readFile(join(root, decodeURIComponent(new URL(req.url!, 'http://x').pathname)))
-      .then((bytes) => res.end(bytes))
-      .catch(() => {
-        res.statusCode = 404;
-        res.end();
-      });
-  });
-  return { url: server.url, requests, close: () => server.close() };
-}
-
 describe('lookaside over HTTP', () => {
   it('verifies signatures from an HTTP lookaside without sending it credentials', async () => {
-    const lookaside = await httpLookaside(f.lookaside);
+    const lookaside = await serveLookaside(f.lookaside);
     try {
       const run = await pullFrom(lookaside.url);
       expect(run.stderr).toBe('');
@@ -245,18 +242,10 @@ describe('lookaside over HTTP', () => {
     await mkdir(pkiDir);
     const pki = await makePki(pkiDir);
     const [cert, key] = await Promise.all([readFile(pki.serverCert), readFile(pki.serverKey)]);
-    const server = createHttpsServer({ cert, key }, (req, res) => {
-      readFile(join(f.lookaside, decodeURIComponent(new URL(req.url!, 'https://x').pathname)))
-        .then((bytes) => res.end(bytes))
-        .catch(() => {
-          res.statusCode = 404;
-          res.end();
-        });
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const server = await serveLookaside(f.lookaside, { cert, key });
     try {
-      const url = `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
-      expectRejected(await pullFrom(url), /cannot reach the lookaside 127\.0\.0\.1:\d+ .*(certificate|CERT)/i);
+      const url = server.url;
+      expectUnreadable(await pullFrom(url), /cannot reach 127\.0\.0\.1:\d+ for the signature https:.*(certificate|CERT)/i, /--cacert/);
       const policy = await policyFile(signedByA());
       const run = await runCli([
         '--no-cache',
@@ -272,8 +261,7 @@ describe('lookaside over HTTP', () => {
       expect(run.stderr).toBe('');
       expect(run.code).toBe(0);
     } finally {
-      server.closeAllConnections();
-      await new Promise((resolve) => server.close(resolve));
+      await server.close();
     }
   });
 
@@ -295,24 +283,49 @@ describe('lookaside over HTTP', () => {
     }
   });
 
-  it('rejects when the lookaside answers an error: never taken as "no signatures"', async () => {
+  it('fails with REGISTRY_ERROR when the lookaside answers an error: never "no signatures", nor a verdict on the image', async () => {
     const server = await startServer((_req, res) => {
       res.statusCode = 500;
       res.end('broken');
     });
     try {
-      expectRejected(await pullFrom(server.url), /reading the signature http:.*\/signature-1: HTTP 500/);
+      expectUnreadable(await pullFrom(server.url), /the lookaside 127\.0\.0\.1:\d+ failed to serve http:.*\/signature-1: HTTP 500$/);
+      const policyPath = await policyFile(signedByA());
+      const registriesDir = await registriesFor(server.url);
+      const err = await failure(pull(f.images.signed, join(f.root, `out-${++n}`), { trust: { policyPath, registriesDir } }));
+      expect(err.code).toBe('REGISTRY_ERROR');
     } finally {
       await server.close();
     }
   });
 
-  it('rejects when the lookaside cannot be reached', async () => {
-    const run = await pullFrom('http://127.0.0.1:1/sigs');
-    expectRejected(
-      run,
-      /cannot read the lookaside signatures \(http:\/\/127\.0\.0\.1:1\/sigs\): cannot reach the lookaside 127\.0\.0\.1:1/,
+  it('fails with NETWORK when the lookaside cannot be reached, as when the registry is down', async () => {
+    expectUnreadable(
+      await pullFrom('http://127.0.0.1:1/sigs'),
+      /cannot reach 127\.0\.0\.1:1 for the signature http:\/\/127\.0\.0\.1:1\/sigs\/.*\/signature-1: .*ECONNREFUSED/,
     );
+    const policyPath = await policyFile(signedByA());
+    const registriesDir = await registriesFor('http://127.0.0.1:1/sigs');
+    const err = await failure(pull(f.images.signed, join(f.root, `out-${++n}`), { trust: { policyPath, registriesDir } }));
+    expect(err.code).toBe('NETWORK');
+  });
+
+  it('fails with NETWORK when the lookaside sends a signature slower than the document deadline', async () => {
+    const server = await startServer((_req, res) => {
+      res.writeHead(200, { 'content-length': '4096' });
+      trickle(res, Buffer.alloc(4096, 'x'), 1, 50);
+    });
+    try {
+      const policyPath = await policyFile(signedByA());
+      const registriesDir = await registriesFor(server.url);
+      const err = await failure(
+        pull(f.images.signed, join(f.root, `out-${++n}`), { trust: { policyPath, registriesDir }, transport: { documentTimeout: 1000 } }),
+      );
+      expect(err.code).toBe('NETWORK');
+      expect(err.message).toMatch(/sent the signature http:.*\/signature-1 too slowly: not complete within 1 s/);
+    } finally {
+      await server.close();
+    }
   });
 
   it('rejects a lookaside signature over the 4 MiB size cap', async () => {
@@ -320,7 +333,7 @@ describe('lookaside over HTTP', () => {
     await cp(f.lookaside, big, { recursive: true });
     const repo = f.images.signed.slice(testRegistry().host.length + 1, -':v1'.length);
     await writeFile(join(big, `${repo}@${f.digest.replace(':', '=')}`, 'signature-2'), Buffer.alloc(4 * 1024 * 1024 + 1));
-    const lookaside = await httpLookaside(big);
+    const lookaside = await serveLookaside(big);
     try {
       const run = await pullFrom(lookaside.url);
       expectRejected(run, /signature-2 is 4194305 bytes, over the 4194304-byte limit/);
@@ -330,7 +343,7 @@ describe('lookaside over HTTP', () => {
   });
 
   it('verifies offline exactly as online: the HTTP lookaside signatures come from the cache', async () => {
-    const lookaside = await httpLookaside(f.lookaside);
+    const lookaside = await serveLookaside(f.lookaside);
     const registriesD = await registriesFor(lookaside.url);
     const cache = join(f.root, 'offline-cache');
     const policy = await policyFile(signedByA());

@@ -10,10 +10,10 @@
  * Layers are applied strictly in order, one at a time, on one ApplyContext; finishApply runs once
  * after the last one (directory modes and mtimes are only final then).
  *
- * The work is split by concern: apply-state.ts (shared state, lookups inside the root, removal),
- * apply-entries.ts (creating each entry type), whiteouts.ts and apply-xattrs.ts (the tar
- * extractor and extended attributes). This file holds the public API, the per-layer loop and the
- * final directory restore.
+ * The work is split by concern: state.ts (shared state, lookups inside the root, removal),
+ * entries.ts (creating each entry type), whiteouts.ts and xattrs.ts (extended attributes); the
+ * entries come from the tar reader (tar/reader.ts). This file holds the public API, the
+ * per-layer loop and the final directory restore.
  */
 import * as fs from 'node:fs';
 import type { Readable } from 'node:stream';
@@ -34,13 +34,26 @@ import {
 } from './state.js';
 import { fsTime, makeDirectory, makeHardlink, makeSpecialFile, makeSymlink, writeRegularFile } from './entries.js';
 import { applyWhiteout, markLayerPath, WHITEOUT_PREFIX } from './whiteouts.js';
-import { flushXattrs } from './xattrs.js';
+import { XattrQueue } from './xattrs.js';
 import { TarReader } from '../tar/reader.js';
 import { TarUnsupportedError } from '../tar/format-error.js';
+import type { OwnerRecord } from './owners.js';
 
 export type { ApplyContext, ApplyLimits, LayerApplyStats } from './state.js';
 export { WHITEOUT_META_PREFIX, WHITEOUT_OPAQUE, WHITEOUT_PREFIX } from './whiteouts.js';
 export { parsePaxXattrs } from '../tar/reader.js';
+
+/** What applyLayer reports and obeys besides the stream. */
+export interface ApplyLayerOptions {
+  signal?: AbortSignal | undefined;
+  /** Names the layer in messages, e.g. 'layer 2/5 of …'. */
+  what?: string | undefined;
+  /** Called with the entries applied so far, every ENTRIES_PER_CALLBACK entries (cheap enough to leave on). */
+  onEntries?: ((entries: number) => void) | undefined;
+}
+
+/** How often applyLayer calls onEntries (a power of two: the check is one mask). */
+const ENTRIES_PER_CALLBACK = 32;
 
 /**
  * Creates the state for one pull onto `root` (an existing, empty directory). `limits` (defaults
@@ -48,13 +61,22 @@ export { parsePaxXattrs } from '../tar/reader.js';
  */
 export function createApplyContext(
   root: string,
-  options: { isRoot?: boolean | undefined; onWarning?: ((m: string) => void) | undefined; limits?: Partial<ApplyLimits> | undefined } = {},
+  options: {
+    isRoot?: boolean | undefined;
+    onWarning?: ((m: string) => void) | undefined;
+    limits?: Partial<ApplyLimits> | undefined;
+    /** Record owners here instead of applying them (implies isRoot false; see owners.ts). */
+    owners?: OwnerRecord | undefined;
+  } = {},
 ): ApplyContext {
   const absolute = root === '/' ? root : root.replace(/\/+$/, '');
   if (!absolute.startsWith('/')) throw new PullUnpackError('DESTINATION_INVALID', `rootfs path must be absolute: ${root}`);
   const { maxEntries, maxPathDepth, maxNameLength } = resolveLimits(options.limits);
   const limits = { maxEntries, maxPathDepth, maxNameLength };
-  return new ApplyState(absolute, options.isRoot ?? process.getuid?.() === 0, options.onWarning ?? (() => undefined), limits);
+  const isRoot = options.owners ? false : (options.isRoot ?? process.getuid?.() === 0);
+  const state = new ApplyState(absolute, isRoot, options.onWarning ?? (() => undefined), limits);
+  state.owners = options.owners;
+  return state;
 }
 
 /**
@@ -66,7 +88,7 @@ export function createApplyContext(
 export async function applyLayer(
   ctx: ApplyContext,
   tar: NodeJS.ReadableStream | Readable,
-  options: { signal?: AbortSignal | undefined; what?: string | undefined } = {},
+  options: ApplyLayerOptions = {},
 ): Promise<LayerApplyStats> {
   const state = asState(ctx);
   const { signal } = options;
@@ -76,9 +98,7 @@ export async function applyLayer(
     ctx: state,
     stats: { entries: 0, files: 0, bytes: 0, whiteouts: 0, skipped: 0 },
     layerPaths: new Set([state.root]),
-    xattrText: [],
-    xattrPaths: new Set(),
-    xattrClear: new Set(),
+    xattrs: new XattrQueue(state),
   };
   // An abort ends the source, which ends whatever read is waiting on it; the caller owns the
   // source's error handling and gets our rejection (ABORTED) instead.
@@ -89,8 +109,9 @@ export async function applyLayer(
     for await (const entry of new TarReader(source)) {
       if (signal?.aborted) throw abortError(signal);
       await applyEntryInContext(run, entry, what);
+      if (options.onEntries && (run.stats.entries & (ENTRIES_PER_CALLBACK - 1)) === 0) options.onEntries(run.stats.entries);
     }
-    await flushXattrs(run);
+    await run.xattrs.flush();
     return run.stats;
   } catch (err) {
     const error = signal?.aborted ? abortError(signal) : streamError(err, what);
@@ -183,6 +204,7 @@ async function applyEntry(run: LayerRun, entry: Entry): Promise<void> {
       throw new PullUnpackError('UNSUPPORTED_ENTRY', `unsupported tar entry type ${describeTypeflag(header.typeflag)}`);
   }
   markLayerPath(run, host);
+  ctx.owners?.set(host, header.uid ?? 0, header.gid ?? 0);
 }
 
 /**

@@ -10,11 +10,11 @@
  */
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
-import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { promisify } from 'node:util';
 import type { SparseFragment, TarHeader } from '../tar/reader.js';
 import { PullUnpackError } from '../errors.js';
+import { runProgram, whyFailed } from '../programs.js';
 import { cleanEntryName, fsPath, lstatOrNull } from './safe-path.js';
 import {
   cacheDir,
@@ -27,7 +27,6 @@ import {
   type Entry,
   type LayerRun,
 } from './state.js';
-import { queueXattrs } from './xattrs.js';
 
 /** File bodies are written in batches of this many bytes (one writev each, one in flight). */
 const WRITE_BATCH_BYTES = 1 << 20;
@@ -53,7 +52,7 @@ export async function writeRegularFile(run: LayerRun, host: string, entry: Entry
     fs.closeSync(fd);
   }
   run.stats.files++;
-  await queueXattrs(run, host, header);
+  await run.xattrs.add(host, header);
 }
 
 /**
@@ -149,8 +148,7 @@ export async function makeDirectory(run: LayerRun, rel: string, host: string, he
       // layer.md: the existing directory's attributes MUST be replaced by the entry's, xattrs
       // included (as umoci does; containerd only adds).
       merged = true;
-      run.xattrClear.add(host);
-      run.xattrPaths.add(host);
+      run.xattrs.clearMerged(host);
     } else {
       await removePath(run, host, existing);
       fs.mkdirSync(path, createMode);
@@ -161,7 +159,7 @@ export async function makeDirectory(run: LayerRun, rel: string, host: string, he
   const t = timesOf(header);
   ctx.deferredDirs.set(host, { mode, atime: t.atime, mtime: t.mtime, ino: st.ino });
   cacheDir(ctx, rel, host);
-  await queueXattrs(run, host, header);
+  await run.xattrs.add(host, header);
 }
 
 /** A symlink is created as it is: its target is only ever read by resolveInRoot, re-rooted. */
@@ -175,7 +173,7 @@ export async function makeSymlink(run: LayerRun, host: string, header: TarHeader
   if (needsChown(ctx, header)) fs.lchownSync(path, header.uid ?? 0, header.gid ?? 0);
   const t = timesOf(header);
   fs.lutimesSync(path, fsTime(t.atime), fsTime(t.mtime));
-  await queueXattrs(run, host, header);
+  await run.xattrs.add(host, header);
 }
 
 /**
@@ -233,7 +231,7 @@ export async function makeSpecialFile(
   if ((mode & 0o7000) !== 0) await fsp.chmod(path, mode);
   const t = timesOf(header);
   await fsp.utimes(path, fsTime(t.atime), fsTime(t.mtime));
-  await queueXattrs(run, host, header);
+  await run.xattrs.add(host, header);
   return true;
 }
 
@@ -291,11 +289,7 @@ export function fsTime(seconds: number): number | string {
 }
 
 /** Runs a coreutils command; rejects with its stderr in the message. */
-function runTool(command: string, args: string[]): Promise<void> {
-  return new Promise((resolve, reject) => {
-    execFile(command, args, (err, _stdout, stderr) => {
-      if (err) reject(new Error(`${command} failed: ${String(stderr).trim() || err.message}`, { cause: err }));
-      else resolve();
-    });
-  });
+async function runTool(command: string, args: string[]): Promise<void> {
+  const why = whyFailed(await runProgram(command, args));
+  if (why !== undefined) throw new Error(`${command} failed: ${why}`);
 }

@@ -10,8 +10,9 @@ import * as fsp from 'node:fs/promises';
 import { PullUnpackError } from '../errors.js';
 import type { Limits } from '../limits.js';
 import { fsPath, lstatOrNull, resolveInRoot } from './safe-path.js';
-import { flushXattrs, hasPendingXattrsAt } from './xattrs.js';
+import type { XattrQueue } from './xattrs.js';
 import type { TarEntry } from '../tar/reader.js';
+import type { OwnerRecord } from './owners.js';
 
 /** The resource limits the applier enforces itself (limits.ts documents each). */
 export type ApplyLimits = Pick<Limits, 'maxEntries' | 'maxPathDepth' | 'maxNameLength'>;
@@ -78,6 +79,8 @@ export class ApplyState implements ApplyContext {
   entriesApplied = 0;
   skippedDevices = 0;
   skippedXattrs = 0;
+  /** Where owners go instead of chown(2), for rootless bundles with subordinate ids (owners.ts). */
+  owners: OwnerRecord | undefined;
   setfattrMissing = false;
 
   constructor(
@@ -104,11 +107,8 @@ export interface LayerRun {
    * here, so they hide lower layers and keep this layer's entries whatever the entry order.
    */
   readonly layerPaths: Set<string>;
-  /** Pending `setfattr --restore` input, and every host path pending xattr work names. */
-  xattrText: string[];
-  readonly xattrPaths: Set<string>;
-  /** Existing directories a directory entry was merged over: their old xattrs go first. */
-  readonly xattrClear: Set<string>;
+  /** The layer's pending xattr work (setfattr runs in batches). */
+  readonly xattrs: XattrQueue;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -204,7 +204,8 @@ export async function removePath(run: LayerRun, host: string, known?: Stats): Pr
   const { ctx } = run;
   const st = known ?? lstatOrNull(host);
   if (st === null) return;
-  if (hasPendingXattrsAt(run, host)) await flushXattrs(run);
+  ctx.owners?.removed(host);
+  if (run.xattrs.pendingAt(host)) await run.xattrs.flush();
   if (st.isDirectory()) {
     await fsp.rm(fsPath(host), { recursive: true, force: true });
     ctx.dirCache.clear();

@@ -3,12 +3,12 @@
  */
 import { join } from 'node:path';
 import { homedir } from 'node:os';
-import { parseArgs } from 'node:util';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { BlobStore } from '../store/blob-store.js';
 import { listCache, parseDuration, pruneCache } from '../store/cache-index.js';
 import { PullUnpackError } from '../errors.js';
 import { formatBytes } from './progress.js';
-import type { CliIo } from './main.js';
+import type { CliIo } from './io.js';
 
 /** $XDG_CACHE_HOME/pull-unpack, else ~/.cache/pull-unpack. */
 export function defaultCacheDir(env: NodeJS.ProcessEnv): string {
@@ -16,22 +16,20 @@ export function defaultCacheDir(env: NodeJS.ProcessEnv): string {
   return join(base, 'pull-unpack');
 }
 
+/** The options of `cache ls` and `cache prune`. */
+export const CACHE_OPTIONS = {
+  'cache-dir': { type: 'string' },
+  json: { type: 'boolean' },
+  all: { type: 'boolean' },
+  'older-than': { type: 'string' },
+} as const satisfies ParseArgsConfig['options'];
+
 /** Runs `cache ls` or `cache prune`; resolves to the exit code. */
 export async function cacheCommand(args: string[], io: CliIo): Promise<number> {
   const [sub, ...rest] = args;
   let parsed;
   try {
-    parsed = parseArgs({
-      args: rest,
-      options: {
-        'cache-dir': { type: 'string' },
-        json: { type: 'boolean' },
-        all: { type: 'boolean' },
-        'older-than': { type: 'string' },
-      },
-      strict: true,
-      allowPositionals: false,
-    });
+    parsed = parseArgs({ args: rest, options: CACHE_OPTIONS, strict: true, allowPositionals: false });
   } catch (err) {
     throw new PullUnpackError('USAGE', (err as Error).message);
   }

@@ -3,12 +3,12 @@
  * `main` is what bin/pull-unpack.js calls and what tests run in-process.
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import type { Readable, Writable } from 'node:stream';
 import { isPullUnpackError, PullUnpackError, redactSecrets } from '../errors.js';
 import { inspect, pull, pullBundle, pullOci, pullTar, type InspectResult, type PullEvent, type PullResult } from '../index.js';
-import { cacheCommand, defaultCacheDir } from './cache.js';
+import { CACHE_OPTIONS, cacheCommand, defaultCacheDir } from './cache.js';
+import { completionCommand } from './completion.js';
 import { NETWORK_FLAGS, sourceOptionsFrom } from './options.js';
-import { formatBytes, ProgressDisplay } from './progress.js';
+import { formatBytes, progressDisplayFor } from './progress.js';
 import { MediaType } from '../image/oci.js';
 import { escapeControl, escapeStack, toJson } from './escape.js';
 import { EXIT_OUTPUT_CLOSED, guardOutput } from './output-guard.js';
@@ -16,14 +16,7 @@ import { parseDuration } from '../store/cache-index.js';
 import { checkLockTimeout } from '../store/lock.js';
 import { TRUST_FLAGS, trustOptionsFrom } from './trust-options.js';
 import { formatTrust } from './trust-output.js';
-
-export interface CliIo {
-  stdout: Writable & { isTTY?: boolean };
-  stderr: Writable & { isTTY?: boolean };
-  stdin?: Readable | undefined;
-  env: NodeJS.ProcessEnv;
-  signal?: AbortSignal | undefined;
-}
+import type { CliIo } from './io.js';
 
 export const EXIT_OK = 0;
 export const EXIT_FAILURE = 1;
@@ -39,6 +32,7 @@ const USAGE = `Usage:
   pull-unpack cache ls [--json]        what the blob cache holds, and its size
   pull-unpack cache prune --all | --older-than DURATION
                                        remove cached blobs (all, or unused for DURATION: 30m, 12h, 7d)
+  pull-unpack completion bash|zsh      print a shell completion script (source it, or see man pull-unpack)
 
 Common options:
   --platform OS/ARCH[/VARIANT]   select this platform instead of the host's (e.g. linux/arm64)
@@ -76,6 +70,7 @@ pull options:
                                  filesystem as one tar FILE (- for stdout), or an OCI image layout
   --concurrency N                parallel layer downloads (default 4)
   -q, --quiet                    print nothing but errors
+  --no-progress                  no progress display on a terminal (warnings and the result still print)
   --json                         NDJSON events on stdout, ending with a summary
 
 bundle options (with --bundle):
@@ -128,6 +123,8 @@ export async function main(argv: string[], cliIo: CliIo): Promise<number> {
     if (command === 'inspect') return await inspectCommand(rest, io);
     if (command === 'pull') return await pullCommand(rest, io);
     if (command === 'cache') return await cacheCommand(rest, io);
+    if (command === 'completion')
+      return completionCommand(rest, io, { pull: PULL_OPTIONS, inspect: INSPECT_OPTIONS, cache: CACHE_OPTIONS });
     return await pullCommand(argv, io);
   } catch (err) {
     const failure = output.failure();
@@ -144,27 +141,34 @@ function parse<T extends NonNullable<ParseArgsConfig['options']>>(args: string[]
   }
 }
 
+/** The options of a pull (`pull-unpack IMAGE DIR`, `pull-unpack --bundle ...`). */
+export const PULL_OPTIONS = {
+  ...COMMON,
+  force: { type: 'boolean' },
+  concurrency: { type: 'string' },
+  quiet: { type: 'boolean', short: 'q' },
+  'no-progress': { type: 'boolean' },
+  'cache-dir': { type: 'string' },
+  'no-cache': { type: 'boolean' },
+  offline: { type: 'boolean' },
+  'lock-timeout': { type: 'string' },
+  output: { type: 'string', short: 'o' },
+  bundle: { type: 'boolean' },
+  entrypoint: { type: 'string' },
+  env: { type: 'string', multiple: true, short: 'e' },
+  workdir: { type: 'string', short: 'w' },
+  user: { type: 'string', short: 'u' },
+  hostname: { type: 'string' },
+  tty: { type: 'boolean', short: 't' },
+  rootless: { type: 'boolean' },
+  'volume-mode': { type: 'string' },
+} as const satisfies ParseArgsConfig['options'];
+
+/** The options of `inspect`. */
+export const INSPECT_OPTIONS = { ...COMMON, raw: { type: 'boolean' } } as const satisfies ParseArgsConfig['options'];
+
 async function pullCommand(args: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parse(args, {
-    ...COMMON,
-    force: { type: 'boolean' },
-    concurrency: { type: 'string' },
-    quiet: { type: 'boolean', short: 'q' },
-    'cache-dir': { type: 'string' },
-    'no-cache': { type: 'boolean' },
-    offline: { type: 'boolean' },
-    'lock-timeout': { type: 'string' },
-    output: { type: 'string', short: 'o' },
-    bundle: { type: 'boolean' },
-    entrypoint: { type: 'string' },
-    env: { type: 'string', multiple: true, short: 'e' },
-    workdir: { type: 'string', short: 'w' },
-    user: { type: 'string', short: 'u' },
-    hostname: { type: 'string' },
-    tty: { type: 'boolean', short: 't' },
-    rootless: { type: 'boolean' },
-    'volume-mode': { type: 'string' },
-  });
+  const { values, positionals } = parse(args, PULL_OPTIONS);
   if (values.help) {
     io.stdout.write(USAGE);
     return EXIT_OK;
@@ -196,17 +200,21 @@ async function pullCommand(args: string[], io: CliIo): Promise<number> {
     throw new UsageError('--output tar - writes the tar to stdout: --json cannot share it');
   // With the tar on stdout, the final line goes to stderr.
   const report = output === 'tar' && dir === '-' ? io.stderr : io.stdout;
-  const display = !values.json && !values.quiet && io.stderr.isTTY ? new ProgressDisplay(io.stderr) : undefined;
+  const display = progressDisplayFor(io.stderr, io.env, { json: values.json, quiet: values.quiet, noProgress: values['no-progress'] });
   const onEvent = (event: PullEvent): void => {
     if (values.json) io.stdout.write(`${toJson(event)}\n`);
     else if (event.type === 'warning' && !values.quiet) {
       display?.clear();
+      io.stderr.write(`warning: ${escapeControl(event.message)}\n`);
+    } else if (event.type === 'blob-wait' && !values.quiet && !display) {
+      // On a terminal the display's layer line says it; elsewhere a wait is never silent.
       io.stderr.write(`warning: ${escapeControl(event.message)}\n`);
     }
     display?.handle(event);
   };
   let result: PullResult;
   try {
+    display?.start(image);
     const common = {
       ...(await sourceOptionsFrom(values, io.env, io.stdin)),
       onNotice: (message: string) => onEvent({ type: 'warning', message }),
@@ -241,7 +249,7 @@ async function pullCommand(args: string[], io: CliIo): Promise<number> {
               })
             : await pull(image, dir, common);
   } finally {
-    display?.clear();
+    display?.stop();
   }
   if (values.json) io.stdout.write(`${toJson({ type: 'done', ...summary(result) })}\n`);
   else if (!values.quiet) report.write(`${escapeControl(formatPullResult(result, dir))}\n`);
@@ -283,7 +291,7 @@ export function formatPullResult(r: PullResult, dir: string): string {
 }
 
 async function inspectCommand(args: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parse(args, { ...COMMON, raw: { type: 'boolean' } });
+  const { values, positionals } = parse(args, INSPECT_OPTIONS);
   if (values.help) {
     io.stdout.write(USAGE);
     return EXIT_OK;

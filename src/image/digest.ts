@@ -65,23 +65,19 @@ export interface VerifyOptions {
 }
 
 /**
- * A pass-through stream that counts and hashes what flows through it and fails at the end
- * (or as soon as too many bytes arrive) when the size or digest is not the expected one.
- * Bytes pass on before verification: consumers must treat their output as unverified until
- * the stream finishes without error.
+ * Counts and hashes content as it arrives and checks it against the digest (and size) it must
+ * have: SIZE_MISMATCH as soon as there are more bytes than the size, and from `check()` when
+ * there are fewer; DIGEST_MISMATCH (DIFFID_MISMATCH for a decompressed layer) from `check()`
+ * when they hash to another digest. The verifying stream and the blob store's ingest share it.
  */
-export class VerifyingStream extends Transform {
+export class DigestVerifier {
   readonly expected: string;
   private readonly hash: Hash;
-  private readonly options: VerifyOptions;
   private received = 0;
 
-  constructor(options: VerifyOptions) {
-    super({ highWaterMark: 1 << 20 });
-    const digest = parseDigest(options.digest);
+  constructor(private readonly options: VerifyOptions) {
     this.expected = options.digest;
-    this.options = options;
-    this.hash = createHash(digest.algorithm);
+    this.hash = createHash(parseDigest(options.digest).algorithm);
   }
 
   /** Bytes seen so far. */
@@ -89,46 +85,82 @@ export class VerifyingStream extends Transform {
     return this.received;
   }
 
-  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+  /** Counts and hashes `chunk`; SIZE_MISMATCH once there are more bytes than the expected size. */
+  update(chunk: Uint8Array): void {
     this.received += chunk.length;
     const { size } = this.options;
-    if (size !== undefined && this.received > size) {
-      callback(sizeMismatch(this.options.what, size, this.received, true));
+    if (size !== undefined && this.received > size) throw sizeMismatch(this.options.what, size, this.received, true);
+    this.hash.update(chunk);
+  }
+
+  /** Throws unless the bytes seen are the expected size and hash to the expected digest. */
+  check(): void {
+    const { size, what } = this.options;
+    if (size !== undefined && this.received !== size) throw sizeMismatch(what, size, this.received);
+    const algorithm = this.expected.slice(0, this.expected.indexOf(':'));
+    const actual = `${algorithm}:${this.hash.digest('hex')}`;
+    if (actual === this.expected) return;
+    throw this.options.code === 'DIFFID_MISMATCH'
+      ? diffIdMismatch(what, this.expected, actual)
+      : digestMismatch(what, this.expected, actual);
+  }
+}
+
+/**
+ * A pass-through stream that counts and hashes what flows through it and fails at the end
+ * (or as soon as too many bytes arrive) when the size or digest is not the expected one.
+ * Bytes pass on before verification: consumers must treat their output as unverified until
+ * the stream finishes without error.
+ */
+export class VerifyingStream extends Transform {
+  readonly expected: string;
+  private readonly verifier: DigestVerifier;
+
+  constructor(options: VerifyOptions) {
+    super({ highWaterMark: 1 << 20 });
+    this.verifier = new DigestVerifier(options);
+    this.expected = options.digest;
+  }
+
+  /** Bytes seen so far. */
+  get bytes(): number {
+    return this.verifier.bytes;
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    try {
+      this.verifier.update(chunk);
+    } catch (err) {
+      callback(err as Error);
       return;
     }
-    this.hash.update(chunk);
     callback(null, chunk);
   }
 
   override _flush(callback: TransformCallback): void {
-    const { size, what } = this.options;
-    if (size !== undefined && this.received !== size) {
-      callback(sizeMismatch(what, size, this.received));
-      return;
-    }
-    const algorithm = this.expected.slice(0, this.expected.indexOf(':'));
-    const actual = `${algorithm}:${this.hash.digest('hex')}`;
-    if (actual !== this.expected) {
-      callback(
-        this.options.code === 'DIFFID_MISMATCH'
-          ? new PullUnpackError(
-              'DIFFID_MISMATCH',
-              `${what}: uncompressed content hashes to ${actual}, the config's DiffID is ${this.expected}`,
-              {
-                hint: 'the image is corrupt or was tampered with; nothing was written',
-              },
-            )
-          : digestMismatch(what, this.expected, actual),
-      );
+    try {
+      this.verifier.check();
+    } catch (err) {
+      callback(err as Error);
       return;
     }
     callback();
   }
 }
 
-function digestMismatch(what: string, expected: string, actual: string): PullUnpackError {
+/**
+ * The one DIGEST_MISMATCH: content that does not hash to the digest that names it, whoever
+ * served it (a registry, a mirror, a layout, an archive).
+ */
+export function digestMismatch(what: string, expected: string, actual: string): PullUnpackError {
   return new PullUnpackError('DIGEST_MISMATCH', `${what}: content hashes to ${actual}, expected ${expected}`, {
-    hint: 'the registry served different bytes than the digest names; nothing was kept',
+    hint: 'the content is not what its digest names: it was altered where it is kept or on the way; nothing was used',
+  });
+}
+
+function diffIdMismatch(what: string, expected: string, actual: string): PullUnpackError {
+  return new PullUnpackError('DIFFID_MISMATCH', `${what}: uncompressed content hashes to ${actual}, the config's DiffID is ${expected}`, {
+    hint: 'the image is corrupt or was tampered with; nothing was written',
   });
 }
 
@@ -136,6 +168,6 @@ function sizeMismatch(what: string, expected: number, actual: number, atLeast = 
   return new PullUnpackError(
     'SIZE_MISMATCH',
     `${what}: received ${atLeast ? 'more than ' : ''}${atLeast ? expected : actual} bytes, expected ${expected}`,
-    { hint: 'the download was cut short or the registry served other content; nothing was kept' },
+    { hint: 'the download was cut short or the source served other content; nothing was kept' },
   );
 }

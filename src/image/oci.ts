@@ -32,6 +32,34 @@ export const MANIFEST_ACCEPT = [MediaType.OciIndex, MediaType.DockerManifestList
 /** The annotation docker buildx puts on attestation entries of an index. */
 export const ATTESTATION_ANNOTATION = 'vnd.docker.reference.type';
 
+/** The annotation naming an image layout's index entry, e.g. a tag (image-spec annotations.md). */
+export const REF_NAME_ANNOTATION = 'org.opencontainers.image.ref.name';
+// Its grammar (annotations.md): a bare tag or a full reference such as 'docker.io/library/alpine:3.19'.
+const REF_NAME_COMPONENT = '[A-Za-z0-9]+(?:(?:[-._:@+]|--)[A-Za-z0-9]+)*';
+const REF_NAME = new RegExp(`^${REF_NAME_COMPONENT}(?:/${REF_NAME_COMPONENT})*$`);
+
+/** True when `text` may be the value of a ref.name annotation. */
+export function isRefName(text: string): boolean {
+  return REF_NAME.test(text);
+}
+
+/** The `imageLayoutVersion` of the layouts pull-unpack writes (image-layout.md). */
+export const OCI_LAYOUT_VERSION = '1.0.0';
+
+/** True for an `imageLayoutVersion` pull-unpack reads: 1.x (a later major version may change the layout). */
+export function isReadableLayoutVersion(version: unknown): boolean {
+  return typeof version === 'string' && /^1\./.test(version);
+}
+
+/** A manifest or index exactly as a source served it, with the digest computed locally. */
+export interface FetchedManifest {
+  bytes: Buffer;
+  /** The Content-Type it was served with, without parameters; may be empty. */
+  contentType: string;
+  /** sha256 (or the requested algorithm) of `bytes`: the digest to report. */
+  digest: string;
+}
+
 /** An image platform as in the image-spec index `platform` object. */
 export interface Platform {
   architecture: string;
@@ -106,7 +134,7 @@ export function isIndexMediaType(mediaType: string): boolean {
 }
 
 /** True for media types that name a single-image manifest. */
-export function isManifestMediaType(mediaType: string): boolean {
+function isManifestMediaType(mediaType: string): boolean {
   return MANIFEST_TYPES.has(mediaType);
 }
 

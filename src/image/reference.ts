@@ -89,15 +89,6 @@ export function familiarName(ref: Reference): string {
   return name + suffix(ref.tag, ref.digest);
 }
 
-/**
- * Returns a copy of `ref` with the digest set (tag kept). The digest is not user input here,
- * so a bad one throws parseDigest's INVALID_DIGEST / UNSUPPORTED_DIGEST_ALGORITHM unchanged.
- */
-export function withDigest(ref: Reference, digest: string): Reference {
-  parseDigest(digest);
-  return makeReference(ref.registry, ref.repository, ref.tag, digest);
-}
-
 function makeReference(registry: string, repository: string, tag: string | undefined, digest: string | undefined): Reference {
   const canonical = `${registry}/${repository}${suffix(tag, digest)}`;
   return Object.freeze({ registry, repository, tag, digest, toString: () => canonical });

@@ -9,10 +9,9 @@
  * the same window size the frame reader allows.
  */
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
-import { accessSync, constants } from 'node:fs';
-import { delimiter, join } from 'node:path';
 import { once } from 'node:events';
 import type { Readable, Writable } from 'node:stream';
+import { captureText, describeExit, findProgram, plainEnvironment } from '../programs.js';
 import { MAX_WINDOW } from './zstd-frames.js';
 import type { Emit } from './zstd-worker.js';
 
@@ -20,19 +19,7 @@ let found: string | null | undefined;
 
 /** The zstd program on PATH, or null; looked up once per process. */
 export function zstdProgram(): string | null {
-  if (found !== undefined) return found;
-  found = null;
-  for (const dir of (process.env['PATH'] ?? '').split(delimiter)) {
-    if (!dir.startsWith('/')) continue;
-    const candidate = join(dir, 'zstd');
-    try {
-      accessSync(candidate, constants.X_OK);
-      found = candidate;
-      break;
-    } catch {
-      // Not here.
-    }
-  }
+  found ??= findProgram('zstd');
   return found;
 }
 
@@ -46,25 +33,21 @@ export class ZstdProcess {
   constructor(program: string, emit: Emit) {
     const child = spawn(program, ['-d', '-c', '-q', `--memory=${MAX_WINDOW / (1024 * 1024)}MB`], {
       stdio: ['pipe', 'pipe', 'pipe'],
-      env: { LC_ALL: 'C', PATH: process.env['PATH'] ?? '' },
+      env: plainEnvironment(),
     });
     this.child = child;
-    let stderr = '';
-    child.stderr.setEncoding('utf8');
-    child.stderr.on('data', (text: string) => {
-      if (stderr.length < 4096) stderr += text;
-    });
+    const stderr = captureText(child.stderr, 4096);
     // Writing to a program that died fails with EPIPE: the exit status below says why.
     child.stdin.on('error', () => undefined);
     const spawned = once(child, 'spawn');
     const exited = (async () => {
       const [code, signal] = (await once(child, 'close')) as [number | null, NodeJS.Signals | null];
       if (code === 0) return;
-      const said = stderr
+      const said = stderr()
         .trim()
         .replace(/^zstd: /, '')
         .replace(/^\/\*stdin\*\\ ?: ?/, '');
-      throw new ZstdProgramError(`zstd ${code === null ? `was killed by ${signal}` : `failed (exit ${code})`}${said ? `: ${said}` : ''}`);
+      throw new ZstdProgramError(`zstd ${describeExit(code, signal)}${said ? `: ${said}` : ''}`);
     })();
     exited.catch(() => undefined);
     this.pump = (async () => {

@@ -5,13 +5,27 @@
  */
 import { constants } from 'node:fs';
 import { mkdir, open, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { userInfo } from 'node:os';
+import { dirname, join } from 'node:path';
 import { PullUnpackError } from '../errors.js';
-import { pullInto, type PullOptions, type PullResult } from '../pull.js';
-import { applyOverrides, toRuntimeConfig, volumeMountPoints, type ConfigOverrides, type RuntimeSpec } from './runtime-config.js';
+import { applyOwners, OwnerRecord } from '../apply/owners.js';
+import { removeInUserNamespace, type UserNamespace } from '../apply/userns.js';
+import { REF_NAME_ANNOTATION } from '../image/oci.js';
+import type { Output } from './output.js';
+import {
+  applyOverrides,
+  rootlessMappings,
+  toRuntimeConfig,
+  volumeMountPoints,
+  type ConfigOverrides,
+  type RootlessIds,
+  type RuntimeSpec,
+} from './runtime-config.js';
+import { checkDestination, commitStaging, type Staging } from './staging.js';
+import { findSubordinateIds } from './subids.js';
 import { fsPath, resolveInRoot } from '../apply/safe-path.js';
 
-export interface BundleOptions extends PullOptions {
+export interface BundleSettings {
   /** Entrypoint, Cmd, Env, WorkingDir and User changes, applied before conversion. */
   overrides?: ConfigOverrides | undefined;
   /** Hostname inside the container (default "runc", as `runc spec`). */
@@ -22,49 +36,63 @@ export interface BundleOptions extends PullOptions {
   volumeMode?: 'tmpfs' | 'none' | undefined;
   /** Shape the config for `runc --rootless`; default: when not running as root. */
   rootless?: boolean | undefined;
+  /**
+   * In a rootless bundle, map container ids 1..N to the user's subordinate ids (/etc/subuid,
+   * /etc/subgid) and give the rootfs the image's owners through them, so the image's own user
+   * can run; default: when the user has ranges and newuidmap/newgidmap are installed. false
+   * maps container 0 only.
+   */
+  subordinateIds?: boolean | undefined;
 }
 
-export interface BundleResult extends PullResult {
-  /** The generated runtime configuration, as written to DIR/config.json. */
-  spec: RuntimeSpec;
-}
-
-const PROVENANCE_REFERENCE = 'org.opencontainers.image.ref.name';
 // No spec key names the manifest digest; this one is ours.
 const PROVENANCE_DIGEST = 'pull-unpack.manifest.digest';
 
-/** Pulls `image` into `dir` as a runc bundle (rootfs + config.json), all or nothing. */
-export async function pullBundle(image: string, dir: string, options: BundleOptions = {}): Promise<BundleResult> {
-  let spec: RuntimeSpec | undefined;
-  const rootless = options.rootless ?? !isRoot();
-  const result = await pullInto(
-    image,
-    dir,
-    { ...options, isRoot: options.isRoot ?? (rootless ? false : undefined) },
-    {
-      rootfsIn: (staging) => join(staging.out, 'rootfs'),
-      prepare: async (staging) => {
-        await mkdir(join(staging.out, 'rootfs'), { mode: 0o755 });
-      },
-      finish: async (staging, rootfs, pulled) => {
-        const image = applyOverrides(pulled.config, options.overrides ?? {});
-        const warn = (message: string): void => options.onEvent?.({ type: 'warning', message });
-        spec = toRuntimeConfig(image, {
-          passwd: await readAccountFile(rootfs, 'etc/passwd', warn),
-          group: await readAccountFile(rootfs, 'etc/group', warn),
-          rootless: rootless ? { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 } : undefined,
-          terminal: options.terminal,
-          hostname: options.hostname,
-          volumeMode: options.volumeMode,
-          annotations: { [PROVENANCE_REFERENCE]: pulled.reference, [PROVENANCE_DIGEST]: pulled.manifestDigest },
-        });
-        for (const mountPoint of volumeMountPoints(spec)) await createMountPoint(rootfs, mountPoint);
-        await writeFile(join(staging.out, 'config.json'), `${JSON.stringify(spec, null, '\t')}\n`, { mode: 0o644 });
-      },
+/**
+ * A runc bundle in the directory `dir`: DIR/rootfs and DIR/config.json, converted from the image
+ * config (runtime-config.ts) with the users and groups of the image's own /etc/passwd and
+ * /etc/group. `rootless` says whether it is shaped for `runc --rootless` (then the layers are
+ * unpacked without applying ownership, or, with subordinate ids, their owners are recorded and
+ * set through the user's id maps before the commit). `onWarning` hears about account files that
+ * are ignored. `env` is where newuidmap/newgidmap are looked up (PATH).
+ */
+export async function bundleOutput(
+  dir: string,
+  settings: BundleSettings,
+  context: { onWarning: (message: string) => void; env?: NodeJS.ProcessEnv | undefined; signal?: AbortSignal | undefined },
+): Promise<Output<{ spec: RuntimeSpec }> & { rootless: boolean }> {
+  const { onWarning } = context;
+  const rootless = settings.rootless ?? !isRoot();
+  const ids = rootless ? await rootlessIds(settings.subordinateIds, context.env) : undefined;
+  const namespace = ids?.subordinate && ids.helpers ? { ...rootlessMappings(ids), ...ids.helpers } : undefined;
+  const owners = namespace ? new OwnerRecord() : undefined;
+  return {
+    destination: dir,
+    rootless,
+    owners,
+    check: checkDestination,
+    async rootfs(staging) {
+      const rootfs = join(staging.out, 'rootfs');
+      await mkdir(rootfs, { mode: 0o755 });
+      return rootfs;
     },
-  );
-  if (!spec) throw new PullUnpackError('INVALID_CONFIG', 'the bundle configuration was not written');
-  return { ...result, spec };
+    async finish(staging, image) {
+      const rootfs = image.rootfs!;
+      const spec = toRuntimeConfig(applyOverrides(image.config.parsed, settings.overrides ?? {}), {
+        passwd: await readAccountFile(rootfs, 'etc/passwd', onWarning),
+        group: await readAccountFile(rootfs, 'etc/group', onWarning),
+        rootless: ids,
+        terminal: settings.terminal,
+        hostname: settings.hostname,
+        volumeMode: settings.volumeMode,
+        annotations: { [REF_NAME_ANNOTATION]: image.reference.toString(), [PROVENANCE_DIGEST]: image.manifest.descriptor.digest },
+      });
+      for (const mountPoint of volumeMountPoints(spec)) await createMountPoint(rootfs, mountPoint);
+      await writeFile(join(staging.out, 'config.json'), `${JSON.stringify(spec, null, '\t')}\n`, { mode: 0o644 });
+      return { spec };
+    },
+    commit: owners && namespace ? (staging) => commitWithOwners(staging, owners, namespace, context.signal) : commitStaging,
+  };
 }
 
 /** The most of /etc/passwd or /etc/group read into memory; real ones are far smaller. */
@@ -122,6 +150,48 @@ async function createMountPoint(rootfs: string, mountPoint: string): Promise<voi
       hint: "run with --volume-mode none to ignore the image's volumes",
       cause: err,
     });
+  }
+}
+
+/** The host ids a rootless bundle maps, with the user's subordinate ranges when there are any. */
+async function rootlessIds(
+  subordinateIds: boolean | undefined,
+  env: NodeJS.ProcessEnv | undefined,
+): Promise<RootlessIds & { helpers?: { newuidmap: string; newgidmap: string } }> {
+  const uid = process.getuid?.() ?? 0;
+  const gid = process.getgid?.() ?? 0;
+  if (subordinateIds === false) return { uid, gid, noSubordinate: 'subordinate ids were turned off' };
+  let name = String(uid);
+  try {
+    name = userInfo().username;
+  } catch {
+    // No passwd entry for this uid (e.g. in a container): subuid(5) also accepts the number.
+  }
+  const found = await findSubordinateIds({ user: { name, uid }, path: env?.['PATH'] });
+  if ('missing' in found) return { uid, gid, noSubordinate: found.missing };
+  return { uid, gid, subordinate: { uids: found.uids, gids: found.gids }, helpers: found };
+}
+
+/**
+ * The last step of a rootless bundle with subordinate ids: the recorded owners are set (in a user
+ * namespace, or directly as root), then the bundle is moved into place. Files owned by
+ * subordinate ids can only be removed from inside such a namespace, so the replaced DIR and, on
+ * failure, the unpacked rootfs are removed there.
+ */
+async function commitWithOwners(
+  staging: Staging,
+  owners: OwnerRecord,
+  namespace: UserNamespace,
+  signal: AbortSignal | undefined,
+): Promise<void> {
+  const direct = isRoot();
+  const cwd = dirname(staging.dir);
+  try {
+    await applyOwners(owners, { root: join(staging.out, 'rootfs'), direct, namespace, workDir: staging.scratch, signal });
+    await commitStaging(staging, direct ? undefined : (path) => removeInUserNamespace(namespace, path, cwd));
+  } catch (err) {
+    if (!direct) await removeInUserNamespace(namespace, staging.out, cwd).catch(() => undefined);
+    throw err;
   }
 }
 

@@ -71,7 +71,7 @@ async function realPathOf(path: string): Promise<string> {
  * Every mount point this process sees (proc(5): the fifth field of /proc/self/mountinfo, with
  * space, tab, newline and backslash written as octal escapes); none where there is no /proc.
  */
-export async function mountPoints(): Promise<string[]> {
+async function mountPoints(): Promise<string[]> {
   let text: string;
   try {
     text = await readFile(MOUNTINFO, 'utf8');

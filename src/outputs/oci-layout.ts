@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { abortError, PullUnpackError } from '../errors.js';
 import { digestOf, parseDigest, verifyBytes } from '../image/digest.js';
-import { MediaType, parseManifest, type Descriptor } from '../image/oci.js';
+import { isRefName, MediaType, OCI_LAYOUT_VERSION, parseManifest, REF_NAME_ANNOTATION, type Descriptor } from '../image/oci.js';
 import { parseJson } from '../image/json.js';
 
 export interface OciLayoutInput {
@@ -37,8 +37,6 @@ export interface WriteOciLayoutOptions {
   convertDockerManifest?: boolean | undefined;
 }
 
-export const REF_NAME_ANNOTATION = 'org.opencontainers.image.ref.name';
-const OCI_LAYOUT_VERSION = '1.0.0';
 /** Docker schema 2 media type -> OCI's, for convertDockerManifest. */
 const DOCKER_TO_OCI: Record<string, string> = {
   [MediaType.DockerConfig]: MediaType.OciConfig,
@@ -47,8 +45,6 @@ const DOCKER_TO_OCI: Record<string, string> = {
   [MediaType.DockerForeignLayerGzip]: MediaType.OciLayerNondistributableGzip,
   'application/vnd.docker.image.rootfs.foreign.diff.tar': MediaType.OciLayerNondistributable,
 };
-/** image-layout.md's grammar for ref.name: components of alphanumerics joined by separators, split by '/'. */
-const REF_NAME = /^[A-Za-z0-9]+(?:(?:[-._:@+]|--)[A-Za-z0-9]+)*(?:\/[A-Za-z0-9]+(?:(?:[-._:@+]|--)[A-Za-z0-9]+)*)*$/;
 
 /**
  * Writes an OCI image layout at `dir` (created if missing; it must be empty): `oci-layout`,
@@ -120,7 +116,7 @@ function checkInput(input: OciLayoutInput): string {
   const { bytes, descriptor } = input.manifest;
   verifyBytes(bytes, descriptor.digest, 'the manifest', descriptor.size);
   verifyBytes(input.config.bytes, input.config.digest, 'the image config');
-  if (input.refName !== undefined && !REF_NAME.test(input.refName)) {
+  if (input.refName !== undefined && !isRefName(input.refName)) {
     throw new PullUnpackError('INVALID_REFERENCE', `"${input.refName}" is not a valid OCI layout reference name`, {
       hint: 'a ref name is letters and digits joined by one of - . _ : @ + (or --), in /-separated parts, e.g. a tag',
     });

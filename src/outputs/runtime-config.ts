@@ -11,6 +11,23 @@ import { posix } from 'node:path';
 import { PullUnpackError } from '../errors.js';
 import type { ImageConfig, ImageRunConfig } from '../image/oci.js';
 import { resolveUser } from './passwd.js';
+import { toRootless, type RootlessIds } from './rootless-config.js';
+import type { RuntimeUser, RuntimeMount, RuntimeSpec } from './runtime-spec.js';
+
+export type {
+  RuntimeUser,
+  RuntimeCapabilities,
+  RuntimeRlimit,
+  RuntimeProcess,
+  RuntimeMount,
+  NamespaceType,
+  LinuxIdMapping,
+  LinuxDeviceCgroup,
+  RuntimeLinux,
+  RuntimeSpec,
+} from './runtime-spec.js';
+
+export { rootlessMappings, type RootlessIds } from './rootless-config.js';
 
 /** CLI-level changes, applied to the image config BEFORE conversion so the same rules hold. */
 export interface ConfigOverrides {
@@ -31,8 +48,11 @@ export interface RuntimeConfigOptions {
   passwd?: string | undefined;
   /** Contents of rootfs/etc/group; undefined when the file is absent. */
   group?: string | undefined;
-  /** Shape the config as `runc spec --rootless` does, mapping container 0 to this host uid/gid. */
-  rootless?: { uid: number; gid: number } | undefined;
+  /**
+   * Shape the config as `runc spec --rootless` does, mapping container 0 to this host uid/gid
+   * and, with `subordinate` ranges, container ids 1..N to them (as podman does).
+   */
+  rootless?: RootlessIds | undefined;
   /** process.terminal; default false. When true, `TERM=xterm` is added unless the image sets TERM. */
   terminal?: boolean | undefined;
   /** Default "runc", as `runc spec`. */
@@ -43,76 +63,6 @@ export interface RuntimeConfigOptions {
   annotations?: Record<string, string> | undefined;
   /** root.readonly; default false (see DEFAULT_READONLY_ROOT). */
   readonlyRoot?: boolean | undefined;
-}
-
-export interface RuntimeUser {
-  uid: number;
-  gid: number;
-  additionalGids?: number[];
-}
-
-export interface RuntimeCapabilities {
-  bounding: string[];
-  effective: string[];
-  permitted: string[];
-  ambient: string[];
-}
-
-export interface RuntimeRlimit {
-  type: string;
-  hard: number;
-  soft: number;
-}
-
-export interface RuntimeProcess {
-  terminal: boolean;
-  user: RuntimeUser;
-  args: string[];
-  env: string[];
-  cwd: string;
-  capabilities: RuntimeCapabilities;
-  rlimits: RuntimeRlimit[];
-  noNewPrivileges: boolean;
-}
-
-export interface RuntimeMount {
-  destination: string;
-  type: string;
-  source: string;
-  options?: string[];
-}
-
-export type NamespaceType = 'pid' | 'network' | 'ipc' | 'uts' | 'mount' | 'user' | 'cgroup';
-
-export interface LinuxIdMapping {
-  containerID: number;
-  hostID: number;
-  size: number;
-}
-
-export interface LinuxDeviceCgroup {
-  allow: boolean;
-  access?: string;
-}
-
-export interface RuntimeLinux {
-  uidMappings?: LinuxIdMapping[];
-  gidMappings?: LinuxIdMapping[];
-  resources?: { devices: LinuxDeviceCgroup[] };
-  namespaces: Array<{ type: NamespaceType }>;
-  maskedPaths: string[];
-  readonlyPaths: string[];
-}
-
-/** The runtime-spec config.json document, keys in the order runc writes them. */
-export interface RuntimeSpec {
-  ociVersion: string;
-  process: RuntimeProcess;
-  root: { path: string; readonly: boolean };
-  hostname: string;
-  mounts: RuntimeMount[];
-  annotations?: Record<string, string>;
-  linux: RuntimeLinux;
 }
 
 /** The version `runc spec` of runc 1.1.x writes. */
@@ -341,44 +291,6 @@ function copyStringMap(out: Record<string, string>, map: unknown, what: string):
     }
     out[key] = value;
   }
-}
-
-/**
- * What `runc spec --rootless` changes (runc libcontainer/specconv ToRootless). Its user namespace
- * maps one id, container 0 to the caller, and runc needs container root mapped ("no root user
- * mapping found"), so the process must run as 0:0: any other user is refused here, since runc
- * would refuse to start it ("cannot set uid to unmapped user in user namespace").
- */
-function toRootless(spec: RuntimeSpec, ids: { uid: number; gid: number }, userText: string): RuntimeSpec {
-  for (const id of [ids.uid, ids.gid]) {
-    if (!Number.isInteger(id) || id < 0 || id > 0xffffffff) {
-      throw new PullUnpackError('USAGE', `rootless host id ${id} is not a valid uid/gid`);
-    }
-  }
-  const { uid, gid } = spec.process.user;
-  if (uid !== 0 || gid !== 0) {
-    throw new PullUnpackError(
-      'INVALID_CONFIG',
-      `a rootless bundle maps only container uid/gid 0 (to host ${ids.uid}:${ids.gid}), but the user ${JSON.stringify(userText)} ` +
-        `is ${uid}:${gid}, which runc cannot switch to`,
-      { hint: 'run as the mapped root with --user 0:0 (still your own user on the host), or write the bundle as root without --rootless' },
-    );
-  }
-  const mounts = spec.mounts.map((m): RuntimeMount => {
-    if (m.destination === '/sys') {
-      return { destination: '/sys', type: 'none', source: '/sys', options: ['rbind', 'nosuid', 'noexec', 'nodev', 'ro'] };
-    }
-    if (m.options === undefined) return m;
-    return { ...m, options: m.options.filter((o) => !o.startsWith('uid=') && !o.startsWith('gid=')) };
-  });
-  const { resources: _dropped, namespaces, ...rest } = spec.linux;
-  const linux: RuntimeLinux = {
-    uidMappings: [{ containerID: 0, hostID: ids.uid, size: 1 }],
-    gidMappings: [{ containerID: 0, hostID: ids.gid, size: 1 }],
-    namespaces: [...namespaces.filter((n) => n.type !== 'network' && n.type !== 'user'), { type: 'user' }],
-    ...rest,
-  };
-  return { ...spec, mounts, linux };
 }
 
 function setEnv(env: string[], entry: string): void {

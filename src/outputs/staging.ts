@@ -1,8 +1,10 @@
 /**
  * All-or-nothing output: the result is built in a staging directory beside DIR and moved into
  * place only when complete. On failure the staging directory is removed and DIR is untouched.
+ * A result with no DIR (a tar on standard output) is staged in the temporary directory.
  */
 import { chmod, lstat, mkdir, mkdtemp, readdir, rename, rm, rmdir, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { PullUnpackError } from '../errors.js';
 import { ownerIsGone, ownerMark } from '../store/lock.js';
@@ -86,6 +88,16 @@ export function destinationPlace(dest: string): StoragePlace {
 }
 
 /**
+ * Where a result that has no destination (`--output tar -`) is staged: beside a name in the
+ * temporary directory ($TMPDIR, else /tmp), never in the current directory; and that directory
+ * as the place a storage error names.
+ */
+export function streamStaging(): { beside: string; place: StoragePlace } {
+  const beside = join(tmpdir(), 'pull-unpack-stream');
+  return { beside, place: { kind: 'temporary', path: tmpdir(), claims: [join(tmpdir(), stagingPrefix(beside))] } };
+}
+
+/**
  * Removes staging directories for `dest` left by pulls that were killed (SIGKILL, power loss):
  * only those whose owner file names a process of this host that no longer runs.
  */
@@ -108,16 +120,29 @@ async function sweepStaleStaging(dest: string, onNotice?: (message: string) => v
       await rename(previous, dest);
       onNotice?.(`restored ${dest}, which an interrupted pull had moved aside`);
     }
-    await removeTree(join(parent, name));
+    try {
+      await removeTree(join(parent, name));
+    } catch (err) {
+      // A rootless bundle killed while its owners were set holds files of subordinate ids,
+      // which only a user namespace can remove: say how, and go on with this pull.
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== 'EACCES' && code !== 'EPERM') throw err;
+      const quoted = `'${join(parent, name).replace(/'/g, "'\\''")}'`;
+      onNotice?.(
+        `cannot remove ${join(parent, name)}, left by an interrupted pull (${code}): remove it with unshare --map-root-user --map-auto rm -rf ${quoted}`,
+      );
+      continue;
+    }
     onNotice?.(`removed ${join(parent, name)}, left by an interrupted pull`);
   }
 }
 
 /**
  * Moves the staged result into place. An existing empty DIR is replaced by the rename; a
- * non-empty one (allowed by --force) is moved aside first and removed after the swap.
+ * non-empty one (allowed by --force) is moved aside first and removed after the swap, with
+ * `remove` (e.g. in a user namespace, for a tree owned by subordinate ids).
  */
-export async function commitStaging(staging: Staging): Promise<void> {
+export async function commitStaging(staging: Staging, remove: (path: string) => Promise<void> = removeTree): Promise<void> {
   const { dest, out, dir } = staging;
   const old = join(dir, 'previous');
   let movedAside = false;
@@ -138,7 +163,7 @@ export async function commitStaging(staging: Staging): Promise<void> {
     if (movedAside) await rename(old, dest);
     throw err;
   }
-  await removeTree(dir);
+  await remove(dir);
 }
 
 /** Removes the staging directory; safe to call more than once. */

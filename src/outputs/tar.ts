@@ -10,8 +10,7 @@
  * format is pax (POSIX.1-2001): a ustar header, preceded by an extended header ('x') only for
  * what ustar cannot hold.
  */
-import { KEEP_XATTRS } from '../apply/xattrs.js';
-import { spawn } from 'node:child_process';
+import { KEEP_XATTRS, runAttrTool } from '../apply/xattrs.js';
 import { constants, type BigIntStats } from 'node:fs';
 import { lstat, open, readdir, readlink } from 'node:fs/promises';
 import { resolve } from 'node:path';
@@ -22,6 +21,8 @@ import { encodeHeader, type HeaderFields } from '../tar/encode.js';
 import { BLOCK } from '../tar/header.js';
 
 const ZEROS = Buffer.alloc(64 * 1024);
+/** The most of the tree's `getfattr --dump` kept in memory (it must fit in one string to be parsed). */
+const MAX_XATTR_DUMP_BYTES = 256 * 1024 * 1024;
 const MAX_WARNINGS = 20;
 
 /** One archive member's metadata (names are bytes, so non-UTF-8 names survive). */
@@ -184,12 +185,14 @@ async function readTreeXattrs(
   warn: (message: string) => void,
   signal: AbortSignal | undefined,
 ): Promise<Map<string, Map<string, Buffer>>> {
-  const result = await runGetfattr(['-R', '-d', '-m', '-', '-h', '-e', 'base64', '--absolute-names', '--', root], signal);
+  const args = ['-R', '-d', '-m', '-', '-h', '-e', 'base64', '--absolute-names', '--', root];
+  const result = await runAttrTool('getfattr', args, { signal, maxStdout: MAX_XATTR_DUMP_BYTES });
   if (result === null) {
     warn('getfattr (Debian package "attr") was not found: extended attributes such as security.capability are not archived');
     return new Map();
   }
   for (const line of result.stderr.split('\n')) if (line.trim() !== '') warn(`extended attributes not read: ${line}`);
+  if (result.truncated) warn(`extended attributes not read: getfattr printed more than ${MAX_XATTR_DUMP_BYTES} bytes`);
   return parseXattrDump(result.stdout, root, warn);
 }
 
@@ -225,25 +228,6 @@ function unescapeDump(text: string): Buffer {
     text.replace(/\\([0-7]{3})/g, (_m, oct: string) => String.fromCharCode(Number.parseInt(oct, 8))),
     'latin1',
   );
-}
-
-/** Runs getfattr; null when it is not installed. stdout is kept as bytes. */
-function runGetfattr(args: string[], signal: AbortSignal | undefined): Promise<{ stdout: Buffer; stderr: string } | null> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('getfattr', args, { stdio: ['ignore', 'pipe', 'pipe'], ...(signal === undefined ? {} : { signal }) });
-    const chunks: Buffer[] = [];
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => chunks.push(d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => {
-      if (stderr.length < 65536) stderr += d;
-    });
-    child.on('error', (err: NodeJS.ErrnoException) => {
-      if (signal?.aborted) reject(abortError(signal));
-      else if (err.code === 'ENOENT') resolve(null);
-      else reject(err);
-    });
-    child.on('close', () => resolve({ stdout: Buffer.concat(chunks), stderr }));
-  });
 }
 
 function warningSink(onWarning: ((m: string) => void) | undefined): (message: string) => void {

@@ -82,7 +82,10 @@ const DEFAULT_TOKEN_SECONDS = 60;
 /** Renew this long before expiry so a token never lapses mid-request. */
 const EXPIRY_MARGIN_MS = 5_000;
 
-/** Bearer tokens keyed by realm, service and scope; reused until shortly before they expire. */
+/**
+ * The bearer tokens of one registry client, keyed by scope (a client talks to one registry, whose
+ * challenges name its realm and service); reused until shortly before they expire.
+ */
 export class TokenCache {
   private readonly tokens = new Map<string, CachedToken>();
 

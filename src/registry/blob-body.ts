@@ -3,12 +3,11 @@
  * asked for again from the byte reached, and the caller sees one continuous, still unverified
  * stream. A body cut by its document deadline (a JSON blob sent too slowly) is not resumed.
  */
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { Dispatcher } from 'undici';
 import { abortError } from '../errors.js';
 import { DeadlineExpired, tooSlowError } from './deadline.js';
 import { brokenBodyError, isBrokenBody, networkError } from './failures.js';
-import { backoffDelay, type RetryPolicy } from './retry.js';
+import { Retry, type RetryPolicy } from './retry.js';
 
 /** A blob body and how many of its first bytes to skip (a server that ignored the Range and sent it all). */
 export interface ResumedBody {
@@ -36,10 +35,11 @@ export async function* resumableBody(
   start: number,
   context: ResumeContext,
 ): AsyncGenerator<Buffer> {
-  const { registry, what, signal, retry } = context;
+  const { registry, what, signal } = context;
+  const retry = new Retry(context.retry);
   let offset = start;
   let { body, skip } = first;
-  for (let attempt = 1; ; attempt++) {
+  for (;;) {
     let failure: unknown;
     try {
       for await (const raw of body) {
@@ -61,11 +61,10 @@ export async function* resumableBody(
     body.destroy();
     if (signal?.aborted) throw abortError(signal);
     if (failure instanceof DeadlineExpired) throw tooSlowError(registry, what, failure);
-    if (attempt >= retry.attempts) {
+    if (!retry.allows()) {
       throw isBrokenBody(failure) ? brokenBodyError(failure, registry, what) : networkError(failure, registry, what);
     }
-    retry.onNotice(`${what}: connection lost at byte ${offset} of ${size}; resuming (attempt ${attempt + 1} of ${retry.attempts})`);
-    await sleep(backoffDelay(attempt, retry.backoffMs), undefined, { signal }).catch(() => undefined);
+    await retry.pause(`${what}: connection lost at byte ${offset} of ${size}`, signal, { action: 'resuming' });
     ({ body, skip } = await reopen(offset));
   }
 }

@@ -5,10 +5,10 @@
 import { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import { basicAuthorization, parseChallenges, pullScope, TokenCache, type Credentials } from './auth.js';
-import { digestOf, parseDigest } from '../image/digest.js';
+import { digestMismatch, digestOf, parseDigest } from '../image/digest.js';
 import { PullUnpackError, RegistryError } from '../errors.js';
 import { DEFAULT_LIMITS } from '../limits.js';
-import { MANIFEST_ACCEPT, MediaType, type Descriptor } from '../image/oci.js';
+import { MANIFEST_ACCEPT, MediaType, type Descriptor, type FetchedManifest } from '../image/oci.js';
 import { registryEndpoint } from '../image/reference.js';
 import { resumableBody, type ResumedBody } from './blob-body.js';
 import { Deadline, DEFAULT_DOCUMENT_TIMEOUT_MS } from './deadline.js';
@@ -17,7 +17,7 @@ import { attemptsFor } from './failures.js';
 import { probeScheme } from './probe.js';
 import { isLoopbackRegistry, OriginPolicy } from './origins.js';
 import { checkRange, errorFromResponse, headerValue, readCapped, unauthorized } from './responses.js';
-import { isRetryableStatus, Retry, retryAfterMs, type RetryPolicy } from './retry.js';
+import { isRetryableStatus, Retry, retryAfterMs, retrying, type RetryPolicy } from './retry.js';
 import { requestToken } from './token-request.js';
 import { certsDirFor, loadHttp, type Http, type TransportOptions } from './transport.js';
 
@@ -54,15 +54,6 @@ export interface RegistryClientOptions {
   origin?: string | undefined;
 }
 
-/** Manifest bytes exactly as served, with the digest computed locally. */
-export interface FetchedManifest {
-  bytes: Buffer;
-  /** The Content-Type header, without parameters; may be empty. */
-  contentType: string;
-  /** sha256 (or the requested algorithm) of `bytes`: the digest to report. */
-  digest: string;
-}
-
 interface SendOptions {
   headers?: Record<string, string>;
   signal?: AbortSignal | undefined;
@@ -81,9 +72,13 @@ interface AuthState {
   answered: boolean;
 }
 
-/** Blobs that are JSON documents (image configs) get the document deadline; layers stream with the idle timeout only. */
+/**
+ * Blobs that are JSON documents (image configs, signature payloads, sigstore bundles) get the
+ * document deadline; layers stream with the idle timeout only. Parameters do not count: older
+ * sigstore bundles are `application/vnd.dev.sigstore.bundle+json;version=0.1`.
+ */
 function isDocumentBlob(descriptor: Descriptor): boolean {
-  return /[+/]json$/.test(descriptor.mediaType);
+  return /[+/]json$/.test(descriptor.mediaType.split(';')[0]!.trim());
 }
 
 /** A client for one registry. Safe for concurrent use; tokens are shared across requests. */
@@ -138,34 +133,9 @@ export class RegistryClient {
     return this.origin;
   }
 
-  /** baseUrl(), retried with backoff while the registry cannot be reached (see networkAttempts). */
-  private async baseUrlWithRetry(signal: AbortSignal | undefined, retry: Retry): Promise<URL> {
-    for (;;) {
-      try {
-        return new URL(await this.baseUrl(signal));
-      } catch (err) {
-        const limit = attemptsFor(err);
-        if (signal?.aborted || !retry.allows(limit)) throw err;
-        await retry.pause((err as Error).message, signal, { limit });
-      }
-    }
-  }
-
-  /** GET /v2/: checks that the registry answers the v2 API (a 401 counts as an answer). */
-  async ping(signal?: AbortSignal): Promise<void> {
-    const url = new URL('/v2/', await this.baseUrl(signal));
-    const deadline = new Deadline(this.documentTimeout, signal);
-    try {
-      const res = await exchange(await this.http(), url, { method: 'GET', headers: {} }, deadline, signal, 'the registry API');
-      await res.body.dump();
-      if (res.statusCode !== 200 && res.statusCode !== 401) {
-        throw new RegistryError('REGISTRY_ERROR', `${this.registry} does not answer the registry v2 API (HTTP ${res.statusCode})`, {
-          status: res.statusCode,
-        });
-      }
-    } finally {
-      deadline.settle();
-    }
+  /** baseUrl(), retried with backoff while the registry cannot be reached (failures.ts attemptsFor). */
+  private baseUrlWithRetry(signal: AbortSignal | undefined, retry: Retry): Promise<URL> {
+    return retrying(retry, signal, async () => new URL(await this.baseUrl(signal)), attemptsFor);
   }
 
   /**
@@ -186,11 +156,7 @@ export class RegistryClient {
       }),
     );
     const digest = digestOf(bytes, expected?.algorithm ?? 'sha256');
-    if (expected && digest !== reference) {
-      throw new PullUnpackError('DIGEST_MISMATCH', `the manifest served for ${what} hashes to ${digest}`, {
-        hint: 'the registry or something between it and you altered the manifest; nothing was used',
-      });
-    }
+    if (expected && digest !== reference) throw digestMismatch(`the manifest served for ${what}`, reference, digest);
     return { bytes, contentType, digest };
   }
 

@@ -4,13 +4,13 @@
  * podman/skopeo's auth.json. A missing or broken source is a one-line notice, never an
  * error: a public pull must not fail because a keychain helper is absent.
  */
-import { spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import type { Credentials } from './auth.js';
 import { PullUnpackError, redactSecrets } from '../errors.js';
 import { parseJson as parseJsonText } from '../image/json.js';
+import { runProgram } from '../programs.js';
 
 /** What running `docker-credential-NAME get` came to. */
 export type HelperResult =
@@ -41,7 +41,7 @@ const DOCKER_HUB_HOSTS = new Set(['docker.io', 'index.docker.io', 'registry-1.do
 const NOT_FOUND_TEXT = 'credentials not found in native keychain';
 /** docker's convention: a helper answering this username returns an identity token as Secret. */
 const TOKEN_USERNAME = '<token>';
-export const HELPER_TIMEOUT_MS = 10_000;
+const HELPER_TIMEOUT_MS = 10_000;
 const MAX_HELPER_OUTPUT = 1024 * 1024;
 const MAX_PASSWORD_BYTES = 64 * 1024;
 /** Helper names become part of an executable name; refuse anything that could be a path. */
@@ -280,52 +280,31 @@ function helperCredentials(stdout: string): Credentials | undefined {
 }
 
 /**
- * The default helper runner: spawns `docker-credential-NAME get` with `env` (its PATH finds
- * the executable), writes the server URL to stdin, and gives up after `timeoutMs`.
+ * The default helper runner: runs `docker-credential-NAME get` with `env` (its PATH finds the
+ * executable), writes the server URL to stdin, keeps at most MAX_HELPER_OUTPUT bytes of what it
+ * prints, and gives up after `timeoutMs`.
  */
 export function credentialHelperRunner(
   env: NodeJS.ProcessEnv,
   timeoutMs = HELPER_TIMEOUT_MS,
 ): (name: string, serverUrl: string) => Promise<HelperResult> {
-  return (name, serverUrl) =>
-    new Promise<HelperResult>((resolve) => {
-      let settled = false;
-      const settle = (result: HelperResult): void => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        resolve(result);
-      };
-      const child = spawn(`docker-credential-${name}`, ['get'], { env, stdio: ['pipe', 'pipe', 'pipe'] });
-      const timer = setTimeout(() => {
-        child.kill('SIGKILL');
-        settle({ status: 'timeout' });
-      }, timeoutMs);
-      const stdout = collect(child.stdout);
-      const stderr = collect(child.stderr);
-      child.on('error', (err: NodeJS.ErrnoException) => {
-        settle(err.code === 'ENOENT' ? { status: 'missing' } : { status: 'failed', message: err.code ?? err.message });
-      });
-      child.on('close', (code, signal) => {
-        if (code === null) settle({ status: 'failed', message: `killed by ${signal ?? 'a signal'}` });
-        else settle({ status: 'exited', exitCode: code, stdout: stdout(), stderr: stderr() });
-      });
-      // A helper that exits without reading stdin makes this write fail with EPIPE; its exit
-      // status (reported on 'close') is the meaningful outcome, so the write error is dropped.
-      child.stdin.on('error', () => undefined);
-      child.stdin.end(serverUrl);
+  return async (name, serverUrl) => {
+    const result = await runProgram(`docker-credential-${name}`, ['get'], {
+      env,
+      input: serverUrl,
+      timeoutMs,
+      maxStdout: MAX_HELPER_OUTPUT,
+      maxStderr: MAX_HELPER_OUTPUT,
     });
-}
-
-/** Accumulates a stream's text up to MAX_HELPER_OUTPUT bytes; later bytes are drained and dropped. */
-function collect(stream: NodeJS.ReadableStream): () => string {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  stream.on('data', (chunk: Buffer) => {
-    if (size + chunk.length <= MAX_HELPER_OUTPUT) chunks.push(chunk);
-    size += chunk.length;
-  });
-  return () => Buffer.concat(chunks).toString('utf8');
+    switch (result.status) {
+      case 'exited':
+        return { status: 'exited', exitCode: result.code, stdout: result.stdout.toString('utf8'), stderr: result.stderr };
+      case 'killed':
+        return { status: 'failed', message: `killed by ${result.signal}` };
+      default:
+        return result;
+    }
+  };
 }
 
 /** Reads and parses a JSON object file; absent -> undefined silently, anything else wrong -> a notice. */

@@ -7,7 +7,7 @@ import { abortError, isPullUnpackError, PullUnpackError, redactSecrets } from '.
 import { DeadlineExpired, tooSlowError, type Deadline } from './deadline.js';
 
 /** A TLS failure because the server certificate did not verify (untrusted CA, wrong name, expired). */
-export function isCertificateError(err: unknown): boolean {
+function isCertificateError(err: unknown): boolean {
   return /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ALTNAME/.test((err as { code?: string }).code ?? '');
 }
 
@@ -73,7 +73,7 @@ const RESOLVE_ERRORS = new Set(['ENOTFOUND', 'EAI_AGAIN', 'EAI_NONAME', 'EAI_FAI
  * connection (a registry that is restarting); otherwise as many as the policy allows. Fail
  * fast when nothing is there (issue 11).
  */
-export function networkAttempts(err: PullUnpackError): number {
+function networkAttempts(err: PullUnpackError): number {
   const cause = err.cause;
   if (isCertificateError(cause) || cause instanceof DeadlineExpired) return 1;
   const code = codeOf(cause);

@@ -11,7 +11,7 @@ export function isLoopbackRegistry(registry: string): boolean {
 }
 
 /** 'host:5000' -> 'host', '[::1]:5000' -> '::1'. */
-export function hostOnly(registry: string): string {
+function hostOnly(registry: string): string {
   if (registry.startsWith('[')) return registry.slice(1, registry.indexOf(']'));
   const colon = registry.lastIndexOf(':');
   return colon === -1 ? registry : registry.slice(0, colon);

@@ -28,7 +28,7 @@ export async function errorFromResponse(res: Dispatcher.ResponseData, what: stri
 }
 
 /** Maps an HTTP error response to a typed error, using the registry's JSON error body when it has one. */
-export function registryErrorFrom(status: number, body: Buffer, contentType: string, what: string, registry: string): RegistryError {
+function registryErrorFrom(status: number, body: Buffer, contentType: string, what: string, registry: string): RegistryError {
   let first: { code?: string; message?: string; detail?: unknown } | undefined;
   try {
     const doc = parseJson(body, 'the error body') as { errors?: Array<{ code?: string; message?: string; detail?: unknown }> };

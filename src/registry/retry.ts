@@ -67,23 +67,49 @@ export class Retry {
     return this.attempt < Math.min(limit, this.policy.attempts);
   }
 
-  /** Says why (once per reason) and waits before the next attempt; ABORTED if `signal` fires first. */
+  /**
+   * Says why (once per reason: '<why>; retrying in 1.0 s (attempt 2 of 5)', or 'resuming' for
+   * `action`) and waits before the next attempt; ABORTED if `signal` fires first.
+   */
   async pause(
     why: string,
     signal: AbortSignal | undefined,
-    options: { retryAfter?: number | undefined; limit?: number } = {},
+    options: { retryAfter?: number | undefined; limit?: number; action?: string } = {},
   ): Promise<void> {
     const delay = options.retryAfter ?? backoffDelay(this.attempt, this.policy.backoffMs);
     this.attempt++;
     if (!this.said.has(why)) {
       this.said.add(why);
       const of = Math.min(options.limit ?? Infinity, this.policy.attempts);
-      this.policy.onNotice(`${why}; retrying in ${(delay / 1000).toFixed(1)} s (attempt ${this.attempt} of ${of})`);
+      const action = options.action ?? 'retrying';
+      this.policy.onNotice(`${why}; ${action} in ${(delay / 1000).toFixed(1)} s (attempt ${this.attempt} of ${of})`);
     }
     try {
       await sleep(delay, undefined, { signal });
     } catch {
       throw abortError(signal);
+    }
+  }
+}
+
+/**
+ * Runs `attempt` until it succeeds. A failure is tried again, after `retry` said why and waited,
+ * while `retry` allows the attempts `limitOf(failure)` gives that kind of failure; otherwise (or
+ * once `signal` fired) it is thrown.
+ */
+export async function retrying<T>(
+  retry: Retry,
+  signal: AbortSignal | undefined,
+  attempt: () => Promise<T>,
+  limitOf: (failure: unknown) => number,
+): Promise<T> {
+  for (;;) {
+    try {
+      return await attempt();
+    } catch (err) {
+      const limit = limitOf(err);
+      if (signal?.aborted || !retry.allows(limit)) throw err;
+      await retry.pause((err as Error).message, signal, { limit });
     }
   }
 }

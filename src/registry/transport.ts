@@ -36,7 +36,7 @@ export interface TransportOptions {
   documentTimeout?: number | undefined;
 }
 
-export const DEFAULT_CERTS_DIR = '/etc/docker/certs.d';
+const DEFAULT_CERTS_DIR = '/etc/docker/certs.d';
 
 /** TLS material for one registry host. */
 interface TlsMaterial {

@@ -1,7 +1,7 @@
 /**
- * Images inside tar archives: the file access an OCI layout needs (`oci-archive:`, and the
- * OCI layout docker 25+ writes into `docker save` output), and an ImageSource for the legacy
- * `docker save` format, which has no manifests: one is synthesized from manifest.json.
+ * An ImageSource for the legacy `docker save` format, which has no manifests: one is
+ * synthesized from manifest.json. (An archive holding an OCI layout, `oci-archive:` or the one
+ * docker 25+ writes, is read as a layout through layout-files.ts.)
  *
  * Legacy format (moby image/tarexport): manifest.json =
  *   [{ "Config": "<id>.json", "RepoTags": ["name:tag"], "Layers": ["<id>/layer.tar", ...] }]
@@ -9,35 +9,13 @@
 import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { abortError, PullUnpackError } from '../errors.js';
-import type { LayoutFiles } from './layout.js';
-import { MediaType, type Descriptor, type ImageManifest } from '../image/oci.js';
+import { MediaType, type Descriptor, type FetchedManifest, type ImageManifest } from '../image/oci.js';
 import { parseReference } from '../image/reference.js';
-import type { FetchedManifest } from '../registry/client.js';
 import { parseJson } from '../image/json.js';
 import { limitError, type Limits } from '../limits.js';
-import { readCapped } from './capped-read.js';
+import { readCapped, tarFiles } from './layout-files.js';
 import type { ImageSource } from './source.js';
 import type { TarIndex, TarMember } from '../tar/archive-index.js';
-
-/** LayoutFiles reading the members of an indexed tar (symlinks and hard links inside it are followed). */
-export function tarFiles(tar: TarIndex): LayoutFiles {
-  const member = (name: string, what: string): TarMember => {
-    const found = tar.lookup(name);
-    if (!found) throw new PullUnpackError('NOT_FOUND', `${what}: ${tar.path} has no file "${name}"`);
-    return found;
-  };
-  return {
-    async read(name, cap, what) {
-      const m = member(name, what);
-      if (m.size > cap) throw new PullUnpackError('TOO_LARGE', `${what} is ${m.size} bytes, over the ${cap}-byte limit`);
-      return tar.read(m);
-    },
-    async open(name, what) {
-      return tar.stream(member(name, what));
-    },
-    close: () => tar.close(),
-  };
-}
 
 interface ArchiveImage {
   Config: string;

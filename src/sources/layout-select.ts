@@ -3,13 +3,12 @@
  * or the only one. Pure; the errors list what the layout holds so the user can pick.
  */
 import { PullUnpackError } from '../errors.js';
-import type { Descriptor } from '../image/oci.js';
+import { REF_NAME_ANNOTATION, type Descriptor } from '../image/oci.js';
 import { parseReference } from '../image/reference.js';
 
 /** image-spec annotations.md: the tag (or full reference) an index entry is known by. */
-export const REF_NAME_ANNOTATION = 'org.opencontainers.image.ref.name';
 /** containerd's `ctr export` and docker 25+ `docker save` put the full image name here. */
-export const CONTAINERD_NAME_ANNOTATION = 'io.containerd.image.name';
+const CONTAINERD_NAME_ANNOTATION = 'io.containerd.image.name';
 /**
  * `cosign save` names no entry: it marks the image (or index) and its signature manifest with
  * a `kind` annotation instead (cosign pkg/oci/layout).
@@ -73,7 +72,7 @@ function cosignSaved(entries: Descriptor[]): { image: Descriptor; signatures: De
 }
 
 /** 'latest (sha256:…), sha256:… (untagged)': what a layout holds, for messages. */
-export function listEntries(entries: Descriptor[]): string {
+function listEntries(entries: Descriptor[]): string {
   return entries
     .map((e) => {
       const n = names(e);

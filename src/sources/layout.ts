@@ -6,111 +6,18 @@
  *
  * Layout: https://github.com/opencontainers/image-spec/blob/v1.1.0/image-layout.md
  */
-import { constants } from 'node:fs';
-import { open, realpath, stat, type FileHandle } from 'node:fs/promises';
-import { dirname, join, resolve, sep } from 'node:path';
-import type { Readable } from 'node:stream';
+import { resolve } from 'node:path';
 import { abortError, PullUnpackError } from '../errors.js';
-import { openDockerArchive, tarFiles } from './archive.js';
+import { openDockerArchive } from './archive.js';
+import { dirFiles, readCapped, tarFiles, type LayoutFiles } from './layout-files.js';
 import { cosignAttachment, selectLayoutEntry } from './layout-select.js';
-import { digestOf, parseDigest } from '../image/digest.js';
-import { MediaType, parseManifest, type Descriptor } from '../image/oci.js';
-import { parseReference } from '../image/reference.js';
-import type { FetchedManifest } from '../registry/client.js';
+import { parseDigest, verifyBytes } from '../image/digest.js';
+import type { LocalReference } from '../image/local-reference.js';
+import { isReadableLayoutVersion, MediaType, parseManifest, type Descriptor, type FetchedManifest } from '../image/oci.js';
 import { DEFAULT_LIMITS, type Limits } from '../limits.js';
 import { parseJson } from '../image/json.js';
-import { readCapped } from './capped-read.js';
 import type { ImageSource } from './source.js';
 import { TarIndex } from '../tar/archive-index.js';
-
-export type LocalTransport = 'oci' | 'oci-archive' | 'docker-archive';
-
-export interface LocalReference {
-  transport: LocalTransport;
-  /** The directory or archive path as given (resolved against the cwd when opened). */
-  path: string;
-  /** oci/oci-archive: a ref name to match in index.json; docker-archive: an image NAME[:TAG]. */
-  tag?: string;
-  /** oci/oci-archive only: the manifest or index to use, by digest. */
-  digest?: string;
-  toString(): string;
-}
-
-const TRANSPORTS: ReadonlyArray<readonly [string, LocalTransport]> = [
-  ['oci:', 'oci'],
-  ['oci-archive:', 'oci-archive'],
-  ['docker-archive:', 'docker-archive'],
-];
-// The org.opencontainers.image.ref.name grammar (image-spec annotations.md): a bare tag or a
-// full reference such as 'docker.io/library/alpine:3.19'.
-const REF_COMPONENT = '[A-Za-z0-9]+(?:(?:[-._:@+]|--)[A-Za-z0-9]+)*';
-const REF_NAME = new RegExp(`^${REF_COMPONENT}(?:/${REF_COMPONENT})*$`);
-const DIGEST_SUFFIX = /@([a-z0-9]+(?:[+._-][a-z0-9]+)*:[A-Za-z0-9=_-]*)$/;
-
-/**
- * Parses 'oci:PATH[:TAG|@DIGEST]', 'oci-archive:PATH[:TAG|@DIGEST]' and
- * 'docker-archive:PATH[:NAME[:TAG]]'; undefined when `text` has none of these prefixes, and
- * INVALID_REFERENCE for a malformed one. As in skopeo (containers/image), PATH ends at the
- * first ':' after the prefix, so a path cannot contain ':'; an '@DIGEST' suffix is taken off
- * first, so PATH may contain '@'.
- */
-export function parseLocalReference(text: string): LocalReference | undefined {
-  const match = TRANSPORTS.find(([prefix]) => text.startsWith(prefix));
-  if (!match) return undefined;
-  const [prefix, transport] = match;
-  let body = text.slice(prefix.length);
-  let digest: string | undefined;
-  const suffix = transport === 'docker-archive' ? null : DIGEST_SUFFIX.exec(body);
-  if (suffix) {
-    digest = checkedDigest(text, suffix[1]!);
-    body = body.slice(0, suffix.index);
-  }
-  const colon = body.indexOf(':');
-  const path = colon < 0 ? body : body.slice(0, colon);
-  const tag = colon < 0 ? undefined : body.slice(colon + 1);
-  if (path === '') throw invalid(text, 'the path is empty');
-  if (tag !== undefined) checkTag(text, transport, tag);
-  if (tag !== undefined && digest !== undefined) throw invalid(text, 'give a tag or a digest, not both');
-  const canonical = `${transport}:${path}${tag === undefined ? '' : `:${tag}`}${digest === undefined ? '' : `@${digest}`}`;
-  return Object.freeze({
-    transport,
-    path,
-    ...(tag === undefined ? {} : { tag }),
-    ...(digest === undefined ? {} : { digest }),
-    toString: () => canonical,
-  });
-}
-
-function checkedDigest(text: string, digest: string): string {
-  try {
-    return parseDigest(digest).toString();
-  } catch (cause) {
-    throw invalid(text, `"${digest}" is not a valid digest`, cause);
-  }
-}
-
-function checkTag(text: string, transport: LocalTransport, tag: string): void {
-  if (tag === '') throw invalid(text, 'the tag after ":" is empty');
-  if (transport !== 'docker-archive') {
-    if (!REF_NAME.test(tag)) throw invalid(text, `"${tag}" is not a valid image ref name`);
-    return;
-  }
-  let digested: boolean;
-  try {
-    digested = parseReference(tag).digest !== undefined;
-  } catch (cause) {
-    throw invalid(text, `"${tag}" is not a valid image name`, cause);
-  }
-  // docker save archives record names and tags, never manifest digests.
-  if (digested) throw invalid(text, 'docker-archive: selects an image by NAME:TAG, not by digest');
-}
-
-function invalid(text: string, why: string, cause?: unknown): PullUnpackError {
-  return new PullUnpackError('INVALID_REFERENCE', `invalid local image reference "${text}": ${why}`, {
-    cause,
-    hint: 'use oci:DIR[:TAG|@sha256:HEX], oci-archive:FILE[:TAG|@sha256:HEX] or docker-archive:FILE[:NAME:TAG]',
-  });
-}
 
 export interface OpenedLocalSource {
   source: ImageSource;
@@ -121,14 +28,13 @@ export interface OpenedLocalSource {
 }
 
 /**
- * Opens the local image `ref` names and picks its top-level document (see selectLayoutEntry).
- * Archives are indexed in place (tar-index.ts), never extracted, so `scratchDir` is not
- * needed and is ignored; it is accepted so callers need not know how an archive is read.
+ * Opens the local image `ref` names and picks its top-level document (see selectLayoutEntry),
+ * reading under `limits` (default DEFAULT_LIMITS). Archives are indexed in place (tar/archive-index.ts), never extracted.
  * NOT_FOUND when the path, the tag or the layout's files are missing.
  */
 export async function openLocalSource(
   ref: LocalReference,
-  options: { scratchDir?: string; signal?: AbortSignal; limits?: Limits } = {},
+  options: { signal?: AbortSignal | undefined; limits?: Limits | undefined } = {},
 ): Promise<OpenedLocalSource> {
   const limits = options.limits ?? DEFAULT_LIMITS;
   if (options.signal?.aborted) throw abortError(options.signal);
@@ -152,65 +58,6 @@ export async function openLocalSource(
     await tar.close();
     throw err;
   }
-}
-
-/** Read access to the files of an image layout or archive, wherever they are stored. */
-export interface LayoutFiles {
-  /** Reads a whole file, refusing more than `cap` bytes (TOO_LARGE); NOT_FOUND when absent. */
-  read(name: string, cap: number, what: string): Promise<Buffer>;
-  /** A stream of a file's bytes (the caller consumes or destroys it); NOT_FOUND when absent. */
-  open(name: string, what: string): Promise<Readable>;
-  close(): Promise<void>;
-}
-
-/** The layout's files under `root`. Symlinked blob files and blob directories outside `root` are refused. */
-async function dirFiles(root: string): Promise<LayoutFiles> {
-  const info = await stat(root).catch((cause: NodeJS.ErrnoException) => {
-    if (cause.code === 'ENOENT') throw new PullUnpackError('NOT_FOUND', `OCI layout directory ${root} does not exist`, { cause });
-    throw cause;
-  });
-  if (!info.isDirectory()) {
-    throw new PullUnpackError('NOT_FOUND', `${root} is not a directory`, {
-      hint: 'oci: names an OCI image layout directory; use oci-archive: for a tar file',
-    });
-  }
-  const realRoot = await realpath(root);
-  const openRegular = async (name: string, what: string): Promise<FileHandle> => {
-    const full = join(root, name);
-    const dir = await realpath(dirname(full)).catch(() => undefined);
-    if (dir !== undefined && dir !== realRoot && !dir.startsWith(realRoot + sep)) {
-      throw new PullUnpackError('UNSAFE_PATH', `${what}: ${dirname(full)} leads outside the layout ${root}`);
-    }
-    // O_NONBLOCK: opening a FIFO (which the fstat below refuses) must not wait for a writer.
-    const handle = await open(full, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK).catch(
-      (cause: NodeJS.ErrnoException) => {
-        if (cause.code === 'ENOENT') throw new PullUnpackError('NOT_FOUND', `${what}: ${full} does not exist`, { cause });
-        if (cause.code === 'ELOOP') throw new PullUnpackError('UNSAFE_PATH', `${what}: ${full} is a symbolic link`, { cause });
-        throw cause;
-      },
-    );
-    if (!(await handle.stat()).isFile()) {
-      await handle.close();
-      throw new PullUnpackError('UNSAFE_PATH', `${what}: ${full} is not a regular file`);
-    }
-    return handle;
-  };
-  return {
-    async read(name, cap, what) {
-      const handle = await openRegular(name, what);
-      try {
-        const { size } = await handle.stat();
-        if (size > cap) throw new PullUnpackError('TOO_LARGE', `${what} is ${size} bytes, over the ${cap}-byte limit`);
-        return await handle.readFile();
-      } finally {
-        await handle.close();
-      }
-    },
-    async open(name, what) {
-      return (await openRegular(name, what)).createReadStream();
-    },
-    close: async () => undefined,
-  };
 }
 
 /** What a reference selects in a layout: a ref name, a digest, or neither (the only entry). */
@@ -250,7 +97,7 @@ async function openOciLayout(files: LayoutFiles, name: string, selection: Layout
     const what = `${name}@${descriptor.digest}`;
     const blob = `blobs/${digest.algorithm}/${digest.hex}`;
     const bytes = await readCapped(files, blob, limits.maxManifestBytes, '--max-manifest-size', `the manifest ${what}`);
-    checkDocument(bytes, descriptor, what);
+    verifyBytes(bytes, descriptor.digest, what, descriptor.size);
     return { bytes, contentType: descriptor.mediaType ?? '', digest: descriptor.digest };
   };
 
@@ -298,22 +145,9 @@ async function checkLayoutVersion(files: LayoutFiles, name: string): Promise<voi
   }
   const doc = parseJson(text, `${name}: oci-layout`);
   const version = doc && typeof doc === 'object' ? (doc as { imageLayoutVersion?: unknown }).imageLayoutVersion : undefined;
-  // image-layout.md: imageLayoutVersion is "1.0.0"; a later major version may change the layout.
-  if (typeof version !== 'string' || !/^1\./.test(version)) {
+  if (!isReadableLayoutVersion(version)) {
     throw new PullUnpackError('INVALID_MANIFEST', `${name}: unsupported imageLayoutVersion ${JSON.stringify(version)}`, {
       hint: 'pull-unpack reads image layouts of version 1.x',
     });
-  }
-}
-
-/** DIGEST_MISMATCH / SIZE_MISMATCH unless the blob is what its descriptor names. */
-function checkDocument(bytes: Buffer, descriptor: Pick<Descriptor, 'digest'> & Partial<Descriptor>, what: string): void {
-  const hint = 'the layout was altered or is corrupt; nothing was used';
-  if (descriptor.size !== undefined && bytes.length !== descriptor.size) {
-    throw new PullUnpackError('SIZE_MISMATCH', `${what}: the blob is ${bytes.length} bytes, expected ${descriptor.size}`, { hint });
-  }
-  const actual = digestOf(bytes, parseDigest(descriptor.digest).algorithm);
-  if (actual !== descriptor.digest) {
-    throw new PullUnpackError('DIGEST_MISMATCH', `${what}: the blob hashes to ${actual}`, { hint });
   }
 }

@@ -7,8 +7,9 @@ import { hostPlatform, normalizePlatform, parsePlatform } from '../image/platfor
 import type { Credentials } from '../registry/auth.js';
 import { credentialProvider } from '../registry/credentials.js';
 import { PullUnpackError } from '../errors.js';
-import { openLocalSource, parseLocalReference } from './layout.js';
-import { manifestReference, parseReference, type Reference } from '../image/reference.js';
+import { openLocalSource } from './layout.js';
+import { isLocalReference, type ImageReference } from '../image/local-reference.js';
+import { manifestReference, type Reference } from '../image/reference.js';
 import { DEFAULT_ATTEMPTS, RegistryClient, type RegistryClientOptions } from '../registry/client.js';
 import { fallbackSource, registrySource, withBlobOffsets, type ImageSource } from './source.js';
 import { resolveLimits, type Limits } from '../limits.js';
@@ -68,31 +69,30 @@ export interface OpenedImage {
 }
 
 /**
- * Opens `image`: a registry reference (`alpine`, `host:5000/a/b:t`, `name@sha256:…`) or a local
- * source (`oci:DIR[:TAG|@DIGEST]`, `oci-archive:FILE[:TAG]`, `docker-archive:FILE[:REF]`).
+ * Opens `image`: a registry reference (`alpine`, `host:5000/a/b:t`, `name@sha256:…`), through its
+ * mirrors first, or a local source (`oci:DIR[:TAG|@DIGEST]`, `oci-archive:FILE[:TAG]`,
+ * `docker-archive:FILE[:REF]`).
  */
-export async function openImage(image: string, options: SourceOptions): Promise<OpenedImage> {
+export async function openImage(image: ImageReference, options: SourceOptions): Promise<OpenedImage> {
   const limits = resolveLimits(options.limits);
-  const local = parseLocalReference(image);
-  if (local) {
-    const opened = await openLocalSource(local, { signal: options.signal, limits });
+  if (isLocalReference(image)) {
+    const opened = await openLocalSource(image, { signal: options.signal, limits });
     return {
       source: withBlobOffsets(opened.source),
       reference: opened.reference,
-      display: local.toString(),
+      display: image.toString(),
       local: true,
       limits,
       close: () => opened.close(),
     };
   }
-  const reference = parseReference(image);
   const resolved = { ...options, limits };
-  const mirrors = (options.mirrors?.[reference.registry] ?? []).map((url) => mirrorSource(url, reference, resolved));
-  const upstream = registrySource(registryClient(reference.registry, resolved, options.credentials), reference.repository);
+  const mirrors = (options.mirrors?.[image.registry] ?? []).map((url) => mirrorSource(url, image, resolved));
+  const upstream = registrySource(registryClient(image.registry, resolved, options.credentials), image.repository);
   return {
     source: fallbackSource([...mirrors, upstream], options.onNotice ?? (() => undefined)),
-    reference: manifestReference(reference),
-    display: reference.toString(),
+    reference: manifestReference(image),
+    display: image.toString(),
     local: false,
     limits,
     close: async () => undefined,

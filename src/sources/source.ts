@@ -1,12 +1,13 @@
 /**
  * The seam between where an image comes from and what is done with it: the resolver, fetcher
- * and applier see only an ImageSource, whether it is a registry or (later) a local layout.
+ * and applier see only an ImageSource, whether it is a registry (with its mirrors), the blob
+ * cache, an OCI layout or an archive.
  */
 import { Transform, type Readable } from 'node:stream';
 import { isPullUnpackError, PullUnpackError } from '../errors.js';
 import { verifyBytes } from '../image/digest.js';
-import type { Descriptor } from '../image/oci.js';
-import type { FetchedManifest, RegistryClient } from '../registry/client.js';
+import type { Descriptor, FetchedManifest } from '../image/oci.js';
+import type { RegistryClient } from '../registry/client.js';
 
 export interface ImageSource {
   /** Names the image in messages, e.g. 'docker.io/library/alpine'. */

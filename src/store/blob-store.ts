@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { parseDigest, verifyBytes } from '../image/digest.js';
 import { abortError, isPullUnpackError, PullUnpackError } from '../errors.js';
-import type { Descriptor } from '../image/oci.js';
+import { OCI_LAYOUT_VERSION, type Descriptor } from '../image/oci.js';
 import { appendFrom, HashingCounter, WriteFailure, type BlobOpener } from './ingest.js';
 import { checkLockTimeout, DEFAULT_LOCK_TIMEOUT_MS, withFileLock, type LockHolder, type LockOptions } from './lock.js';
 import { openRegularFile, readRegularFile } from './regular-file.js';
@@ -41,7 +41,7 @@ export interface IngestOptions {
   /** Sees the running byte count of the blob (resumed bytes included). */
   onBytes?: ((received: number) => void) | undefined;
   /** Called when another process is downloading the same blob and this one waits for it. */
-  onWait?: (() => void) | undefined;
+  onWait?: ((message: string) => void) | undefined;
   /**
    * Sees the partial file grow: called after each write with its length; `fresh` when this
    * transfer started it at byte 0 (see blob-follow.ts).
@@ -57,7 +57,7 @@ export interface IngestResult {
   resumed: number;
 }
 
-const LAYOUT_FILE = JSON.stringify({ imageLayoutVersion: '1.0.0' });
+const LAYOUT_FILE = JSON.stringify({ imageLayoutVersion: OCI_LAYOUT_VERSION });
 
 export class BlobStore {
   /** The layout's root directory. */
@@ -200,17 +200,17 @@ export class BlobStore {
    * Options for a lock of this store: the timeout, and notices that say what is waited for
    * (`what`, e.g. 'layer 2/3 of IMAGE' or 'the cache index') and when a lock is taken over.
    */
-  lockOptions(what: string, signal?: AbortSignal, onWait?: () => void): LockOptions {
+  lockOptions(what: string, signal?: AbortSignal, onWait?: (message: string) => void): LockOptions {
     const seconds = (ms: number): string => `${Math.round(ms / 1000)} s`;
     const limit = `taken over if not refreshed for ${seconds(this.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS)} (--lock-timeout)`;
     return {
       signal,
       timeoutMs: this.lockTimeoutMs,
       onWait: (holder: LockHolder) => {
-        onWait?.();
-        this.onNotice?.(
-          `${what}: waiting for ${holder.description}, which holds its lock in ${this.root} (refreshed ${seconds(holder.ageMs)} ago; ${limit})`,
-        );
+        const message = `${what}: waiting for ${holder.description}, which holds its lock in ${this.root} (refreshed ${seconds(holder.ageMs)} ago; ${limit})`;
+        // A caller that reports the wait itself (a progress line) gets the words; else a notice.
+        if (onWait) onWait(message);
+        else this.onNotice?.(message);
       },
       onTakeover: (holder: LockHolder) =>
         this.onNotice?.(
@@ -219,7 +219,10 @@ export class BlobStore {
     };
   }
 
-  /** Creates the layout's skeleton once: oci-layout, blobs/sha256, ingest/. */
+  /**
+   * Creates what is missing of the layout's skeleton (oci-layout, blobs/sha256, blobs/sha512,
+   * ingest/); called before every write, so a cache emptied meanwhile is made again.
+   */
   private async prepare(): Promise<void> {
     await makeDirectories(join(this.root, 'blobs', 'sha256'));
     await makeDirectories(join(this.root, 'blobs', 'sha512'));

@@ -11,11 +11,8 @@ import { isPullUnpackError, PullUnpackError } from '../errors.js';
 import { tryFileLock, withFileLock } from './lock.js';
 import { NotRegularFileError, readRegularFile } from './regular-file.js';
 import { storageError } from './storage-error.js';
-import { MediaType, type Descriptor, type ImageIndex } from '../image/oci.js';
+import { MediaType, REF_NAME_ANNOTATION, type Descriptor, type ImageIndex } from '../image/oci.js';
 import { parseJson } from '../image/json.js';
-
-/** The annotation naming a reference in an OCI layout's index.json (image-spec annotations.md). */
-export const REF_NAME = 'org.opencontainers.image.ref.name';
 
 export interface CachedRef {
   reference: string;
@@ -26,8 +23,8 @@ export interface CachedRef {
 export async function readRefs(store: BlobStore): Promise<CachedRef[]> {
   const index = await readIndex(store);
   return index.manifests
-    .filter((d) => typeof d.annotations?.[REF_NAME] === 'string')
-    .map((d) => ({ reference: d.annotations![REF_NAME]!, descriptor: stripAnnotations(d) }));
+    .filter((d) => typeof d.annotations?.[REF_NAME_ANNOTATION] === 'string')
+    .map((d) => ({ reference: d.annotations![REF_NAME_ANNOTATION]!, descriptor: stripAnnotations(d) }));
 }
 
 /**
@@ -46,12 +43,12 @@ export async function recordRef(store: BlobStore, reference: string, descriptor:
           store.onNotice?.(`${err.message}: replacing it (the references recorded in it are forgotten)`);
           return emptyIndex();
         });
-        const manifests = index.manifests.filter((d) => d.annotations?.[REF_NAME] !== reference);
+        const manifests = index.manifests.filter((d) => d.annotations?.[REF_NAME_ANNOTATION] !== reference);
         manifests.push({
           mediaType: descriptor.mediaType,
           digest: descriptor.digest,
           size: descriptor.size,
-          annotations: { [REF_NAME]: reference },
+          annotations: { [REF_NAME_ANNOTATION]: reference },
         });
         await writeIndex(store, { ...index, manifests });
       },
@@ -203,7 +200,7 @@ async function pruneLocked(store: BlobStore, options: PruneOptions): Promise<{ r
   });
   await writeIndex(store, {
     ...index,
-    manifests: kept.map((r) => ({ ...r.descriptor, annotations: { [REF_NAME]: r.reference } })),
+    manifests: kept.map((r) => ({ ...r.descriptor, annotations: { [REF_NAME_ANNOTATION]: r.reference } })),
   });
   return { removed, freed };
 }

@@ -13,7 +13,8 @@ import type { ImageSource } from '../sources/source.js';
 export type BlobEvent =
   | { type: 'blob-start'; digest: string; size: number; what: string }
   | { type: 'blob-progress'; digest: string; bytes: number; size: number }
-  | { type: 'blob-wait'; digest: string; what: string }
+  /** Another process holds the blob's lock; `message` says who and until when it is waited for. */
+  | { type: 'blob-wait'; digest: string; what: string; message: string }
   /** `fetched`: bytes downloaded by this process (less than `size` after a resume). */
   | { type: 'blob-verified'; digest: string; size: number; fromCache: boolean; fetched: number };
 
@@ -79,7 +80,7 @@ async function fetchOne(
   const result = await store.ingest(descriptor, open, what, {
     signal,
     onBytes: onEvent && ((bytes) => onEvent({ type: 'blob-progress', digest: descriptor.digest, bytes, size: descriptor.size })),
-    onWait: () => onEvent?.({ type: 'blob-wait', digest: descriptor.digest, what }),
+    onWait: (message) => onEvent?.({ type: 'blob-wait', digest: descriptor.digest, what, message }),
     onWritten: follower && ((partial, length, fresh) => follower.written(partial, length, fresh)),
   });
   // fetched is 0 when another process downloaded the blob while this one waited.

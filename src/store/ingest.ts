@@ -3,11 +3,9 @@
  * are hashed first, the rest is appended from the source while it is hashed and counted, and
  * the caller renames the file into place once `check` passes (blob-store.ts).
  */
-import { createHash } from 'node:crypto';
 import { open as openFile, rm, type FileHandle } from 'node:fs/promises';
 import { addAbortSignal, type Readable } from 'node:stream';
-import { parseDigest } from '../image/digest.js';
-import { PullUnpackError } from '../errors.js';
+import { DigestVerifier } from '../image/digest.js';
 import type { Descriptor } from '../image/oci.js';
 import { NotRegularFileError, openRegularFile } from './regular-file.js';
 
@@ -91,23 +89,23 @@ async function writeAll(file: FileHandle, buffers: Buffer[], size: number): Prom
 }
 
 /**
- * Hashes and counts a blob's bytes, failing as soon as there are too many. `hashExisting`
- * feeds it an earlier partial file first, so the digest covers the whole blob.
+ * Hashes and counts a blob's bytes (a DigestVerifier, as the verifying stream uses), failing as
+ * soon as there are too many. `hashExisting` feeds it an earlier partial file first, so the
+ * digest covers the whole blob.
  */
 export class HashingCounter {
-  private readonly hash;
-  private received = 0;
+  private readonly verifier: DigestVerifier;
 
   constructor(
     private readonly descriptor: Descriptor,
-    private readonly what: string,
+    what: string,
     private readonly onBytes: ((received: number) => void) | undefined,
   ) {
-    this.hash = createHash(parseDigest(descriptor.digest).algorithm);
+    this.verifier = new DigestVerifier({ digest: descriptor.digest, size: descriptor.size, what });
   }
 
   get bytes(): number {
-    return this.received;
+    return this.verifier.bytes;
   }
 
   /**
@@ -129,36 +127,22 @@ export class HashingCounter {
         await rm(partial, { force: true });
         return 0;
       }
-      for await (const chunk of handle.createReadStream({ highWaterMark: 1 << 20, autoClose: false })) {
-        this.hash.update(chunk as Buffer);
-        this.received += (chunk as Buffer).length;
-      }
+      for await (const chunk of handle.createReadStream({ highWaterMark: 1 << 20, autoClose: false }))
+        this.verifier.update(chunk as Buffer);
     } finally {
       await handle.close();
     }
-    return this.received;
+    return this.verifier.bytes;
   }
 
   /** Counts and hashes the next chunk; SIZE_MISMATCH once the blob has more bytes than declared. */
   add(chunk: Buffer): void {
-    this.received += chunk.length;
-    if (this.received > this.descriptor.size) {
-      throw new PullUnpackError(
-        'SIZE_MISMATCH',
-        `${this.what}: received more than the ${this.descriptor.size} bytes its descriptor declares`,
-      );
-    }
-    this.hash.update(chunk);
-    this.onBytes?.(this.received);
+    this.verifier.update(chunk);
+    this.onBytes?.(this.verifier.bytes);
   }
 
-  /** Throws unless the bytes received (exactly the blob's size) hash to its digest. */
+  /** Throws unless the bytes received are exactly the blob's and hash to its digest. */
   check(): void {
-    const actual = `${parseDigest(this.descriptor.digest).algorithm}:${this.hash.digest('hex')}`;
-    if (actual !== this.descriptor.digest) {
-      throw new PullUnpackError('DIGEST_MISMATCH', `${this.what}: content hashes to ${actual}, expected ${this.descriptor.digest}`, {
-        hint: 'the registry served different bytes than the digest names; nothing was kept',
-      });
-    }
+    this.verifier.check();
   }
 }

@@ -19,11 +19,11 @@ import { NotRegularFileError, openRegularFile } from './regular-file.js';
 const POLL_MS = 50;
 const MAX_POLL_MS = 500;
 /** How often a holder refreshes its lock's modification time. */
-export const LOCK_REFRESH_MS = 5_000;
+const LOCK_REFRESH_MS = 5_000;
 /** A lock not refreshed for this long is taken over (`--lock-timeout`). */
 export const DEFAULT_LOCK_TIMEOUT_MS = 60_000;
 /** Shorter timeouts would take locks from live holders between two refreshes. */
-export const MIN_LOCK_TIMEOUT_MS = 2 * LOCK_REFRESH_MS;
+const MIN_LOCK_TIMEOUT_MS = 2 * LOCK_REFRESH_MS;
 /**
  * A lock file is written right after it is created; one still empty after this long belongs to
  * a holder that died in between. So does a takeover guard this old (it is held for a few ms).
@@ -111,8 +111,11 @@ async function tryAcquire(path: string, options: LockOptions, seen?: (holder: Lo
     // Released between our attempt and the read: try again at once.
     if (holder === undefined) continue;
     seen?.(describe(holder));
-    if (!(await isStale(holder, timeoutMs)) || !(await breakStale(path, timeoutMs))) return undefined;
-    options.onTakeover?.(describe(holder));
+    const stale = await staleness(holder, timeoutMs);
+    if (stale === undefined || !(await breakStale(path, timeoutMs))) return undefined;
+    // A lock left by a process of this host that has exited is tidied silently (a killed pull);
+    // taking one over on the timeout (another host, a reused pid) or a planted file is said.
+    if (stale !== 'holder-exited') options.onTakeover?.(describe(holder));
   }
 }
 
@@ -204,7 +207,7 @@ async function breakStale(path: string, timeoutMs: number): Promise<boolean> {
   }
   try {
     const holder = await readHolder(path);
-    if (holder !== undefined && (await isStale(holder, timeoutMs))) await rm(path, { force: true });
+    if (holder !== undefined && (await staleness(holder, timeoutMs)) !== undefined) await rm(path, { force: true });
     return true;
   } finally {
     await handle.close();
@@ -213,17 +216,18 @@ async function breakStale(path: string, timeoutMs: number): Promise<boolean> {
 }
 
 /**
- * True when the lock's holder is gone: a process of this host that no longer exists, a lock
- * never written (or not a regular file), or a lock not refreshed for `timeoutMs` (whoever it names).
+ * Why the lock's holder is gone, or undefined while it holds the lock: a process of this host that
+ * no longer exists, a lock never written (or not a regular file), or a lock not refreshed for
+ * `timeoutMs` (whoever it names).
  */
-async function isStale(holder: Holder, timeoutMs: number): Promise<boolean> {
+async function staleness(holder: Holder, timeoutMs: number): Promise<'not-a-lock' | 'timed-out' | 'holder-exited' | undefined> {
   // A FIFO or directory where the lock should be was never written by a holder.
-  if (holder.kind !== undefined) return true;
+  if (holder.kind !== undefined) return 'not-a-lock';
   const age = Date.now() - holder.mtimeMs;
-  if (age > timeoutMs) return true;
+  if (age > timeoutMs) return 'timed-out';
   // A lock being written right now may still be empty: it is held unless it stayed empty.
-  if (holder.text === '') return age > ABANDONED_MS;
-  return ownerIsGone(holder.text);
+  if (holder.text === '') return age > ABANDONED_MS ? 'not-a-lock' : undefined;
+  return (await ownerIsGone(holder.text)) ? 'holder-exited' : undefined;
 }
 
 function sameFile(a: Stats, b: Stats): boolean {

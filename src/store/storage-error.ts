@@ -8,10 +8,13 @@ import { constants } from 'node:os';
 import { dirname } from 'node:path';
 import { isPullUnpackError, PullUnpackError } from '../errors.js';
 
-/** Where pull-unpack writes: the persistent blob cache, or the destination (and the staging directory beside it). */
+/**
+ * Where pull-unpack writes: the persistent blob cache, the destination (and the staging
+ * directory beside it), or the temporary directory (a result streamed to standard output).
+ */
 export interface StoragePlace {
-  kind: 'cache' | 'destination';
-  /** The cache's root, or the destination DIR (or FILE). */
+  kind: 'cache' | 'destination' | 'temporary';
+  /** The cache's root, the destination DIR (or FILE), or the temporary directory. */
   path: string;
   /** Where the place writes; a failure naming another path is not the place's (default: `path` and below). */
   claims?: string[] | undefined;
@@ -56,7 +59,7 @@ function storageCode(err: unknown): string | undefined {
 }
 
 /** True for an errno error that says the filesystem refuses writes (see REASONS). */
-export function isStorageFailure(err: unknown): err is NodeJS.ErrnoException {
+function isStorageFailure(err: unknown): err is NodeJS.ErrnoException {
   return storageCode(err) !== undefined;
 }
 
@@ -80,12 +83,11 @@ export function storageError(err: unknown, place: StoragePlace): unknown {
   if (failure.path !== undefined && !claims.some((prefix) => failure.path!.startsWith(prefix))) return err;
   const code = storageCode(failure)!;
   const full = code === 'ENOSPC' || code === 'EDQUOT';
-  const what = place.kind === 'cache' ? `the blob cache ${place.path}` : place.path;
+  const what =
+    place.kind === 'destination' ? place.path : `the ${place.kind === 'cache' ? 'blob cache' : 'temporary directory'} ${place.path}`;
   const at = failure.path !== undefined && failure.path !== place.path ? ` (${failure.path})` : '';
-  return new PullUnpackError('STORAGE_ERROR', `cannot write ${what}${at}: ${REASONS[code]} (${code})`, {
-    cause: err,
-    hint: place.kind === 'cache' ? cacheHint(full) : destinationHint(full),
-  });
+  const hint = place.kind === 'cache' ? cacheHint(full) : place.kind === 'temporary' ? temporaryHint(full) : destinationHint(full);
+  return new PullUnpackError('STORAGE_ERROR', `cannot write ${what}${at}: ${REASONS[code]} (${code})`, { cause: err, hint });
 }
 
 /** The storage failure that `err` is, or was caused by (a few levels down). */
@@ -101,6 +103,11 @@ function cacheHint(full: boolean): string {
   return full
     ? 'free some space, or use another cache (--cache-dir DIR) or none (--no-cache); pull-unpack cache prune --all empties this one'
     : 'use a cache you can write (--cache-dir DIR), or none (--no-cache)';
+}
+
+function temporaryHint(full: boolean): string {
+  const where = 'set TMPDIR to a directory with room: a tar for standard output is built there first';
+  return full ? `free some space there, or ${where}` : `${where} and can be written`;
 }
 
 function destinationHint(full: boolean): string {

@@ -89,7 +89,7 @@ export interface TarHeader {
 export const MAX_ID = 0xfffffffe;
 
 /** The entry type of a typeflag, or null. */
-export function entryType(typeflag: number): TarEntryType | null {
+function entryType(typeflag: number): TarEntryType | null {
   return ENTRY_TYPES.get(typeflag) ?? null;
 }
 

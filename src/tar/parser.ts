@@ -29,7 +29,7 @@ import { parsePax, paxNumber, paxTime, type PaxRecords } from './pax.js';
 import { checkSparseMap, SparseMapReader, sparseRecords } from './sparse.js';
 
 /** PAX and GNU long-name records larger than this are refused (Go's limit since 1.19). */
-export const MAX_META_BYTES = 1024 * 1024;
+const MAX_META_BYTES = 1024 * 1024;
 
 /** What the caller does after TarParser.block. */
 export const STEP = {

@@ -14,7 +14,7 @@ import type { SparseFragment } from './header.js';
 import { paxNumber, SPARSE_MAP } from './pax.js';
 
 /** Sparse maps larger than this are refused (a map of ~50,000 fragments). */
-export const MAX_SPARSE_MAP_BYTES = 1024 * 1024;
+const MAX_SPARSE_MAP_BYTES = 1024 * 1024;
 const PREFIX = 'GNU.sparse.';
 
 /** What an entry's PAX records say about a sparse file. */

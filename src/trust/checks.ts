@@ -3,7 +3,7 @@
  * accepts, reject rejects, signedBy needs one GPG simple signature (from lookaside storage) by a
  * trusted key over exactly this digest with an acceptable identity, sigstoreSigned hands over
  * to the sigstore verifier (sigstore.ts). Every failure comes back as a reason, not a throw,
- * except an abort.
+ * except signatures that cannot be read (trust/unavailable.ts) and a broken configuration.
  */
 import { digestOf, parseDigest } from '../image/digest.js';
 import { isPullUnpackError } from '../errors.js';
@@ -12,6 +12,7 @@ import { identityMatcher, type NamedReference } from './identity.js';
 import { sigstoreRequirementOf } from './keys.js';
 import type { PolicyRequirement } from './requirements.js';
 import type { IdentityMatcher, SignatureReport, SigstoreRequirement, TrustContext } from './types.js';
+import { isUnavailable } from './unavailable.js';
 
 export interface CheckedImage {
   ctx: TrustContext;
@@ -20,13 +21,15 @@ export interface CheckedImage {
   dockerReference: NamedReference | undefined;
   /** The GPG simple signatures stored for the digest (read once, on first use). */
   simpleSignatures: () => Promise<{ blobs: Buffer[]; where: string }>;
-  /** Why sigstore attachments are not looked up for this image, when they are not. */
-  sigstoreDisabled: () => Promise<string | undefined>;
+  /** Why sigstore attachments are not looked up for this image, and what to do, when they are not. */
+  sigstoreDisabled: () => Promise<{ reason: string; hint: string } | undefined>;
 }
 
 export interface CheckResult {
   ok: boolean;
   reason?: string | undefined;
+  /** What to do about a failure, when something more specific than the caller's general hint applies. */
+  hint?: string | undefined;
   signatures: SignatureReport[];
 }
 
@@ -44,30 +47,41 @@ export async function checkRequirement(requirement: PolicyRequirement, image: Ch
         return await checkSignedBy(requirement, image);
       case 'sigstoreSigned': {
         const disabled = await image.sigstoreDisabled();
-        if (disabled) return { ok: false, reason: disabled, signatures: [] };
+        if (disabled) return { ok: false, ...disabled, signatures: [] };
         return await checkSigstore(await sigstoreRequirementOf(requirement), image);
       }
     }
   } catch (err) {
-    // A broken registries.d is a configuration error, not a verdict about this image.
-    if (isPullUnpackError(err, 'ABORTED') || isPullUnpackError(err, 'INVALID_POLICY')) throw err;
+    // A broken registries.d is a configuration error, and unreadable signatures are no verdict about this image.
+    if (isUnavailable(err) || isPullUnpackError(err, 'INVALID_POLICY')) throw err;
     return { ok: false, reason: (err as Error).message, signatures: [] };
   }
 }
 
 /** The sigstore verifier's verdict for a requirement already built (from a policy or --verify-* flags). */
 export async function checkSigstore(requirement: SigstoreRequirement, image: CheckedImage): Promise<CheckResult> {
-  const matcher = identityMatcher(requirement.signedIdentity, image.dockerReference);
   // The sigstore verifiers and @sigstore/* (~0.05-0.1 s to load) are imported when a sigstoreSigned
   // requirement is first checked, not at start-up of every command.
-  const { verifySigstoreSigned } = await import('./sigstore.js');
+  const { checkSigstoreSigned } = await import('./sigstore.js');
   try {
-    const { accepted, seen } = await verifySigstoreSigned(image.ctx, requirement, matcher);
-    return { ok: true, signatures: seen.length > 0 ? seen : [accepted] };
+    const outcome = await checkSigstoreSigned(image.ctx, requirement, sigstoreMatcher(requirement, image));
+    if (outcome.accepted) return { ok: true, signatures: outcome.seen };
+    return { ok: false, reason: outcome.reason, hint: outcome.hint, signatures: outcome.seen };
   } catch (err) {
-    if (isPullUnpackError(err, 'ABORTED')) throw err;
+    if (isUnavailable(err)) throw err;
     return { ok: false, reason: (err as Error).message, signatures: [] };
   }
+}
+
+/**
+ * signedIdentity for sigstore signatures. An image with no registry name (an oci: layout) has
+ * no name a signature's identity could match: under --verify-* (acceptDigestOnlySignatures)
+ * the signature's digest alone binds it, as `cosign verify --local-image` does; under a policy
+ * only exactReference and exactRepository can match it, as in containers/image.
+ */
+function sigstoreMatcher(requirement: SigstoreRequirement, image: CheckedImage): IdentityMatcher {
+  if (requirement.acceptDigestOnlySignatures && image.dockerReference === undefined) return () => true;
+  return identityMatcher(requirement.signedIdentity, image.dockerReference);
 }
 
 async function checkSignedBy(requirement: Extract<PolicyRequirement, { type: 'signedBy' }>, image: CheckedImage): Promise<CheckResult> {

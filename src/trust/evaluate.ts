@@ -4,8 +4,8 @@
  * decides), and so must the --verify-* requirement when given. Runs on the digest the
  * reference resolved to, before any layer is fetched.
  */
-import { PullUnpackError, isPullUnpackError } from '../errors.js';
-import { parseReference } from '../image/reference.js';
+import { PullUnpackError } from '../errors.js';
+import { isLocalReference, type ImageReference } from '../image/local-reference.js';
 import type { ImageSource } from '../sources/source.js';
 import { checkRequirement, checkSigstore, type CheckedImage, type CheckResult } from './checks.js';
 import { readLookaside, type LookasideOptions } from './lookaside.js';
@@ -14,6 +14,7 @@ import { EMPTY_REGISTRIES_CONFIG, loadRegistriesDir, lookasideFor, useSigstoreAt
 import { policyImage, type PolicyImage } from './scopes.js';
 import { requirementFromVerifyOptions } from './sigstore-options.js';
 import type { SignatureReport, VerifyOptions } from './types.js';
+import { isUnavailable, whileChecking } from './unavailable.js';
 
 /** Signature verification settings of a pull or an inspect (the CLI's --policy, --registries.d, --verify-*). */
 export interface TrustOptions {
@@ -50,13 +51,15 @@ export interface TrustVerdict {
   /** The requirement that failed (or the last one checked), described. */
   requirement: string;
   reason: string | undefined;
+  /** What to do about the failure, when something specific applies. */
+  hint?: string | undefined;
   signatures: SignatureReport[];
 }
 
 export interface TrustTarget {
   source: ImageSource;
   /** The image as the user gave it (a registry reference or oci:/oci-archive:/docker-archive:). */
-  image: string;
+  image: ImageReference;
   /** The digest the reference resolved to (the index when a tag names an index) and its bytes. */
   digest: string;
   manifestBytes: Buffer;
@@ -90,17 +93,38 @@ export async function evaluateTrust(options: TrustOptions, target: TrustTarget, 
     for (const [i, requirement] of scope.requirements.entries()) {
       const described = `requirement ${i + 1}${count > 1 ? ` of ${count}` : ''}, ${describeRequirement(requirement)}`;
       const checks = requirement.type !== 'insecureAcceptAnything';
-      const verdict = toVerdict(label, described, checks, await checkRequirement(requirement, checked));
+      const verdict = await check(label, described, checks, () => checkRequirement(requirement, checked));
       verdicts.push(verdict);
       if (!verdict.accepted && !all) return verdicts;
     }
   }
-  if (verify) verdicts.push(toVerdict(verifyLabel(options.verify!), 'a cosign signature', true, await checkSigstore(verify, checked)));
+  if (verify) {
+    const label = verifyLabel(options.verify!);
+    verdicts.push(await check(label, describeVerify(options.verify!), true, () => checkSigstore(verify, checked)));
+  }
   return verdicts;
 }
 
-function toVerdict(scope: string, requirement: string, checksSignatures: boolean, result: CheckResult): TrustVerdict {
-  return { accepted: result.ok, checksSignatures, scope, requirement, reason: result.reason, signatures: result.signatures };
+/** The verdict of one requirement; signatures that cannot be read fail the check with their own error, saying what was checked. */
+async function check(
+  scope: string,
+  requirement: string,
+  checksSignatures: boolean,
+  run: () => Promise<CheckResult>,
+): Promise<TrustVerdict> {
+  let result: CheckResult;
+  try {
+    result = await run();
+  } catch (err) {
+    throw isUnavailable(err) ? whileChecking(err, `${scope}: ${requirement}`) : err;
+  }
+  const { ok: accepted, reason, hint, signatures } = result;
+  return { accepted, checksSignatures, scope, requirement, reason, hint, signatures };
+}
+
+function describeVerify(verify: VerifyOptions): string {
+  if (verify.keyPaths.length > 0) return `a cosign signature by ${verify.keyPaths.length === 1 ? 'that key' : 'one of those keys'}`;
+  return `a keyless cosign signature from ${verify.issuer ?? ''}`;
 }
 
 function verifyLabel(verify: VerifyOptions): string {
@@ -131,16 +155,17 @@ async function checkedImage(options: TrustOptions, target: TrustTarget, image: P
         where: `lookaside ${lookaside}`,
       };
     } catch (err) {
-      if (isPullUnpackError(err, 'ABORTED')) throw err;
+      if (isUnavailable(err)) throw err;
       throw new Error(`cannot read the lookaside signatures (${lookaside}): ${(err as Error).message}`, { cause: err });
     }
   };
   return {
     ctx: {
       source: target.source,
-      reference: docker ? parseReference(target.image) : undefined,
+      reference: isLocalReference(target.image) ? undefined : target.image,
       digest: target.digest,
       signal: target.signal,
+      offline: target.lookaside?.offline,
       onNotice: target.onNotice,
     },
     manifestBytes: target.manifestBytes,
@@ -148,8 +173,17 @@ async function checkedImage(options: TrustOptions, target: TrustTarget, image: P
     simpleSignatures: () => (simple ??= readSimple()),
     sigstoreDisabled: async () =>
       docker && !useSigstoreAttachments(await config(), image.identity, image.namespaces)
-        ? 'no sigstore signatures looked up: enable use-sigstore-attachments in registries.d'
+        ? sigstoreDisabled(image.dockerReference!.name, options.registriesDir)
         : undefined,
+  };
+}
+
+/** Why a sigstoreSigned requirement cannot hold for a registry image whose registries.d settings leave attachments off (as c/image). */
+function sigstoreDisabled(repository: string, registriesDir: string | undefined): { reason: string; hint: string } {
+  const where = registriesDir ? `registries.d (${registriesDir})` : 'no registries.d directory';
+  return {
+    reason: `sigstore signatures are not looked up for ${repository}: ${where} sets no use-sigstore-attachments: true for it`,
+    hint: `add "use-sigstore-attachments: true" for the registry or namespace (or default-docker) in a registries.d file, as podman and skopeo need too; see containers-registries.d(5)`,
   };
 }
 
@@ -177,9 +211,11 @@ export function rejectionError(display: string, verdicts: TrustVerdict[]): PullU
     'SIGNATURE_REJECTED',
     `${display} rejected by ${failed.scope}: ${failed.requirement}: ${failed.reason ?? 'not accepted'}`,
     {
-      hint: failed.scope.startsWith('policy')
-        ? 'pull-unpack inspect with the same --policy lists the signatures found; nothing was downloaded but manifests'
-        : 'check the key or identity given; nothing was downloaded but manifests',
+      hint:
+        failed.hint ??
+        (failed.scope.startsWith('policy')
+          ? 'pull-unpack inspect with the same --policy lists the signatures found; nothing was downloaded but manifests'
+          : 'check the key or identity given; nothing was downloaded but manifests'),
     },
   );
 }

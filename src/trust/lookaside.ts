@@ -10,8 +10,11 @@
  */
 import { open } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
-import { abortError } from '../errors.js';
+import { isPullUnpackError, PullUnpackError } from '../errors.js';
 import { parseDigest } from '../image/digest.js';
+import { Deadline, DEFAULT_DOCUMENT_TIMEOUT_MS } from '../registry/deadline.js';
+import { exchange } from '../registry/exchange.js';
+import { exchangeFailure } from '../registry/failures.js';
 import { headerValue, readCapped } from '../registry/responses.js';
 import { loadHttp, type Http, type TransportOptions } from '../registry/transport.js';
 
@@ -100,40 +103,46 @@ async function readSignatureFile(path: string): Promise<Buffer | undefined> {
   }
 }
 
-/** One signature over HTTP(S): undefined on 404. */
+/**
+ * One signature over HTTP(S): undefined on 404. Each request and its body must complete within
+ * the document deadline (transport.documentTimeout), as registry documents must; a lookaside
+ * that cannot be reached, is too slow or breaks off is NETWORK, one that answers another error
+ * status REGISTRY_ERROR: the signatures could not be read (trust/unavailable.ts). A signature
+ * over the size cap rejects the image.
+ */
 async function fetchSignature(first: URL, options: LookasideOptions, transport: Promise<Http>): Promise<Buffer | undefined> {
   let url = first;
   for (let redirects = 0; ; redirects++) {
     const http = await transport;
-    const { request } = http;
-    const dispatcher = http.dispatcherFor(url);
-    let res;
+    const what = `the signature ${url.href}`;
+    const deadline = new Deadline(options.transport?.documentTimeout ?? DEFAULT_DOCUMENT_TIMEOUT_MS, options.signal);
     try {
       // No Authorization header, ever: registry credentials are not for the lookaside server.
-      res = await request(url, { method: 'GET', dispatcher, signal: options.signal, headers: { 'user-agent': 'pull-unpack/0.1' } });
+      const res = await exchange(http, url, { method: 'GET', headers: {} }, deadline, options.signal, what);
+      const location = headerValue(res.headers['location']);
+      if (res.statusCode >= 300 && res.statusCode < 400 && location && redirects < MAX_REDIRECTS) {
+        await res.body.dump();
+        url = new URL(location, url);
+        continue;
+      }
+      if (res.statusCode === 404) {
+        await res.body.dump();
+        return undefined;
+      }
+      if (res.statusCode !== 200) {
+        await res.body.dump();
+        throw new PullUnpackError('REGISTRY_ERROR', `the lookaside ${url.host} failed to serve ${url.href}: HTTP ${res.statusCode}`, {
+          hint: 'the signature server is failing: try again later, or tell its operator',
+        });
+      }
+      return await readCapped(res.body, MAX_SIGNATURE_BYTES, res.headers['content-length'], what, 'TOO_LARGE');
     } catch (err) {
-      if (options.signal?.aborted) throw abortError(options.signal);
-      throw new Error(`cannot reach the lookaside ${url.host} for ${url.href}: ${(err as Error).message}`, { cause: err });
-    }
-    const location = headerValue(res.headers['location']);
-    if (res.statusCode >= 300 && res.statusCode < 400 && location && redirects < MAX_REDIRECTS) {
-      await res.body.dump();
-      url = new URL(location, url);
-      continue;
-    }
-    if (res.statusCode === 404) {
-      await res.body.dump();
-      return undefined;
-    }
-    if (res.statusCode !== 200) {
-      await res.body.dump();
-      throw new Error(`reading the signature ${url.href}: HTTP ${res.statusCode}`);
-    }
-    try {
-      return await readCapped(res.body, MAX_SIGNATURE_BYTES, res.headers['content-length'], `the signature ${url.href}`, 'TOO_LARGE');
-    } catch (err) {
-      if (options.signal?.aborted) throw abortError(options.signal);
-      throw new Error((err as Error).message, { cause: err });
+      const failure = isPullUnpackError(err) ? err : exchangeFailure(err, deadline, options.signal, url.host, what);
+      // Over the cap is a verdict on the signature; the rest says it could not be read.
+      if (isPullUnpackError(failure, 'TOO_LARGE')) throw new Error(failure.message, { cause: err });
+      throw failure;
+    } finally {
+      deadline.settle();
     }
   }
 }

@@ -10,7 +10,7 @@
  */
 import { realpath } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import { parseLocalReference } from '../sources/layout.js';
+import { isLocalReference, type ImageReference } from '../image/local-reference.js';
 import { parseReference } from '../image/reference.js';
 import type { NamedReference } from './identity.js';
 
@@ -27,22 +27,20 @@ export interface PolicyImage {
  * The policy view of `image` as the user gave it. A reference with both a tag and a digest is
  * taken by its digest, as it is pulled (c/image's docker transport refuses such references).
  */
-export async function policyImage(image: string): Promise<PolicyImage> {
-  const local = parseLocalReference(image);
-  if (!local) {
-    const ref = parseReference(image);
-    const name = `${ref.registry}/${ref.repository}`;
-    const dockerReference = { name, tag: ref.digest === undefined ? ref.tag : undefined, digest: ref.digest };
-    const identity = ref.digest === undefined ? `${name}:${ref.tag ?? 'latest'}` : `${name}@${ref.digest}`;
+export async function policyImage(image: ImageReference): Promise<PolicyImage> {
+  if (!isLocalReference(image)) {
+    const name = `${image.registry}/${image.repository}`;
+    const dockerReference = { name, tag: image.digest === undefined ? image.tag : undefined, digest: image.digest };
+    const identity = image.digest === undefined ? `${name}:${image.tag ?? 'latest'}` : `${name}@${image.digest}`;
     return { transport: 'docker', identity, namespaces: dockerNamespaces(name), dockerReference };
   }
-  if (local.transport === 'docker-archive') {
-    const tagged = local.tag === undefined ? undefined : parseReference(local.tag);
+  if (image.transport === 'docker-archive') {
+    const tagged = image.tag === undefined ? undefined : parseReference(image.tag);
     const dockerReference = tagged && { name: `${tagged.registry}/${tagged.repository}`, tag: tagged.tag, digest: undefined };
     return { transport: 'docker-archive', identity: '', namespaces: [], dockerReference };
   }
-  const resolved = await realpath(resolve(local.path)).catch(() => resolve(local.path));
-  return { transport: local.transport, identity: resolved, namespaces: pathNamespaces(resolved), dockerReference: undefined };
+  const resolved = await realpath(resolve(image.path)).catch(() => resolve(image.path));
+  return { transport: image.transport, identity: resolved, namespaces: pathNamespaces(resolved), dockerReference: undefined };
 }
 
 /** 'host:5000/a/b' -> ['host:5000/a/b', 'host:5000/a', 'host:5000', '*.<domain suffixes of host>']. */

@@ -7,17 +7,17 @@
  * - sigstore bundles attached as OCI 1.1 referrers: the referrers API, or the `<alg>-<hex>`
  *   referrers tag where the registry has none (distribution-spec v1.1, cosign's BUNDLE_SPEC.md).
  * Unreadable signature material becomes a finding with a problem (reported, never trusted);
- * errors that say nothing about the signatures (network, authentication, abort) propagate.
+ * errors that say nothing about the signatures (network, registry, credentials, cache, abort) propagate.
  */
 import { isPullUnpackError } from '../errors.js';
 import { parseDigest } from '../image/digest.js';
-import { parseManifest, type Descriptor, type ImageIndex, type ImageManifest } from '../image/oci.js';
-import type { FetchedManifest } from '../registry/client.js';
+import { parseManifest, type Descriptor, type FetchedManifest, type ImageIndex, type ImageManifest } from '../image/oci.js';
 import { readBlob } from '../sources/source.js';
 import type { CosignSignature } from './sigstore-cosign.js';
 import { COSIGN_SIGN_PREDICATE } from './sigstore-bundles.js';
 import { parseStrictJson } from './sigstore-json.js';
 import type { TrustContext } from './types.js';
+import { isUnavailable } from './unavailable.js';
 
 /** A `.sig` manifest or referrers index larger than this is refused (about 200 keyless signatures). */
 export const MAX_SIGNATURE_MANIFEST_BYTES = 1024 * 1024;
@@ -147,9 +147,8 @@ function parsed(fetched: FetchedManifest, what: string, expected: 'manifest' | '
   return doc.kind === 'index' ? doc.index : doc.manifest;
 }
 
-/** What went wrong reading signature material; rethrows what is not about the material itself. */
+/** What went wrong reading signature material; rethrows what is not about the material itself (unavailable.ts). */
 function problemOf(err: unknown): string {
-  if (isPullUnpackError(err, 'ABORTED') || isPullUnpackError(err, 'NETWORK') || isPullUnpackError(err, 'UNAUTHORIZED')) throw err;
-  if (isPullUnpackError(err, 'REGISTRY_ERROR')) throw err;
+  if (isUnavailable(err)) throw err;
   return (err as Error).message;
 }

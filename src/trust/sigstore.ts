@@ -3,26 +3,33 @@
  * sigstore bundles attached through the referrers API, verified with public keys or keyless
  * (Fulcio certificate + Rekor entry).
  */
-import { abortError, isPullUnpackError, PullUnpackError } from '../errors.js';
+import { abortError, PullUnpackError } from '../errors.js';
 import { parseDigest } from '../image/digest.js';
 import { cosignSignatures, sigstoreBundles, type Finding } from './sigstore-attachments.js';
 import { verifySigstoreBundle } from './sigstore-bundles.js';
 import { verifyCosignSignature } from './sigstore-cosign.js';
 import { Progress, SignatureRejection } from './sigstore-rejection.js';
 import { prepareTrust, type PreparedTrust } from './sigstore-trust.js';
+import { isUnavailable } from './unavailable.js';
 import type { IdentityMatcher, SigstoreRequirement, SignatureReport, TrustContext } from './types.js';
 
 export { requirementFromVerifyOptions } from './sigstore-options.js';
 
+/** What the signatures of a digest come to: the one accepted, or why none is and what to do. */
+export type SigstoreOutcome =
+  { accepted: SignatureReport; seen: SignatureReport[] } | { accepted: undefined; seen: SignatureReport[]; reason: string; hint: string };
+
 /**
- * The signature that satisfies `requirement` for `ctx.digest`, with a report of every signature
- * seen; throws SIGNATURE_REJECTED (naming why the closest one failed) when none does.
+ * Every sigstore signature of `ctx.digest` checked against `requirement`: the first that
+ * satisfies it, with a report of every signature seen (verified or why not), or why none does
+ * (naming the one that came closest). Throws INVALID_POLICY for unusable key material, and
+ * the error itself when signatures cannot be read (trust/unavailable.ts).
  */
-export async function verifySigstoreSigned(
+export async function checkSigstoreSigned(
   ctx: TrustContext,
   requirement: SigstoreRequirement,
   matchIdentity: IdentityMatcher,
-): Promise<{ accepted: SignatureReport; seen: SignatureReport[] }> {
+): Promise<SigstoreOutcome> {
   const trust = prepareTrust(requirement);
   const findings = [...(await cosignSignatures(ctx)), ...(await sigstoreBundles(ctx))];
   const seen: SignatureReport[] = [];
@@ -41,7 +48,22 @@ export async function verifySigstoreSigned(
     }
   }
   if (accepted) return { accepted, seen };
-  throw rejected(ctx, trust, seen.length, closest);
+  return { accepted, seen, ...rejected(ctx, trust, seen.length, closest) };
+}
+
+/**
+ * The signature that satisfies `requirement` for `ctx.digest`, with a report of every signature
+ * seen; throws SIGNATURE_REJECTED (naming why the closest one failed) when none does.
+ */
+export async function verifySigstoreSigned(
+  ctx: TrustContext,
+  requirement: SigstoreRequirement,
+  matchIdentity: IdentityMatcher,
+): Promise<{ accepted: SignatureReport; seen: SignatureReport[] }> {
+  const outcome = await checkSigstoreSigned(ctx, requirement, matchIdentity);
+  if (outcome.accepted) return outcome;
+  const image = `${ctx.reference?.toString() ?? ctx.source.name} (${ctx.digest})`;
+  throw new PullUnpackError('SIGNATURE_REJECTED', `${image}: ${outcome.reason}`, { hint: outcome.hint });
 }
 
 function verify(finding: Finding, trust: PreparedTrust, digest: string, matchIdentity: IdentityMatcher): string {
@@ -53,7 +75,7 @@ function verify(finding: Finding, trust: PreparedTrust, digest: string, matchIde
 /** Untrusted input that trips a library in an unforeseen way rejects that signature, never the process. */
 function asRejection(err: unknown): SignatureRejection {
   if (err instanceof SignatureRejection) return err;
-  if (isPullUnpackError(err, 'ABORTED')) throw err;
+  if (isUnavailable(err)) throw err;
   return new SignatureRejection(Progress.Unusable, `it could not be verified: ${(err as Error).message}`);
 }
 
@@ -62,21 +84,19 @@ function rejected(
   trust: PreparedTrust,
   count: number,
   closest: { where: string; rejection: SignatureRejection } | undefined,
-): PullUnpackError {
-  const image = `${ctx.reference?.toString() ?? ctx.source.name} (${ctx.digest})`;
+): { reason: string; hint: string } {
   if (!closest) {
     const { algorithm, hex } = parseDigest(ctx.digest);
-    return new PullUnpackError(
-      'SIGNATURE_REJECTED',
-      `${image} has no sigstore signature: no ${algorithm}-${hex}.sig signature manifest and no sigstore bundle refers to it`,
-      { hint: 'sign it with cosign sign, or pull from the registry that holds its signatures' },
-    );
+    return {
+      reason: `${ctx.digest} has no sigstore signature: no ${algorithm}-${hex}.sig signature manifest, and no sigstore bundle refers to it`,
+      hint: ctx.offline
+        ? 'offline, only the signatures an earlier online pull read are known: verify once without --offline'
+        : 'sign it with cosign sign, or pull from the registry that holds its signatures',
+    };
   }
   const { where, rejection } = closest;
-  const verdict = count === 1 ? 'its signature does not satisfy' : `none of its ${count} signatures satisfies`;
-  return new PullUnpackError('SIGNATURE_REJECTED', `${image}: ${verdict} the sigstoreSigned requirement (${where}: ${rejection.message})`, {
-    hint: HINTS[rejection.progress](trust),
-  });
+  const verdict = count === 1 ? 'its signature is not accepted' : `none of its ${count} signatures is accepted; the closest`;
+  return { reason: `${verdict}: ${where}: ${rejection.message}`, hint: HINTS[rejection.progress](trust) };
 }
 
 const HINTS: Record<Progress, (trust: PreparedTrust) => string> = {

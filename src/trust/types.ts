@@ -51,6 +51,8 @@ export interface TrustContext {
   /** The digest the reference resolved to: the index when a tag names an index (as c/image). */
   digest: string;
   signal?: AbortSignal | undefined;
+  /** Signatures come from the cache alone (--offline): only what an online pull read is there. */
+  offline?: boolean | undefined;
   /** Notices for the user (e.g. "the registry has no referrers API: using the tag fallback"). */
   onNotice?: ((message: string) => void) | undefined;
 }

@@ -42,6 +42,9 @@ export interface TrickleOptions {
 export interface TrickleProxy extends TestServer {
   /** `GET <digest>` or `GET <digest> <range>` for every blob request, in order. */
   readonly blobRequests: string[];
+  /** Stops sending blob bytes (connections stay open) until `release`. */
+  hold(): void;
+  release(): void;
 }
 
 const BLOB_PATH = /^\/v2\/.+\/blobs\/(sha256:[0-9a-f]{64})$/;
@@ -54,6 +57,7 @@ const HOP = new Set(['host', 'connection', 'keep-alive', 'transfer-encoding', 'c
  */
 export async function startTrickleProxy(targetUrl: string, options: TrickleOptions): Promise<TrickleProxy> {
   const blobRequests: string[] = [];
+  let held: { promise: Promise<void>; release: () => void } | undefined;
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const digest = BLOB_PATH.exec(req.url ?? '')?.[1];
     if (digest && req.method === 'GET') blobRequests.push(`GET ${digest}${req.headers.range ? ` ${req.headers.range}` : ''}`);
@@ -72,6 +76,7 @@ export async function startTrickleProxy(targetUrl: string, options: TrickleOptio
     try {
       for await (const chunk of up.body as AsyncIterable<Buffer>) {
         for (let i = 0; i < chunk.length && !gone; i += digest ? options.chunkBytes : chunk.length) {
+          if (digest && held) await held.promise;
           const piece = chunk.subarray(i, digest ? i + options.chunkBytes : chunk.length);
           if (!res.write(piece)) await new Promise((r) => res.once('drain', r));
           if (digest) await sleep(options.intervalMs);
@@ -90,7 +95,20 @@ export async function startTrickleProxy(targetUrl: string, options: TrickleOptio
       res.end(String(err));
     });
   });
-  return { ...server, blobRequests };
+  return {
+    ...server,
+    blobRequests,
+    hold: () => {
+      if (held) return;
+      let release!: () => void;
+      const promise = new Promise<void>((resolve) => (release = resolve));
+      held = { promise, release };
+    },
+    release: () => {
+      held?.release();
+      held = undefined;
+    },
+  };
 }
 
 /** One --json event line of the CLI. */

@@ -3,7 +3,10 @@
  * signed by `skopeo copy --sign-by` into a file:// lookaside that a registries.d file names.
  */
 import { execFile } from 'node:child_process';
-import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -112,4 +115,40 @@ export async function skopeoAccepts(
 /** A temporary directory for one test file. */
 export function tempRoot(prefix: string): Promise<string> {
   return mkdtemp(join(tmpdir(), `pull-unpack-${prefix}-`));
+}
+
+export interface LookasideServer {
+  url: string;
+  /** Every request seen, in order. */
+  requests: IncomingMessage[];
+  close(): Promise<void>;
+}
+
+/**
+ * Serves the lookaside directory `root` over HTTP on loopback, or over HTTPS with `tls` (a
+ * certificate for 127.0.0.1): files by path, 404 for anything missing.
+ */
+export async function serveLookaside(root: string, tls?: { cert: Buffer; key: Buffer }): Promise<LookasideServer> {
+  const requests: IncomingMessage[] = [];
+  const handler = (req: IncomingMessage, res: ServerResponse): void => {
+    requests.push(req);
+    readFile(join(root, decodeURIComponent(new URL(req.url!, 'http://x').pathname)))
+      .then((bytes) => res.end(bytes))
+      .catch(() => {
+        res.statusCode = 404;
+        res.end();
+      });
+  };
+  const server = tls ? createHttpsServer(tls, handler) : createHttpServer(handler);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `${tls ? 'https' : 'http'}://127.0.0.1:${port}`,
+    requests,
+    close: () =>
+      new Promise((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
 }

@@ -1,7 +1,8 @@
 /**
  * A loopback server in front of the real test registry that adds the OCI 1.1 referrers API
  * (GET /v2/<name>/referrers/<digest>), which Debian's distribution registry 2.8 lacks: it
- * answers from the referrers the test registers and forwards every other request unchanged.
+ * answers from the referrers the test registers and forwards every other request unchanged,
+ * unless the test intercepts it (to break, stall or trickle a signature fetch).
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Descriptor } from '../../testdata/lib/image-builder.mjs';
@@ -11,6 +12,9 @@ import { referrersIndex } from './sigstore-fixtures.js';
 const REFERRERS_PATH = /^\/v2\/(.+)\/referrers\/(sha256:[0-9a-f]{64})$/;
 const SKIP_HEADERS = new Set(['host', 'connection', 'keep-alive', 'transfer-encoding', 'content-length', 'content-encoding']);
 
+/** Answers a request itself (and returns true), or leaves it to the proxy (false). */
+export type Intercept = (req: IncomingMessage, res: ServerResponse) => boolean;
+
 export interface ReferrersProxy extends TestServer {
   /** Registers `referrer` as referring to `subjectDigest` in `repo`. */
   add(repo: string, subjectDigest: string, referrer: Descriptor): void;
@@ -18,12 +22,13 @@ export interface ReferrersProxy extends TestServer {
   readonly requests: string[];
 }
 
-export async function startReferrersProxy(targetUrl: string): Promise<ReferrersProxy> {
+export async function startReferrersProxy(targetUrl: string, intercept?: Intercept): Promise<ReferrersProxy> {
   const referrers = new Map<string, Descriptor[]>();
   const requests: string[] = [];
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const path = req.url ?? '/';
     requests.push(path);
+    if (intercept?.(req, res)) return;
     const m = REFERRERS_PATH.exec(path);
     if (m && req.method === 'GET') {
       // A registry with the API answers every subject, with an empty index when nothing refers to it.

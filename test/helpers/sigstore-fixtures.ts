@@ -119,6 +119,42 @@ export class TestFulcio {
   }
 }
 
+/**
+ * sigstore's trusted_root.json for `fulcio` and `log`, as `cosign trusted-root create` writes it
+ * (https://github.com/sigstore/protobuf-specs/blob/main/protos/sigstore_trustroot.proto).
+ */
+export function trustedRoot(fulcio: TestFulcio, log: TestRekor, overrides: Record<string, unknown> = {}): object {
+  const validFor = { start: '2024-01-01T00:00:00Z' };
+  return {
+    mediaType: 'application/vnd.dev.sigstore.trustedroot+json;version=0.1',
+    tlogs: [
+      {
+        baseUrl: 'https://rekor.test.example',
+        hashAlgorithm: 'SHA2_256',
+        publicKey: {
+          rawBytes: log.key.publicKey.export({ type: 'spki', format: 'der' }).toString('base64'),
+          keyDetails: 'PKIX_ECDSA_P256_SHA_256',
+          validFor,
+        },
+        logId: { keyId: log.keyId.toString('base64') },
+      },
+    ],
+    certificateAuthorities: [
+      {
+        subject: { organization: 'pull-unpack tests', commonName: 'test-fulcio' },
+        uri: 'https://fulcio.test.example',
+        certChain: {
+          certificates: [{ rawBytes: fulcio.intermediate.der.toString('base64') }, { rawBytes: fulcio.root.der.toString('base64') }],
+        },
+        validFor,
+      },
+    ],
+    ctlogs: [],
+    timestampAuthorities: [],
+    ...overrides,
+  };
+}
+
 // --- cosign .sig manifests ---------------------------------------------------------------------
 
 export interface SignatureLayer {
@@ -269,16 +305,25 @@ export function makeBundle(o: BundleOptions): Buffer {
 
 const EMPTY_CONFIG = Buffer.from('{}');
 
-/** Pushes `bundle` as an OCI 1.1 artifact whose subject is `subject` (by digest, untagged); returns its descriptor for a referrers index. */
-export async function pushBundleReferrer(registryUrl: string, repo: string, subject: Descriptor, bundle: Buffer): Promise<Descriptor> {
+/**
+ * Pushes `bundle` as an OCI 1.1 artifact whose subject is `subject` (by digest, untagged), its
+ * artifact and layer of `mediaType` (v0.3 by default); returns its descriptor for a referrers index.
+ */
+export async function pushBundleReferrer(
+  registryUrl: string,
+  repo: string,
+  subject: Descriptor,
+  bundle: Buffer,
+  mediaType = BUNDLE_V03,
+): Promise<Descriptor> {
   const config = await pushBlob(registryUrl, repo, EMPTY_CONFIG);
   const layer = await pushBlob(registryUrl, repo, bundle);
   const manifest = {
     schemaVersion: 2,
     mediaType: 'application/vnd.oci.image.manifest.v1+json',
-    artifactType: BUNDLE_V03,
+    artifactType: mediaType,
     config: { mediaType: 'application/vnd.oci.empty.v1+json', ...config },
-    layers: [{ mediaType: BUNDLE_V03, ...layer }],
+    layers: [{ mediaType, ...layer }],
     subject: { mediaType: subject.mediaType, digest: subject.digest, size: subject.size },
     annotations: { 'dev.sigstore.bundle.content': 'dsse-envelope', 'dev.sigstore.bundle.predicateType': COSIGN_SIGN_PREDICATE },
   };
@@ -287,7 +332,7 @@ export async function pushBundleReferrer(registryUrl: string, repo: string, subj
     mediaType: pushed.mediaType,
     digest: pushed.digest,
     size: pushed.size,
-    artifactType: BUNDLE_V03,
+    artifactType: mediaType,
     annotations: manifest.annotations,
   } as Descriptor;
 }

@@ -8,14 +8,13 @@
  * copy is evicted and fetched again online, and named in the error offline.
  */
 import type { Readable } from 'node:stream';
-import { readRefs, recordRef } from '../store/cache-index.js';
-import type { BlobStore } from '../store/blob-store.js';
-import { NotRegularFileError, readRegularFile } from '../store/regular-file.js';
+import { readRefs, recordRef } from './cache-index.js';
+import type { BlobStore } from './blob-store.js';
+import { NotRegularFileError, readRegularFile } from './regular-file.js';
 import { digestOf, parseDigest } from '../image/digest.js';
 import { PullUnpackError } from '../errors.js';
-import type { Descriptor } from '../image/oci.js';
-import type { FetchedManifest } from '../registry/client.js';
-import { readBlob, type ImageSource } from './source.js';
+import type { Descriptor, FetchedManifest } from '../image/oci.js';
+import { readBlob, type ImageSource } from '../sources/source.js';
 
 function isDigest(reference: string): boolean {
   return reference.includes(':');
@@ -150,6 +149,19 @@ async function readCachedManifest(store: BlobStore, digest: string): Promise<Fet
   // Used now: `cache prune --older-than` must not drop the manifest of an image still pulled.
   await store.touch(digest);
   return { bytes, contentType: '', digest };
+}
+
+/** With --offline, names every layer the cache lacks (NOT_FOUND listing them all) before anything is unpacked. */
+export async function requireCachedLayers(store: BlobStore, layers: Descriptor[], name: string): Promise<void> {
+  const absent = [];
+  for (const [i, layer] of layers.entries()) {
+    if (!(await store.has(layer))) absent.push(`layer ${i + 1}/${layers.length} ${layer.digest}`);
+  }
+  if (absent.length > 0) {
+    throw new PullUnpackError('NOT_FOUND', `${name}: missing from the cache (${store.root}): ${absent.join(', ')}`, {
+      hint: 'pull once without --offline to fetch them',
+    });
+  }
 }
 
 function damaged(what: string, store: BlobStore): PullUnpackError {

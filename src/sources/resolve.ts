@@ -2,7 +2,7 @@
  * Reference -> the manifest (and config) to unpack: fetches what the tag names, follows
  * (nested) indexes, picks the platform entry, and verifies every document it reads.
  */
-import { verifyBytes } from './digest.js';
+import { verifyBytes } from '../image/digest.js';
 import { PullUnpackError } from '../errors.js';
 import {
   isAttestation,
@@ -15,9 +15,9 @@ import {
   type ImageManifest,
   type ParsedManifest,
   type Platform,
-} from './oci.js';
-import { formatPlatform, normalizePlatform, platformRank, selectPlatform, type PlatformChoice } from './platform.js';
-import type { ImageSource } from '../sources/source.js';
+} from '../image/oci.js';
+import { formatPlatform, normalizePlatform, platformRank, selectPlatform, type PlatformChoice } from '../image/platform.js';
+import type { ImageSource } from './source.js';
 import { DEFAULT_LIMITS, limitError, type Limits } from '../limits.js';
 
 /** One entry of an index, with the chain of nested indexes it was found in. */

@@ -3,10 +3,10 @@
  * host (or the requested platform) would get, and why. Nothing is downloaded but documents.
  */
 import { isPullUnpackError } from '../errors.js';
-import type { Platform } from './oci.js';
-import { formatPlatform, normalizePlatform } from './platform.js';
+import type { Platform } from '../image/oci.js';
+import { formatPlatform, normalizePlatform } from '../image/platform.js';
 import { checkConfigPlatform, chooseManifest, configPlatform, fetchConfig, fetchTopLevel, type ResolveOptions } from './resolve.js';
-import type { ImageSource } from '../sources/source.js';
+import type { ImageSource } from './source.js';
 
 export interface InspectedPlatform {
   /** 'linux/arm/v7'; 'unknown/unknown' for attestations. */
