@@ -110,7 +110,7 @@ async function main() {
   const { values } = parseArgs({
     options: { quick: { type: 'boolean', default: false }, images: { type: 'string', default: 'distro-gzip,small-files' } },
   });
-  if (!existsSync(join(ROOT, 'dist', 'cli.js'))) throw new Error('dist/ is missing: run `npm run build` first');
+  if (!existsSync(join(ROOT, 'dist', 'cli', 'bin.js'))) throw new Error('dist/ is missing: run `npm run build` first');
   if (spawnSync('strace', ['-V']).status !== 0) {
     if (process.getuid?.() !== 0) throw new Error('strace is missing: apt-get install strace');
     execFileSync('apt-get', ['install', '-y', '-qq', 'strace'], {

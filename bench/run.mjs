@@ -4,12 +4,20 @@
  * skopeo + umoci, on four generated images (issue 7). See docs/performance.md.
  *
  *   node bench/run.mjs [--runs N] [--runs-big N] [--quick] [--images a,b] [--work-dir DIR]
+ *                      [--baseline DIR] [--delete-between-runs]
  *
  * --runs N      rounds per image (default 5; 1 with --quick)
  * --runs-big N  rounds for small-files and large-files (default min(N, 3))
  * --quick       the small image set (seconds, for smoke tests) and 1 round
  * --images      only these images (distro-gzip, distro-zstd, small-files, large-files)
  * --work-dir    where the contenders write (default: a new directory in the temp dir)
+ * --baseline DIR
+ *               also run the pull-unpack of DIR (a checkout of another commit, built with
+ *               `npm ci && npm run build`) cold and warm in the same rounds, and check that this
+ *               build is not slower
+ * --delete-between-runs
+ *               delete each run's output right after it (before 2024-12: always), instead of
+ *               keeping it in a trash directory until the end (lib/retire.mjs says why)
  *
  * Starts its own registry on loopback (stopped at the end, also on failure or Ctrl-C), pushes
  * the images (generated once into .tmp/bench/), checks once per image that pull-unpack's tree
@@ -29,8 +37,18 @@ import { ALL_CONTENDERS, contendersFor, pullUnpackFeatures, treeOf } from './lib
 import { prepareImages } from './lib/images.mjs';
 import { measure, stopCurrent } from './lib/measure.mjs';
 import { pushBenchImage } from './lib/push.mjs';
-import { checkTargets, formatRatios, formatTable, formatTargets, ratios, summarize } from './lib/report.mjs';
+import {
+  checkTargets,
+  formatCreateCost,
+  formatRatios,
+  formatStartup,
+  formatTable,
+  formatTargets,
+  ratios,
+  summarize,
+} from './lib/report.mjs';
 import { compareTrees, describeTree } from './lib/tree.mjs';
+import { probeCreateCost, Trash } from './lib/retire.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const CACHE = join(ROOT, '.tmp', 'bench');
@@ -43,6 +61,8 @@ const LABELS = {
   'curl-tar': 'curl | tar',
   'tar-local': 'GNU tar (local)',
   'skopeo-umoci': 'skopeo + umoci',
+  'baseline-cold': 'baseline cold',
+  'baseline-warm': 'baseline warm',
 };
 const BIG_IMAGES = ['small-files', 'large-files'];
 const TOOLS = { 'curl-tar': ['curl', 'tar'], 'tar-local': ['tar'], 'skopeo-umoci': ['skopeo', 'umoci'] };
@@ -57,6 +77,8 @@ function options() {
       quick: { type: 'boolean', default: false },
       images: { type: 'string' },
       'work-dir': { type: 'string' },
+      'delete-between-runs': { type: 'boolean', default: false },
+      baseline: { type: 'string' },
     },
   });
   const count = (text, fallback) => {
@@ -71,11 +93,20 @@ function options() {
   // Outputs go to the temp dir by default: on the VM this was written on, file creation under
   // /work was 2-3x slower than under /tmp on the same ext4 (see docs/performance.md).
   const work = resolve(values['work-dir'] ?? join(tmpdir(), `pull-unpack-bench-${process.pid}`));
-  return { quick: values.quick, runs, runsBig, only: values.images?.split(','), work };
+  return {
+    quick: values.quick,
+    runs,
+    runsBig,
+    only: values.images?.split(','),
+    work,
+    deleteBetweenRuns: values['delete-between-runs'],
+    baseline: values.baseline && resolve(values.baseline),
+  };
 }
 
 let registry;
 let workRoot;
+let trash;
 let snapshotDir;
 let interrupted = false;
 
@@ -87,21 +118,32 @@ async function main() {
   await rm(opts.work, { recursive: true, force: true });
   await mkdir(opts.work, { recursive: true });
   workRoot = opts.work;
+  trash = new Trash(join(opts.work, '.trash'));
   const images = (await prepareImages(CACHE, opts.quick ? 'quick' : 'full', log)).filter((i) => !opts.only || opts.only.includes(i.name));
   registry = await startRegistry({ dir: join(CACHE, `registry-${process.pid}`) });
   log(`registry on ${registry.host}`);
   const features = pullUnpackFeatures(BIN);
   log(`pull-unpack --cache-dir: ${features.cacheDir ? 'yes' : 'no'}, --offline: ${features.offline ? 'yes' : 'no'}`);
+  if (opts.baseline) {
+    const bin = join(opts.baseline, 'bin', 'pull-unpack.js');
+    opts.baselineContender = { bin, features: pullUnpackFeatures(bin) };
+    log(
+      `baseline: ${bin} (${version(process.execPath, [bin, '--version'])}, commit ${version('git', ['-C', opts.baseline, 'rev-parse', '--short', 'HEAD'])})`,
+    );
+  }
+  const startup = images.length > 0 ? await benchStartup(images[0], opts.quick ? 3 : STARTUP_RUNS) : undefined;
   const results = [];
   let broken = false;
   for (const image of images) {
-    const result = await benchImage(image, BIG_IMAGES.includes(image.name) ? opts.runsBig : opts.runs, features, opts.work);
+    const runs = BIG_IMAGES.includes(image.name) ? opts.runsBig : opts.runs;
+    const result = await benchImage(image, runs, features, opts);
     broken ||= !result.verify.ok || result.contenders['pull-unpack-cold']?.failed !== undefined;
     results.push(result);
   }
   const byName = Object.fromEntries(results.map((r) => [r.name, r]));
   const report = {
     meta: { ...environment(opts, features, (Date.now() - started) / 1000), distHash: build },
+    startup,
     images: results,
     ratios: ratios(byName),
     targets: checkTargets(byName),
@@ -133,7 +175,7 @@ async function snapshotBuild() {
 }
 
 function checkSetup() {
-  if (!existsSync(join(ROOT, 'dist', 'cli.js'))) throw new Error('dist/ is missing: run `make bench` (or `npm run build`) first');
+  if (!existsSync(join(ROOT, 'dist', 'cli', 'bin.js'))) throw new Error('dist/ is missing: run `make bench` (or `npm run build`) first');
   if (existsSync('/usr/bin/time')) return;
   if (process.getuid?.() !== 0) throw new Error('/usr/bin/time is missing: apt-get install time');
   log('installing GNU time (/usr/bin/time) with apt-get');
@@ -143,18 +185,58 @@ function checkSetup() {
   });
 }
 
-/** Push, verify, then `runs` alternating rounds of every contender on one image. */
-async function benchImage(image, runs, features, root) {
+const STARTUP_RUNS = 10;
+
+/**
+ * Start-up figures (issue 15): `pull-unpack --version` (loading the CLI) and `inspect` of an
+ * image (one manifest and one config over loopback), each `runs` times; medians.
+ */
+async function benchStartup(image, runs) {
   const repo = await pushBenchImage(registry.url, image);
-  const work = join(root, image.name);
+  const node = `exec '${process.execPath}' '${BIN}'`;
+  const commands = [
+    { id: 'version', label: 'pull-unpack --version', script: `${node} --version` },
+    {
+      id: 'inspect',
+      label: `pull-unpack inspect (${image.name})`,
+      script: `${node} inspect --insecure-registry ${registry.host} ${registry.host}/${repo}:v1`,
+    },
+  ];
+  const out = {};
+  for (const command of commands) {
+    const list = [];
+    for (let i = 0; i < runs; i++) {
+      const run = await measure(command.script, { cwd: ROOT, workDir: workRoot });
+      if (!run.ok) throw new Error(`${command.label} failed: ${run.output}`);
+      list.push(run);
+    }
+    out[command.id] = { label: command.label, summary: summarize(list) };
+    log(
+      `${command.label}: median ${(out[command.id].summary.medianMs / 1000).toFixed(3)} s, CPU ${out[command.id].summary.medianCpuS.toFixed(3)} s`,
+    );
+  }
+  return out;
+}
+
+/** Trees of at least this many entries go to the trash instead of being deleted (lib/retire.mjs). */
+const TRASH_MIN_ENTRIES = 1000;
+
+/** Push, verify, then `runs` alternating rounds of every contender on one image. */
+async function benchImage(image, runs, features, opts) {
+  const repo = await pushBenchImage(registry.url, image);
+  const work = join(opts.work, image.name);
+  const entries = image.layers.reduce((n, l) => n + l.entries, 0);
+  // Kept (in the trash) until the end: see lib/retire.mjs.
+  const keep = !opts.deleteBetweenRuns && entries >= TRASH_MIN_ENTRIES;
   await mkdir(work, { recursive: true });
-  const contenders = contendersFor({ image, repo, host: registry.host, work, bin: BIN, features });
+  const contenders = contendersFor({ image, repo, host: registry.host, work, bin: BIN, features, baseline: opts.baselineContender });
+  const ids = [...ALL_CONTENDERS, ...(opts.baselineContender ? ['baseline-cold', 'baseline-warm'] : [])];
   const result = {
     name: image.name,
     label: image.label,
     layers: image.layers.map(({ digest, size, tarSize, entries, mediaType }) => ({ digest, size, tarSize, entries, mediaType })),
     verify: undefined,
-    contenders: Object.fromEntries(ALL_CONTENDERS.map((id) => [id, { reason: id === 'pull-unpack-warm' ? 'n/a (no cache yet)' : 'n/a' }])),
+    contenders: Object.fromEntries(ids.map((id) => [id, { reason: id.endsWith('-warm') ? 'n/a (no cache yet)' : 'n/a' }])),
   };
   const active = contenders.filter((c) => {
     const missing = (TOOLS[c.id] ?? []).filter((tool) => !onPath(tool));
@@ -162,8 +244,10 @@ async function benchImage(image, runs, features, root) {
     return missing.length === 0;
   });
   const runsOf = Object.fromEntries(active.map((c) => [c.id, []]));
-  for (const c of active) if (c.fill) await fillCache(c);
-  result.verify = await verify(image, active, work);
+  for (const c of active) if (c.fill) await fillCache(c, keep);
+  result.verify = await verify(image, active, work, keep);
+  result.createMicros = await probeCreateCost(work, trash);
+  log(`[${image.name}] filesystem: ${result.createMicros.toFixed(0)} us to create a small file (2,000 in one directory)`);
   const timed = active.filter((c) => result.verify.ok || !c.id.startsWith('pull-unpack'));
   if (!result.verify.ok)
     for (const c of active)
@@ -171,7 +255,7 @@ async function benchImage(image, runs, features, root) {
   for (let round = 0; round < runs; round++) {
     const order = roundOrder(timed, round).filter((c) => result.contenders[c.id].failed === undefined);
     for (const c of order) {
-      const run = await timedRun(c, work);
+      const run = await timedRun(c, work, keep);
       if (!run.ok) {
         result.contenders[c.id] = { failed: `exit ${run.code}: ${run.output.slice(-800)}`, reason: failureReason(run) };
         log(`[${image.name}] ${c.label} FAILED (exit ${run.code}):\n${run.output.slice(-800)}`);
@@ -199,15 +283,18 @@ async function benchImage(image, runs, features, root) {
   return result;
 }
 
-/** One measured run from clean paths; cleans up after itself and syncs (untimed). */
-async function timedRun(c, work) {
+/**
+ * One measured run from clean paths; moves its output to the trash (or deletes it when `keep`
+ * is false) and syncs (untimed).
+ */
+async function timedRun(c, work, keep) {
   if (interrupted) throw new Error('interrupted');
   await clean(c.paths);
   for (const dir of c.prepare) await mkdir(dir, { recursive: true });
   const load = loadavg()[0];
   const run = await measure(c.script, { cwd: ROOT, workDir: work });
   run.loadBefore = load;
-  await clean(c.paths);
+  await trash.retire(c.paths, keep);
   // Dirty pages of this run are written back now, not during the next contender's run.
   execFileSync('sync');
   return run;
@@ -217,15 +304,15 @@ async function clean(paths) {
   for (const p of paths) await rm(p, { recursive: true, force: true });
 }
 
-async function fillCache(c) {
+async function fillCache(c, keep) {
   await clean(c.fillPaths);
   const run = await measure(c.fill, { cwd: ROOT, workDir: dirname(c.paths[0]) });
   if (!run.ok) throw new Error(`filling the warm cache failed: ${run.output}`);
-  await rm(c.fillPaths[1], { recursive: true, force: true });
+  await trash.retire([c.fillPaths[1]], keep);
 }
 
 /** Unpacks once with pull-unpack (cold) and GNU tar and compares the trees. */
-async function verify(image, active, work) {
+async function verify(image, active, work, keep) {
   const pu = active.find((c) => c.id === 'pull-unpack-cold');
   const tar = active.find((c) => c.id === 'tar-local');
   const trees = [];
@@ -239,7 +326,7 @@ async function verify(image, active, work) {
       return { ok: false, errors: [error], warnings: [] };
     }
     trees.push(await describeTree(treeOf(c, work)));
-    await clean(c.paths);
+    await trash.retire(c.paths, keep);
   }
   const verdict = compareTrees(trees[0], trees[1]);
   log(
@@ -293,6 +380,7 @@ function environment(opts, features, totalSeconds) {
       commit: version('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD']),
       ...features,
     },
+    baseline: opts.baseline && { dir: opts.baseline, commit: version('git', ['-C', opts.baseline, 'rev-parse', '--short', 'HEAD']) },
     tools: {
       tar: version('tar', ['--version']),
       curl: version('curl', ['--version']),
@@ -301,6 +389,9 @@ function environment(opts, features, totalSeconds) {
       umoci: version('umoci', ['--version']),
     },
     pageCache: 'warm for every contender (nothing dropped); sync after every run, untimed',
+    outputs: opts.deleteBetweenRuns
+      ? 'deleted after each run (--delete-between-runs)'
+      : `trees of >= ${TRASH_MIN_ENTRIES} entries kept in a trash directory until the end; emptied ${trash.emptied} time(s) for space`,
   };
 }
 
@@ -312,6 +403,9 @@ function printReport(report) {
     '',
     formatTable(report.images, LABELS),
     '',
+    formatCreateCost(report.images),
+    '',
+    ...(report.startup ? [formatStartup(report.startup), ''] : []),
     formatRatios(report.ratios, labels),
     '',
     formatTargets(report.targets),

@@ -10,6 +10,8 @@
  *                     the wire-plus-extract limit
  *   tar-local         GNU tar of each layer blob from local disk: the local extract limit
  *   skopeo-umoci      skopeo copy to an OCI layout, then umoci unpack into a bundle
+ *   baseline-cold     (with --baseline DIR) another build of pull-unpack, cold and warm as above,
+ *   baseline-warm     to compare two commits in the same rounds
  */
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
@@ -27,35 +29,13 @@ export function pullUnpackFeatures(bin) {
  * The contenders for `image` (pushed as `repo` to `host`), writing under `work`. Each has
  * id, label, paths (removed before and after every run), prepare (mkdirs, untimed) and script.
  */
-export function contendersFor({ image, repo, host, work, bin, features }) {
+export function contendersFor({ image, repo, host, work, bin, features, baseline }) {
   const ref = `${host}/${repo}:${TAG}`;
   const url = (digest) => `http://${host}/v2/${repo}/blobs/${digest}`;
   const zstd = image.layers[0].mediaType.endsWith('+zstd');
-  const pu = `exec ${q(process.execPath)} ${q(bin)} --quiet --insecure-registry ${q(host)}`;
   const out = (id) => join(work, `${id}-out`);
-  const coldCache = join(work, 'cold-cache');
-  const warmCache = join(work, 'warm-cache');
-  const list = [
-    {
-      id: 'pull-unpack-cold',
-      label: 'pull-unpack cold',
-      paths: [out('cold'), coldCache],
-      prepare: [],
-      script: `${pu}${features.cacheDir ? ` --cache-dir ${q(coldCache)}` : ''} ${q(ref)} ${q(out('cold'))}`,
-    },
-  ];
-  if (features.cacheDir && features.offline) {
-    list.push({
-      id: 'pull-unpack-warm',
-      label: 'pull-unpack warm',
-      paths: [out('warm')],
-      prepare: [],
-      script: `${pu} --offline --cache-dir ${q(warmCache)} ${q(ref)} ${q(out('warm'))}`,
-      // Filled once, untimed, before the first round.
-      fill: `${pu} --cache-dir ${q(warmCache)} ${q(ref)} ${q(join(work, 'warm-fill'))}`,
-      fillPaths: [warmCache, join(work, 'warm-fill')],
-    });
-  }
+  const list = pullUnpackContenders({ id: 'pull-unpack', label: 'pull-unpack', bin, features, ref, host, work });
+  if (baseline) list.push(...pullUnpackContenders({ id: 'baseline', label: 'baseline', ...baseline, ref, host, work }));
   const extract = (source) => (zstd ? `zstd -dc ${source} | tar -xf - -C ${q(out('curl'))}` : `tar -xzf ${source} -C ${q(out('curl'))}`);
   list.push(
     {
@@ -84,6 +64,37 @@ export function contendersFor({ image, repo, host, work, bin, features }) {
       ].join('\n'),
     },
   );
+  return list;
+}
+
+/** The cold and warm runs of one pull-unpack build (`bin`), ids `${id}-cold` and `${id}-warm`. */
+function pullUnpackContenders({ id, label, bin, features, ref, host, work }) {
+  const pu = `exec ${q(process.execPath)} ${q(bin)} --quiet --insecure-registry ${q(host)}`;
+  const out = join(work, `${id}-cold-out`);
+  const coldCache = join(work, `${id}-cold-cache`);
+  const warmCache = join(work, `${id}-warm-cache`);
+  const list = [
+    {
+      id: `${id}-cold`,
+      label: `${label} cold`,
+      paths: [out, coldCache],
+      prepare: [],
+      script: `${pu}${features.cacheDir ? ` --cache-dir ${q(coldCache)}` : ''} ${q(ref)} ${q(out)}`,
+    },
+  ];
+  if (features.cacheDir && features.offline) {
+    const warmOut = join(work, `${id}-warm-out`);
+    list.push({
+      id: `${id}-warm`,
+      label: `${label} warm`,
+      paths: [warmOut],
+      prepare: [],
+      script: `${pu} --offline --cache-dir ${q(warmCache)} ${q(ref)} ${q(warmOut)}`,
+      // Filled once, untimed, before the first round.
+      fill: `${pu} --cache-dir ${q(warmCache)} ${q(ref)} ${q(join(work, `${id}-warm-fill`))}`,
+      fillPaths: [warmCache, join(work, `${id}-warm-fill`)],
+    });
+  }
   return list;
 }
 

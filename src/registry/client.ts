@@ -241,6 +241,7 @@ export class RegistryClient {
         documentTimeout: this.documentTimeout,
         onNotice: this.retryPolicy.onNotice,
         clientCertDir: this.clientCertDir,
+        direct: this.givenDispatcher === undefined && !this.transportOptions?.proxy?.httpProxy && !this.transportOptions?.proxy?.httpsProxy,
       },
       signal,
     );

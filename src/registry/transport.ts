@@ -8,6 +8,7 @@ import { accessSync, constants, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { rootCertificates } from 'node:tls';
 import type { Dispatcher } from 'undici';
+import { loadUndici, type UndiciParts } from './undici.js';
 import { PullUnpackError } from '../errors.js';
 
 export interface ProxySettings {
@@ -58,7 +59,7 @@ export interface Http {
  * a blob redirect on another host (issue 11). `dispatcher` (from a caller) replaces them all.
  */
 export async function loadHttp(insecure: (url: URL) => boolean, options: TransportOptions = {}, dispatcher?: Dispatcher): Promise<Http> {
-  const undici = await import('undici');
+  const undici = loadUndici();
   const byHost = new Map<string, Dispatcher>();
   return {
     request: undici.request,
@@ -80,7 +81,7 @@ export async function loadHttp(insecure: (url: URL) => boolean, options: Transpo
  * themselves are read on the first TLS connection (a plain-HTTP registry never needs the ~0.1 s
  * that the system CAs and a CA bundle take to load).
  */
-function createDispatcher(undici: typeof import('undici'), endpoint: string, insecure: boolean, options: TransportOptions): Dispatcher {
+function createDispatcher(undici: UndiciParts, endpoint: string, insecure: boolean, options: TransportOptions): Dispatcher {
   const { Agent, EnvHttpProxyAgent, buildConnector } = undici;
   const timeout = options.connectTimeout ?? 30_000;
   const tlsOptions = (tls = tlsMaterial(endpoint, options)): buildConnectorOptions => {

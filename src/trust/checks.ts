@@ -11,7 +11,6 @@ import { readGpgKeys, SignatureCheckError, verifySimpleSigning } from './gpg.js'
 import { identityMatcher, type NamedReference } from './identity.js';
 import { sigstoreRequirementOf } from './keys.js';
 import type { PolicyRequirement } from './requirements.js';
-import { checkSigstoreSigned } from './sigstore.js';
 import type { IdentityMatcher, SignatureReport, SigstoreRequirement, TrustContext } from './types.js';
 import { isUnavailable } from './unavailable.js';
 
@@ -61,6 +60,9 @@ export async function checkRequirement(requirement: PolicyRequirement, image: Ch
 
 /** The sigstore verifier's verdict for a requirement already built (from a policy or --verify-* flags). */
 export async function checkSigstore(requirement: SigstoreRequirement, image: CheckedImage): Promise<CheckResult> {
+  // The sigstore verifiers and @sigstore/* (~0.05-0.1 s to load) are imported when a sigstoreSigned
+  // requirement is first checked, not at start-up of every command.
+  const { checkSigstoreSigned } = await import('./sigstore.js');
   try {
     const outcome = await checkSigstoreSigned(image.ctx, requirement, sigstoreMatcher(requirement, image));
     if (outcome.accepted) return { ok: true, signatures: outcome.seen };

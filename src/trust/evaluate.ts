@@ -12,7 +12,7 @@ import { readLookaside, type LookasideOptions } from './lookaside.js';
 import { loadPolicy, requirementsFor, type Policy, type PolicyRequirement } from './policy.js';
 import { EMPTY_REGISTRIES_CONFIG, loadRegistriesDir, lookasideFor, useSigstoreAttachments, type RegistriesConfig } from './registries-d.js';
 import { policyImage, type PolicyImage } from './scopes.js';
-import { requirementFromVerifyOptions } from './sigstore.js';
+import { requirementFromVerifyOptions } from './sigstore-options.js';
 import type { SignatureReport, VerifyOptions } from './types.js';
 import { isUnavailable, whileChecking } from './unavailable.js';
 
