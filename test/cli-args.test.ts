@@ -4,12 +4,14 @@
  * exit 2 before anything is fetched.
  */
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BIN } from './helpers/crash-fixtures.js';
 
+const exec = promisify(execFile);
 let work: string;
 
 beforeAll(async () => {
@@ -137,5 +139,67 @@ describe('help and version', () => {
     const r = await runBin(['help', 'inspekt']);
     expect(r.code).toBe(2);
     expect(r.stderr).toContain('no help for "inspekt" (did you mean inspect?)');
+  });
+});
+
+describe('likely mistakes, refused with a hint before anything is fetched', () => {
+  /** A fresh directory under `work` to run the CLI in. */
+  async function caseDir(): Promise<string> {
+    return await mkdtemp(join(work, 'case-'));
+  }
+
+  it('IMAGE and DIR swapped: an existing directory as IMAGE and an image reference as DIR', async () => {
+    const cwd = await caseDir();
+    await mkdir(join(cwd, 'rootfs'));
+    const r = await runBin(['rootfs', 'alpine:3.19'], cwd);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('IMAGE and DIR look swapped: rootfs is a directory and alpine:3.19 reads as an image');
+    expect(r.stderr).toContain('hint: IMAGE comes first: pull-unpack alpine:3.19 rootfs');
+    expect(await readdir(cwd)).toEqual(['rootfs']);
+    expect(await readdir(join(cwd, 'rootfs'))).toEqual([]);
+  });
+
+  it('a tar of an OCI layout given as IMAGE: suggests oci-archive:PATH (pull and inspect)', async () => {
+    const cwd = await caseDir();
+    await mkdir(join(cwd, 'layout'));
+    await writeFile(join(cwd, 'layout', 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
+    await writeFile(join(cwd, 'layout', 'index.json'), '{"schemaVersion":2,"manifests":[]}');
+    await exec('tar', ['-cf', 'image.tar', '-C', 'layout', '.'], { cwd });
+    const r = await runBin(['image.tar', 'out'], cwd);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('image.tar is a file, not an image reference');
+    expect(r.stderr).toContain('hint: it holds an OCI image layout: read it as oci-archive:image.tar');
+    const inspected = await runBin(['inspect', 'image.tar'], cwd);
+    expect(inspected.code).toBe(2);
+    expect(inspected.stderr).toContain('read it as oci-archive:image.tar');
+    expect((await readdir(cwd)).sort()).toEqual(['image.tar', 'layout']);
+  });
+
+  it('a docker save archive given as IMAGE: suggests docker-archive:PATH', async () => {
+    const cwd = await caseDir();
+    await writeFile(join(cwd, 'manifest.json'), '[{"Config":"c.json","RepoTags":["a:1"],"Layers":[]}]');
+    await exec('tar', ['-cf', 'saved.tar', 'manifest.json'], { cwd });
+    const r = await runBin(['saved.tar', 'out'], cwd);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('hint: it is a docker save archive: read it as docker-archive:saved.tar');
+  });
+
+  it('an OCI layout directory given as IMAGE: suggests oci:PATH', async () => {
+    const cwd = await caseDir();
+    await mkdir(join(cwd, 'layout'));
+    await writeFile(join(cwd, 'layout', 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
+    const r = await runBin(['layout', 'out'], cwd);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('layout is an OCI image layout, not an image reference');
+    expect(r.stderr).toContain('hint: read it as one: oci:layout');
+  });
+
+  it('any other file given as IMAGE: says it is neither, and names the local prefixes', async () => {
+    const cwd = await caseDir();
+    await writeFile(join(cwd, 'notes.txt'), 'not an image\n');
+    const r = await runBin(['notes.txt', 'out'], cwd);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('notes.txt is a file, not an image reference (nor a tar of an OCI layout or of docker save)');
+    expect(r.stderr).toContain('oci:DIR, oci-archive:FILE or docker-archive:FILE');
   });
 });

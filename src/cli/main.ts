@@ -15,7 +15,7 @@ import { trustOptionsFrom } from './trust-options.js';
 import { formatTrust } from './trust-output.js';
 import { parseCommandLine, usageError } from './args.js';
 import { helpCommand, usageOf, USAGE, VERSION } from './help.js';
-import { withCommandGuess } from './mistakes.js';
+import { checkImageArgument, withCommandGuess } from './mistakes.js';
 import { parsePullArgs, type PullRequest } from './pull-args.js';
 import { INSPECT_OPTIONS, PULL_OPTIONS } from './tables.js';
 import type { CliIo } from './io.js';
@@ -70,6 +70,7 @@ async function pullCommand(args: string[], io: CliIo): Promise<number> {
     return EXIT_OK;
   }
   if ('version' in request) return printVersion(io);
+  await checkImageArgument(request.image, request.dir);
   const { values } = request;
   const display = progressDisplayFor(io.stderr, io.env, { json: values.json, quiet: values.quiet, noProgress: values['no-progress'] });
   let result: PullResult;
@@ -161,6 +162,7 @@ async function inspectCommand(args: string[], io: CliIo): Promise<number> {
   }
   if (values.version) return printVersion(io);
   if (positionals.length !== 1) throw usageError('inspect', 'inspect takes exactly one IMAGE');
+  await checkImageArgument(positionals[0]!, undefined);
   const notices: string[] = [];
   const result = await inspect(positionals[0]!, {
     ...(await sourceOptionsFrom(values, io.env, io.stdin)),

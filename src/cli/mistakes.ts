@@ -1,10 +1,16 @@
 /**
- * Likely mistakes on a pull's command line, recognised so the user hears what they probably
- * meant: a first word close to a command (`inspekt`). An IMAGE is always tried first: the guess
- * is only added to the error of a pull that failed.
+ * Likely mistakes on a command line, recognised so the user hears what they probably meant: a
+ * first word close to a command (`inspekt`; an IMAGE is always tried first, the guess is only
+ * added to the error of a pull that failed), a file or directory given as IMAGE, IMAGE and DIR
+ * swapped.
  */
+import { lstat, stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import { isPullUnpackError, PullUnpackError } from '../errors.js';
-import { COMMAND_WORDS } from './args.js';
+import { parseLocalReference } from '../image/local-reference.js';
+import { parseReference } from '../image/reference.js';
+import { TarIndex } from '../tar/archive-index.js';
+import { COMMAND_WORDS, usageError } from './args.js';
 import { closestNames } from './similar.js';
 
 /**
@@ -17,4 +23,73 @@ export function withCommandGuess(err: unknown, firstWord: string): unknown {
   if (guess === undefined) return err;
   const hint = `did you mean 'pull-unpack ${guess}'? ("${firstWord}" was taken as an IMAGE)`;
   return new PullUnpackError(err.code, err.message, { hint: err.hint ? `${err.hint}; ${hint}` : hint, cause: err });
+}
+
+/**
+ * Refuses (USAGE, before anything is fetched) an IMAGE that names a local file or directory
+ * rather than an image, saying what was probably meant: an image archive or layout without its
+ * `oci-archive:`, `docker-archive:` or `oci:` prefix, or IMAGE and DIR swapped (IMAGE is an
+ * existing directory, DIR does not exist and reads as an image reference). A local reference,
+ * or an IMAGE that exists on no path, is left to the pull.
+ */
+export async function checkImageArgument(image: string, dir: string | undefined): Promise<void> {
+  if (parseLocalPrefix(image)) return;
+  const info = await stat(image).catch(() => undefined);
+  if (info?.isFile()) throw await fileAsImage(image);
+  if (!info?.isDirectory()) return;
+  if (await exists(join(image, 'oci-layout'))) {
+    throw usageError('pull', `${image} is an OCI image layout, not an image reference`, `read it as one: oci:${image}`);
+  }
+  if (dir !== undefined && looksLikeImage(dir) && !(await exists(dir))) {
+    throw usageError(
+      'pull',
+      `IMAGE and DIR look swapped: ${image} is a directory and ${dir} reads as an image`,
+      `IMAGE comes first: pull-unpack ${dir} ${image} (to pull an image named ${image}, give its tag: ${image}:latest)`,
+    );
+  }
+}
+
+function parseLocalPrefix(image: string): boolean {
+  try {
+    return parseLocalReference(image) !== undefined;
+  } catch {
+    return true;
+  }
+}
+
+function looksLikeImage(text: string): boolean {
+  try {
+    parseReference(text);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  return (await lstat(path).catch(() => undefined)) !== undefined;
+}
+
+/** What the file `path` holds, read as a tar with our own reader: an OCI layout, `docker save` output, or neither. */
+async function fileAsImage(path: string): Promise<PullUnpackError> {
+  let names: string[];
+  try {
+    const tar = await TarIndex.open(path);
+    names = tar.names();
+    await tar.close();
+  } catch {
+    names = [];
+  }
+  const message = `${path} is a file, not an image reference`;
+  if (names.includes('oci-layout') || names.includes('index.json')) {
+    return usageError('pull', message, `it holds an OCI image layout: read it as oci-archive:${path}`);
+  }
+  if (names.includes('manifest.json')) {
+    return usageError('pull', message, `it is a docker save archive: read it as docker-archive:${path}`);
+  }
+  return usageError(
+    'pull',
+    `${message} (nor a tar of an OCI layout or of docker save)`,
+    'a local image is read as oci:DIR, oci-archive:FILE or docker-archive:FILE (uncompressed tar)',
+  );
 }
