@@ -16,7 +16,9 @@ import { formatTrust } from './trust-output.js';
 import { parseCommandLine, usageError } from './args.js';
 import { helpCommand, usageOf, USAGE, VERSION } from './help.js';
 import { checkImageArgument, withCommandGuess } from './mistakes.js';
+import { passwordInput } from './password-prompt.js';
 import { parsePullArgs, type PullRequest } from './pull-args.js';
+import type { SourceOptions } from '../sources/open.js';
 import { INSPECT_OPTIONS, PULL_OPTIONS } from './tables.js';
 import type { CliIo } from './io.js';
 
@@ -72,11 +74,13 @@ async function pullCommand(args: string[], io: CliIo): Promise<number> {
   if ('version' in request) return printVersion(io);
   await checkImageArgument(request.image, request.dir);
   const { values } = request;
+  // Before the display starts: a password typed at the terminal is prompted for on stderr.
+  const source = await sourceOptionsFrom(values, io.env, passwordInput(io.stdin, io.stderr, io.signal));
   const display = progressDisplayFor(io.stderr, io.env, { json: values.json, quiet: values.quiet, noProgress: values['no-progress'] });
   let result: PullResult;
   try {
     display?.start(request.image);
-    result = await runPull(request, io, eventPrinter(request, io, display));
+    result = await runPull(request, { ...io, source }, eventPrinter(request, io, display));
   } finally {
     display?.stop();
   }
@@ -104,11 +108,15 @@ function eventPrinter({ values }: PullRequest, io: CliIo, display: ProgressDispl
   };
 }
 
-/** Calls the library function for the output asked for. */
-async function runPull(request: PullRequest, io: CliIo, onEvent: (event: PullEvent) => void): Promise<PullResult> {
+/** Calls the library function for the output asked for, with the registry options already resolved. */
+async function runPull(
+  request: PullRequest,
+  io: CliIo & { source: SourceOptions },
+  onEvent: (event: PullEvent) => void,
+): Promise<PullResult> {
   const { values, image, dir, cmd } = request;
   const common = {
-    ...(await sourceOptionsFrom(values, io.env, io.stdin)),
+    ...io.source,
     onNotice: (message: string) => onEvent({ type: 'warning', message }),
     force: values.force,
     cacheDir: values['no-cache'] ? undefined : (values['cache-dir'] ?? defaultCacheDir(io.env)),
@@ -165,7 +173,7 @@ async function inspectCommand(args: string[], io: CliIo): Promise<number> {
   await checkImageArgument(positionals[0]!, undefined);
   const notices: string[] = [];
   const result = await inspect(positionals[0]!, {
-    ...(await sourceOptionsFrom(values, io.env, io.stdin)),
+    ...(await sourceOptionsFrom(values, io.env, passwordInput(io.stdin, io.stderr, io.signal))),
     signal: io.signal,
     onNotice: (m) => notices.push(m),
     trust: trustOptionsFrom(values, io.env, (m) => notices.push(m)),
