@@ -148,15 +148,28 @@ describe('likely mistakes, refused with a hint before anything is fetched', () =
     return await mkdtemp(join(work, 'case-'));
   }
 
-  it('IMAGE and DIR swapped: an existing directory as IMAGE and an image reference as DIR', async () => {
+  it('IMAGE and DIR swapped: a path to an existing directory as IMAGE and an image reference as DIR', async () => {
     const cwd = await caseDir();
     await mkdir(join(cwd, 'rootfs'));
-    const r = await runBin(['rootfs', 'alpine:3.19'], cwd);
+    const r = await runBin(['./rootfs', 'alpine:3.19'], cwd);
     expect(r.code).toBe(2);
-    expect(r.stderr).toContain('IMAGE and DIR look swapped: rootfs is a directory and alpine:3.19 reads as an image');
-    expect(r.stderr).toContain('hint: IMAGE comes first: pull-unpack alpine:3.19 rootfs');
+    expect(r.stderr).toContain('IMAGE and DIR look swapped: ./rootfs is a directory and alpine:3.19 reads as an image');
+    expect(r.stderr).toContain('hint: IMAGE comes first: pull-unpack alpine:3.19 ./rootfs');
     expect(await readdir(cwd)).toEqual(['rootfs']);
     expect(await readdir(join(cwd, 'rootfs'))).toEqual([]);
+  });
+
+  it('a bare IMAGE that is also a directory here is still tried; its failure says IMAGE and DIR may be swapped', async () => {
+    const cwd = await caseDir();
+    await mkdir(join(cwd, 'rootfs'));
+    await mkdir(join(cwd, 'empty-cache'));
+    // --offline with an empty cache: the pull of docker.io/library/rootfs fails without the network.
+    const r = await runBin(['--offline', '--cache-dir', 'empty-cache', 'rootfs', 'alpine:3.19'], cwd);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('docker.io/library/rootfs:latest was never pulled into the cache');
+    expect(r.stderr).toContain(
+      'rootfs is also a directory here: if IMAGE and DIR are swapped, IMAGE comes first: pull-unpack alpine:3.19 rootfs',
+    );
   });
 
   it('a tar of an OCI layout given as IMAGE: suggests oci-archive:PATH (pull and inspect)', async () => {

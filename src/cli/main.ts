@@ -15,7 +15,7 @@ import { trustOptionsFrom } from './trust-options.js';
 import { formatTrust } from './trust-output.js';
 import { parseCommandLine, usageError } from './args.js';
 import { helpCommand, usageOf, USAGE, VERSION } from './help.js';
-import { checkImageArgument, withCommandGuess } from './mistakes.js';
+import { checkImageArgument, withCommandGuess, withHint } from './mistakes.js';
 import { passwordInput } from './password-prompt.js';
 import { parsePullArgs, type PullRequest } from './pull-args.js';
 import type { SourceOptions } from '../sources/open.js';
@@ -72,7 +72,7 @@ async function pullCommand(args: string[], io: CliIo): Promise<number> {
     return EXIT_OK;
   }
   if ('version' in request) return printVersion(io);
-  await checkImageArgument(request.image, request.dir);
+  const hintOnFailure = await checkImageArgument(request.image, request.dir);
   const { values } = request;
   // Before the display starts: a password typed at the terminal is prompted for on stderr.
   const source = await sourceOptionsFrom(values, io.env, passwordInput(io.stdin, io.stderr, io.signal));
@@ -81,6 +81,8 @@ async function pullCommand(args: string[], io: CliIo): Promise<number> {
   try {
     display?.start(request.image);
     result = await runPull(request, { ...io, source }, eventPrinter(request, io, display));
+  } catch (err) {
+    throw withHint(err, hintOnFailure);
   } finally {
     display?.stop();
   }

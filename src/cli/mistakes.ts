@@ -18,35 +18,37 @@ import { closestNames } from './similar.js';
  * is close to a command (`pull-unpack inspekt alpine` failed to pull an image "inspekt").
  */
 export function withCommandGuess(err: unknown, firstWord: string): unknown {
-  if (!isPullUnpackError(err) || firstWord.startsWith('-')) return err;
+  if (firstWord.startsWith('-')) return err;
   const [guess] = closestNames(firstWord, COMMAND_WORDS);
-  if (guess === undefined) return err;
-  const hint = `did you mean 'pull-unpack ${guess}'? ("${firstWord}" was taken as an IMAGE)`;
+  return guess === undefined ? err : withHint(err, `did you mean 'pull-unpack ${guess}'? ("${firstWord}" was taken as an IMAGE)`);
+}
+
+/** `err` (a PullUnpackError) with `hint` after its own; anything else as it is. */
+export function withHint(err: unknown, hint: string | undefined): unknown {
+  if (!isPullUnpackError(err) || hint === undefined) return err;
   return new PullUnpackError(err.code, err.message, { hint: err.hint ? `${err.hint}; ${hint}` : hint, cause: err });
 }
 
 /**
  * Refuses (USAGE, before anything is fetched) an IMAGE that names a local file or directory
  * rather than an image, saying what was probably meant: an image archive or layout without its
- * `oci-archive:`, `docker-archive:` or `oci:` prefix, or IMAGE and DIR swapped (IMAGE is an
- * existing directory, DIR does not exist and reads as an image reference). A local reference,
- * or an IMAGE that exists on no path, is left to the pull.
+ * `oci-archive:`, `docker-archive:` or `oci:` prefix, or IMAGE and DIR swapped (IMAGE a path to
+ * an existing directory, DIR a missing path that reads as an image reference). An IMAGE that is
+ * both a directory here and a valid reference (`rootfs`) is tried: the hint returned is for the
+ * pull's error, should it fail. A local reference, or an IMAGE on no path, is left to the pull.
  */
-export async function checkImageArgument(image: string, dir: string | undefined): Promise<void> {
-  if (parseLocalPrefix(image)) return;
+export async function checkImageArgument(image: string, dir: string | undefined): Promise<string | undefined> {
+  if (parseLocalPrefix(image)) return undefined;
   const info = await stat(image).catch(() => undefined);
   if (info?.isFile()) throw await fileAsImage(image);
-  if (!info?.isDirectory()) return;
+  if (!info?.isDirectory()) return undefined;
   if (await exists(join(image, 'oci-layout'))) {
     throw usageError('pull', `${image} is an OCI image layout, not an image reference`, `read it as one: oci:${image}`);
   }
-  if (dir !== undefined && looksLikeImage(dir) && !(await exists(dir))) {
-    throw usageError(
-      'pull',
-      `IMAGE and DIR look swapped: ${image} is a directory and ${dir} reads as an image`,
-      `IMAGE comes first: pull-unpack ${dir} ${image} (to pull an image named ${image}, give its tag: ${image}:latest)`,
-    );
-  }
+  if (dir === undefined || !looksLikeImage(dir) || (await exists(dir))) return undefined;
+  const swapped = `IMAGE comes first: pull-unpack ${dir} ${image}`;
+  if (looksLikeImage(image)) return `${image} is also a directory here: if IMAGE and DIR are swapped, ${swapped}`;
+  throw usageError('pull', `IMAGE and DIR look swapped: ${image} is a directory and ${dir} reads as an image`, swapped);
 }
 
 function parseLocalPrefix(image: string): boolean {
