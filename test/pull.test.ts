@@ -322,16 +322,6 @@ describe('pull-unpack layer lists', () => {
 });
 
 describe('pull-unpack destinations it refuses', () => {
-  it('a DIR whose parent does not exist: exit 1 with a hint, nothing created', async () => {
-    const { parent } = await freshDir();
-    const dir = join(parent, 'missing', 'rootfs');
-    const r = await runCli([featureRef, dir]);
-    expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/parent directory .* does not exist/);
-    expect(r.stderr).toMatch(/^hint: create it first/m);
-    expect(await readdir(parent)).toEqual([]);
-  });
-
   it('a DIR that is a file, even with --force: exit 1, the file untouched', async () => {
     const { parent, dir } = await freshDir();
     await writeFile(dir, 'a file\n');

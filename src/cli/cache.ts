@@ -3,10 +3,12 @@
  */
 import { join } from 'node:path';
 import { homedir } from 'node:os';
-import { parseArgs, type ParseArgsConfig } from 'node:util';
+import type { ParseArgsConfig } from 'node:util';
 import { BlobStore } from '../store/blob-store.js';
 import { listCache, parseDuration, pruneCache } from '../store/cache-index.js';
-import { PullUnpackError } from '../errors.js';
+import { parseCommandLine, usageError } from './args.js';
+import { usageOf } from './help.js';
+import { closestNames } from './similar.js';
 import { formatBytes } from './progress.js';
 import type { CliIo } from './io.js';
 
@@ -22,18 +24,20 @@ export const CACHE_OPTIONS = {
   json: { type: 'boolean' },
   all: { type: 'boolean' },
   'older-than': { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
 } as const satisfies ParseArgsConfig['options'];
+
+const CACHE_COMMANDS = ['ls', 'prune'];
 
 /** Runs `cache ls` or `cache prune`; resolves to the exit code. */
 export async function cacheCommand(args: string[], io: CliIo): Promise<number> {
-  const [sub, ...rest] = args;
-  let parsed;
-  try {
-    parsed = parseArgs({ args: rest, options: CACHE_OPTIONS, strict: true, allowPositionals: false });
-  } catch (err) {
-    throw new PullUnpackError('USAGE', (err as Error).message);
+  const { values, positionals } = parseCommandLine(args, CACHE_OPTIONS, { command: 'cache' });
+  const [sub, ...extra] = positionals;
+  if (values.help || sub === undefined) {
+    io.stdout.write(usageOf('cache'));
+    return values.help ? 0 : 2;
   }
-  const { values } = parsed;
+  if (extra.length > 0) throw usageError('cache', `unexpected argument "${extra[0]}"`);
   const store = new BlobStore(values['cache-dir'] ?? defaultCacheDir(io.env), {
     onNotice: (message) => io.stderr.write(`warning: ${message}\n`),
   });
@@ -53,12 +57,14 @@ export async function cacheCommand(args: string[], io: CliIo): Promise<number> {
   }
   if (sub === 'prune') {
     if (!values.all && values['older-than'] === undefined) {
-      throw new PullUnpackError('USAGE', 'cache prune needs --all or --older-than DURATION (e.g. 7d)');
+      throw usageError('cache', 'cache prune needs --all or --older-than DURATION (e.g. 7d)');
     }
     const olderThanMs = values['older-than'] === undefined ? undefined : parseDuration(values['older-than']);
     const { removed, freed } = await pruneCache(store, { all: values.all, olderThanMs });
     io.stdout.write(`removed ${removed} blobs, ${formatBytes(freed)} freed from ${store.root}\n`);
     return 0;
   }
-  throw new PullUnpackError('USAGE', `unknown cache command "${sub ?? ''}": use cache ls or cache prune`);
+  const [guess] = closestNames(sub, CACHE_COMMANDS);
+  const mean = guess ? ` (did you mean cache ${guess}?)` : '';
+  throw usageError('cache', `unknown cache command "${sub}"${mean}: use cache ls or cache prune`);
 }

@@ -3,6 +3,8 @@
  * tables (PULL_OPTIONS, INSPECT_OPTIONS, CACHE_OPTIONS), so it cannot drift from what the parser
  * accepts. One bash function serves both shells: zsh runs it through its bashcompinit layer.
  */
+import { usageError } from './args.js';
+import { usageOf } from './help.js';
 import type { CliIo } from './io.js';
 
 /** What completion needs of a node:util parseArgs option table. */
@@ -15,7 +17,7 @@ export interface CommandTables {
 }
 
 /** Subcommands and the words they take first. */
-const SUBCOMMANDS = { inspect: [], cache: ['ls', 'prune'], completion: ['bash', 'zsh'], help: ['inspect', 'cache', 'completion'] };
+const SUBCOMMANDS = { inspect: [], cache: ['ls', 'prune'], completion: ['bash', 'zsh'], help: ['pull', 'inspect', 'cache', 'completion'] };
 
 /** Completion of option values: fixed words, files or directories; other values are free text. */
 const VALUES: Record<string, { words: string[] } | 'file' | 'directory'> = {
@@ -32,10 +34,11 @@ const VALUES: Record<string, { words: string[] } | 'file' | 'directory'> = {
 /** Prints the completion script for `bash` or `zsh`; exit 2 for anything else. */
 export function completionCommand(args: string[], io: CliIo, tables: CommandTables): number {
   const [shell, ...rest] = args;
-  if ((shell !== 'bash' && shell !== 'zsh') || rest.length > 0) {
-    io.stderr.write("pull-unpack: completion takes one shell: bash or zsh\nRun 'pull-unpack --help' for usage.\n");
-    return 2;
+  if (shell === '--help' || shell === '-h') {
+    io.stdout.write(usageOf('completion'));
+    return 0;
   }
+  if ((shell !== 'bash' && shell !== 'zsh') || rest.length > 0) throw usageError('completion', 'completion takes one shell: bash or zsh');
   io.stdout.write(shell === 'bash' ? bashCompletion(tables) : zshCompletion(tables));
   return 0;
 }

@@ -3,7 +3,7 @@
  * place only when complete. On failure the staging directory is removed and DIR is untouched.
  * A result with no DIR (a tar on standard output) is staged in the temporary directory.
  */
-import { chmod, lstat, mkdir, mkdtemp, readdir, rename, rm, rmdir, writeFile } from 'node:fs/promises';
+import { chmod, lstat, mkdir, mkdtemp, readdir, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { PullUnpackError } from '../errors.js';
@@ -20,11 +20,14 @@ export interface Staging {
   readonly scratch: string;
   /** The final destination. */
   readonly dest: string;
+  /** The highest of DEST's parent directories this pull created, if any: removed again by `discard`. */
+  readonly createdParent?: string | undefined;
 }
 
 /**
- * Checks DIR before any download: it may be missing or an empty directory; a non-empty one
- * needs `force`; anything that is not a directory is refused. Returns DIR as an absolute path.
+ * Checks DIR before any download: it may be missing (with missing parents too, created by
+ * createStaging) or an empty directory; a non-empty one needs `force`; anything that is not a
+ * directory is refused. Returns DIR as an absolute path.
  */
 export async function checkDestination(dir: string, force: boolean): Promise<string> {
   const dest = resolve(dir);
@@ -32,14 +35,8 @@ export async function checkDestination(dir: string, force: boolean): Promise<str
   try {
     info = await lstat(dest);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-    try {
-      await lstat(dirname(dest));
-    } catch {
-      throw new PullUnpackError('DESTINATION_INVALID', `the parent directory of ${dest} does not exist`, {
-        hint: `create it first: mkdir -p ${dirname(dest)}`,
-      });
-    }
+    if (!isMissing(err)) throw err;
+    await checkParents(dest);
     return dest;
   }
   if (!info.isDirectory()) {
@@ -53,25 +50,75 @@ export async function checkDestination(dir: string, force: boolean): Promise<str
   return dest;
 }
 
-/** Creates the staging directory next to `dest` (same filesystem, so the final rename is atomic). */
+/**
+ * The nearest existing ancestor of a missing `path` must be a directory: the missing ones
+ * between are created by createStaging, as `umoci unpack` and `skopeo copy` create theirs.
+ */
+async function checkParents(path: string): Promise<void> {
+  for (let parent = dirname(path); ; parent = dirname(parent)) {
+    const info = await lstat(parent).catch((err: unknown) => {
+      if (!isMissing(err) || dirname(parent) === parent) throw err;
+      return undefined;
+    });
+    if (info === undefined) continue;
+    // A symlink to a directory is followed by mkdir and rename, as a directory path is.
+    if (info.isDirectory() || (info.isSymbolicLink() && (await stat(parent).catch(() => undefined))?.isDirectory())) return;
+    throw new PullUnpackError('DESTINATION_INVALID', `${parent} is not a directory, so ${path} cannot be created`);
+  }
+}
+
+/** ENOENT, or ENOTDIR: a path below a file (which checkParents then names). */
+function isMissing(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException).code;
+  return code === 'ENOENT' || code === 'ENOTDIR';
+}
+
+/**
+ * Creates the staging directory next to `dest` (same filesystem, so the final rename is atomic),
+ * and DEST's missing parent directories first: `discardStaging` removes those again.
+ */
 export async function createStaging(dest: string, onNotice?: (message: string) => void): Promise<Staging> {
-  await sweepStaleStaging(dest, onNotice);
-  const dir = await mkdtemp(join(dirname(dest), `${stagingPrefix(dest)}`));
-  const out = join(dir, 'out');
-  const scratch = join(dir, 'scratch');
+  const createdParent = await mkdir(dirname(dest), { recursive: true });
+  let dir: string;
   try {
-    await writeFile(join(dir, OWNER_FILE), ownerMark());
-    await mkdir(out);
-    // The rootfs's "/" is 0755 whatever the umask: a 0700 root locks non-root users out of the
-    // container (a layer's "./" entry is ignored, as containerd does, so nothing else sets it).
-    await chmod(out, 0o755);
-    await mkdir(scratch);
+    await sweepStaleStaging(dest, onNotice);
+    dir = await mkdtemp(join(dirname(dest), `${stagingPrefix(dest)}`));
   } catch (err) {
-    // A full disk can refuse the owner file after mkdtemp: leave nothing behind.
-    await removeTree(dir);
+    await removeCreatedParents(dest, createdParent);
     throw err;
   }
-  return { dir, out, scratch, dest };
+  const staging = { dir, out: join(dir, 'out'), scratch: join(dir, 'scratch'), dest, createdParent };
+  try {
+    await writeFile(join(dir, OWNER_FILE), ownerMark());
+    await mkdir(staging.out);
+    // The rootfs's "/" is 0755 whatever the umask: a 0700 root locks non-root users out of the
+    // container (a layer's "./" entry is ignored, as containerd does, so nothing else sets it).
+    await chmod(staging.out, 0o755);
+    await mkdir(staging.scratch);
+  } catch (err) {
+    // A full disk can refuse the owner file after mkdtemp: leave nothing behind.
+    await discardStaging(staging);
+    throw err;
+  }
+  return staging;
+}
+
+/**
+ * Removes the parents of `dest` up to `created` (the highest one a pull created), deepest first,
+ * with rmdir: one that another process has put something in meanwhile stays, with its parents.
+ */
+async function removeCreatedParents(dest: string, created: string | undefined): Promise<void> {
+  if (created === undefined) return;
+  for (let dir = dirname(dest); dir.length >= created.length; dir = dirname(dir)) {
+    try {
+      await rmdir(dir);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOTEMPTY' || code === 'EEXIST') return;
+      if (code !== 'ENOENT') throw err;
+    }
+    if (dir === created) return;
+  }
 }
 
 const OWNER_FILE = 'owner';
@@ -166,9 +213,10 @@ export async function commitStaging(staging: Staging, remove: (path: string) => 
   await remove(dir);
 }
 
-/** Removes the staging directory; safe to call more than once. */
+/** Removes the staging directory, and the parents of DEST it created; safe to call more than once. */
 export async function discardStaging(staging: Staging): Promise<void> {
   await removeTree(staging.dir);
+  await removeCreatedParents(staging.dest, staging.createdParent);
 }
 
 /**

@@ -5,10 +5,10 @@
  */
 import { createWriteStream } from 'node:fs';
 import { lstat, rename } from 'node:fs/promises';
-import { dirname, join, resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { PullUnpackError } from '../errors.js';
 import type { Output } from './output.js';
-import { removeTree, type Staging } from './staging.js';
+import { checkDestination, removeTree, type Staging } from './staging.js';
 import { writeTreeAsTar } from './tar.js';
 
 export interface TarOutputOptions {
@@ -40,19 +40,14 @@ export function tarOutput(target: string | NodeJS.WritableStream, options: TarOu
   };
 }
 
-/** A tar file destination: new, or replaced only with --force; its directory must exist. */
+/** A tar file destination: new (its missing directories are created), or replaced only with --force. */
 async function checkFileDestination(file: string, force: boolean): Promise<string> {
   const dest = resolve(file);
-  try {
-    await lstat(dirname(dest));
-  } catch {
-    throw new PullUnpackError('DESTINATION_INVALID', `the directory of ${dest} does not exist`);
-  }
   let info;
   try {
     info = await lstat(dest);
   } catch {
-    return dest;
+    return await checkDestination(dest, force);
   }
   if (info.isDirectory()) throw new PullUnpackError('DESTINATION_INVALID', `${dest} is a directory; --output tar writes a file`);
   if (!force) {
