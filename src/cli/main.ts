@@ -4,18 +4,17 @@
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { isPullUnpackError, PullUnpackError, redactSecrets } from '../errors.js';
-import { inspect, pull, pullBundle, pullOci, pullTar, type InspectResult, type PullEvent, type PullResult } from '../index.js';
+import { inspect, pull, pullBundle, pullOci, pullTar, type PullEvent, type PullResult } from '../index.js';
 import { CACHE_OPTIONS, cacheCommand, defaultCacheDir } from './cache.js';
 import { completionCommand } from './completion.js';
 import { NETWORK_FLAGS, sourceOptionsFrom } from './options.js';
 import { formatBytes, progressDisplayFor } from './progress.js';
-import { MediaType } from '../image/oci.js';
 import { escapeControl, escapeStack, toJson } from './escape.js';
 import { EXIT_OUTPUT_CLOSED, guardOutput } from './output-guard.js';
 import { parseDuration } from '../store/cache-index.js';
 import { checkLockTimeout } from '../store/lock.js';
 import { TRUST_FLAGS, trustOptionsFrom } from './trust-options.js';
-import { formatTrust } from './trust-output.js';
+import { printInspect } from './inspect-output.js';
 import type { CliIo } from './io.js';
 
 export const EXIT_OK = 0;
@@ -305,61 +304,8 @@ async function inspectCommand(args: string[], io: CliIo): Promise<number> {
     trust: trustOptionsFrom(values, io.env, (m) => notices.push(m)),
   });
   // Exit 1 when the platform has no image, so scripts can ask "does IMAGE have linux/arm/v6?".
-  const code = 'error' in result.pick ? EXIT_FAILURE : EXIT_OK;
-  if (values.raw) {
-    io.stdout.write(result.raw);
-    return code;
-  }
-  if (values.json) {
-    const { raw: _raw, ...doc } = result;
-    io.stdout.write(`${toJson({ ...doc, notices }, 2)}\n`);
-    return code;
-  }
-  for (const n of notices) io.stderr.write(`note: ${escapeControl(n)}\n`);
-  io.stdout.write(formatInspect(result));
-  return code;
-}
-
-const KIND_NAMES: Record<string, string> = {
-  [MediaType.OciIndex]: 'OCI image index',
-  [MediaType.DockerManifestList]: 'Docker manifest list',
-  [MediaType.OciManifest]: 'OCI image manifest',
-  [MediaType.DockerManifest]: 'Docker image manifest (schema 2)',
-};
-
-/** The human-readable inspect report. */
-export function formatInspect(r: InspectResult): string {
-  const lines = [
-    r.reference,
-    `  type:      ${KIND_NAMES[r.mediaType] ?? r.mediaType} (${r.kind === 'index' ? 'multi-platform' : 'single manifest'})`,
-    `  mediaType: ${r.mediaType}`,
-    `  digest:    ${r.digest}`,
-    `  size:      ${r.size} bytes`,
-  ];
-  if (r.kind === 'index') {
-    lines.push(`  platforms (${r.platforms.length}):`);
-    const width = Math.max(...r.platforms.map((p) => (p.platform ?? '-').length), 8);
-    for (const p of r.platforms) {
-      const marks = [p.attestation ? 'attestation' : '', p.via.length ? `nested in ${p.via.at(-1)!.slice(0, 19)}` : '']
-        .filter(Boolean)
-        .join(', ');
-      const picked = 'digest' in r.pick && r.pick.digest === p.digest && !p.attestation ? '*' : ' ';
-      lines.push(
-        `   ${picked} ${(p.platform ?? '-').padEnd(width)}  ${p.digest}  ${String(p.size).padStart(6)} B${marks ? `  (${marks})` : ''}`,
-      );
-    }
-  } else if (r.configPlatform) {
-    lines.push(`  platform:  ${r.configPlatform} (from the image config)`);
-  }
-  if ('digest' in r.pick) {
-    lines.push(`  for ${r.wanted}: ${r.pick.platform} ${r.pick.digest}`, `    why: ${r.pick.reason}`);
-    for (const n of r.pick.notes) lines.push(`    note: ${n}`);
-  } else {
-    lines.push(`  for ${r.wanted}: no match`, `    ${r.pick.error}`);
-  }
-  lines.push(...formatTrust(r.trust));
-  // Each line escaped on its own: a field from the registry cannot break one into two.
-  return `${lines.map(escapeControl).join('\n')}\n`;
+  printInspect(result, notices, { raw: values.raw, json: values.json, platformGiven: values.platform !== undefined }, io);
+  return 'error' in result.pick ? EXIT_FAILURE : EXIT_OK;
 }
 
 function reportError(err: unknown, io: CliIo): number {
