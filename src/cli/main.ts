@@ -8,8 +8,10 @@ import { inspect, pull, pullBundle, pullOci, pullTar, type PullEvent, type PullR
 import { CACHE_OPTIONS, cacheCommand, defaultCacheDir } from './cache.js';
 import { completionCommand } from './completion.js';
 import { NETWORK_FLAGS, sourceOptionsFrom } from './options.js';
-import { formatBytes, progressDisplayFor } from './progress.js';
-import { escapeControl, escapeStack, toJson } from './escape.js';
+import { progressDisplayFor } from './progress.js';
+import { formatPullReport } from './pull-output.js';
+import { escapeControl, escapeStack } from './escape.js';
+import { errorEvent, jsonEventLine, wantsJson } from './json-events.js';
 import { EXIT_OUTPUT_CLOSED, guardOutput } from './output-guard.js';
 import { parseDuration } from '../store/cache-index.js';
 import { checkLockTimeout } from '../store/lock.js';
@@ -128,6 +130,8 @@ export async function main(argv: string[], cliIo: CliIo): Promise<number> {
   } catch (err) {
     const failure = output.failure();
     if (failure === 'closed') return EXIT_OUTPUT_CLOSED;
+    // With --json, the failure is an event on stdout too (unless stdout itself failed).
+    if (!failure && wantsJson(argv)) io.stdout.write(jsonEventLine(errorEvent(err, err instanceof UsageError)));
     return reportError(failure ?? err, io);
   }
 }
@@ -201,7 +205,7 @@ async function pullCommand(args: string[], io: CliIo): Promise<number> {
   const report = output === 'tar' && dir === '-' ? io.stderr : io.stdout;
   const display = progressDisplayFor(io.stderr, io.env, { json: values.json, quiet: values.quiet, noProgress: values['no-progress'] });
   const onEvent = (event: PullEvent): void => {
-    if (values.json) io.stdout.write(`${toJson(event)}\n`);
+    if (values.json) io.stdout.write(jsonEventLine(event));
     else if (event.type === 'warning' && !values.quiet) {
       display?.clear();
       io.stderr.write(`warning: ${escapeControl(event.message)}\n`);
@@ -250,8 +254,8 @@ async function pullCommand(args: string[], io: CliIo): Promise<number> {
   } finally {
     display?.stop();
   }
-  if (values.json) io.stdout.write(`${toJson({ type: 'done', ...summary(result) })}\n`);
-  else if (!values.quiet) report.write(`${escapeControl(formatPullResult(result, dir))}\n`);
+  if (values.json) io.stdout.write(jsonEventLine({ type: 'done', ...summary(result) }));
+  else if (!values.quiet) report.write(formatPullReport(result, dir, { bundle: values.bundle, env: io.env, uid: process.getuid?.() }));
   return EXIT_OK;
 }
 
@@ -279,14 +283,6 @@ function parseEntrypoint(text: string): string[] {
 function summary(r: PullResult): Record<string, unknown> {
   const { config: _config, spec: _spec, ...rest } = r as PullResult & { spec?: unknown };
   return rest;
-}
-
-/** The one line a successful pull prints. */
-export function formatPullResult(r: PullResult, dir: string): string {
-  const total = r.layers.reduce((n, l) => n + l.size, 0);
-  const platform = r.platform ? ` ${r.platform}` : '';
-  const layers = `${r.layers.length} layer${r.layers.length === 1 ? '' : 's'}`;
-  return `${r.reference}${platform} ${r.manifestDigest} -> ${dir} (${layers}, ${formatBytes(total)})`;
 }
 
 async function inspectCommand(args: string[], io: CliIo): Promise<number> {

@@ -60,7 +60,7 @@ export async function bundleOutput(
   dir: string,
   settings: BundleSettings,
   context: { onWarning: (message: string) => void; env?: NodeJS.ProcessEnv | undefined; signal?: AbortSignal | undefined },
-): Promise<Output<{ spec: RuntimeSpec }> & { rootless: boolean }> {
+): Promise<Output<{ spec: RuntimeSpec; rootless: boolean }> & { rootless: boolean }> {
   const { onWarning } = context;
   const rootless = settings.rootless ?? !isRoot();
   const ids = rootless ? await rootlessIds(settings.subordinateIds, context.env) : undefined;
@@ -89,7 +89,7 @@ export async function bundleOutput(
       });
       for (const mountPoint of volumeMountPoints(spec)) await createMountPoint(rootfs, mountPoint);
       await writeFile(join(staging.out, 'config.json'), `${JSON.stringify(spec, null, '\t')}\n`, { mode: 0o644 });
-      return { spec };
+      return { spec, rootless };
     },
     commit: owners && namespace ? (staging) => commitWithOwners(staging, owners, namespace, context.signal) : commitStaging,
   };

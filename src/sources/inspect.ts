@@ -12,6 +12,7 @@ import {
   configPlatform,
   fetchConfig,
   fetchTopLevel,
+  SINGLE_MANIFEST_REASON,
   type ResolvedImage,
   type ResolveOptions,
 } from './resolve.js';
@@ -89,7 +90,7 @@ export async function inspectImage(
       return {
         digest: top.descriptor.digest,
         platform: platform ?? 'unknown',
-        reason: 'the reference names a single-platform manifest',
+        reason: SINGLE_MANIFEST_REASON,
         notes,
       };
     });
