@@ -26,14 +26,15 @@ export function formatPullReport(r: PullResult & { rootless?: boolean }, dir: st
 
 /**
  * `runc run` for the bundle at `dir`. A bundle made as root for root needs root to run: sudo.
- * A rootless one runs as the user who made it; runc detects that by itself (its --rootless
- * defaults to auto), and keeps its state in $XDG_RUNTIME_DIR/runc, else in /run/runc, which
- * only root may write: without XDG_RUNTIME_DIR it needs --root.
+ * A rootless one runs as the user who made it, with no --rootless flag: runc's default (auto)
+ * is rootless when not root, and root runs a rootless config as it is. runc keeps its state in
+ * $XDG_RUNTIME_DIR/runc for a user, else in /run/runc, which only root may write: a user
+ * without XDG_RUNTIME_DIR needs --root.
  */
 function runcCommand(dir: string, name: string, rootless: boolean, options: PullReportOptions): string {
   const run = `run --bundle ${shellWord(dir)} ${name}`;
   if (!rootless) return `sudo runc ${run}`;
-  if (options.env['XDG_RUNTIME_DIR']) return `runc ${run}`;
+  if (options.uid === 0 || options.env['XDG_RUNTIME_DIR']) return `runc ${run}`;
   return `runc --root ${shellWord(`/tmp/runc-${options.uid ?? 'user'}`)} ${run}`;
 }
 
