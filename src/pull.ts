@@ -29,6 +29,7 @@ import { lookasideCache } from './store/signature-cache.js';
 import { storageError, type StoragePlace } from './store/storage-error.js';
 import { enforceTrust, prepareTrust, type TrustEvent, type TrustOptions } from './trust/evaluate.js';
 import { unpackLayers, type LayerAppliedEvent, type LayerProgressEvent } from './pull/layers.js';
+import { pullSummary, type PullSummary } from './pull/summary.js';
 
 const DEFAULT_CONCURRENCY = 4;
 
@@ -74,24 +75,11 @@ export type PullEvent =
 /** A layer of the pulled image: its descriptor and its DiffID. */
 export type PulledLayer = LayerWithDiffId;
 
-export interface PullResult {
-  reference: string;
-  /** The digest the reference resolved to (an index or the manifest itself). */
-  digest: string;
-  indexDigest: string | undefined;
-  manifestDigest: string;
-  platform: string | undefined;
-  configDigest: string;
+/** What a pull wrote and read: its summary's fields (see PullSummary), the image config, and the summary itself. */
+export interface PullResult extends Omit<PullSummary, 'rootless'> {
   config: ImageConfig;
-  layers: PulledLayer[];
-  /** Absolute path of what was written (the rootfs, the bundle, the tar file or the layout); '-' for standard output. */
-  path: string;
-  /** Bytes downloaded by this pull. */
-  bytesFetched: number;
-  /** Layer bytes the cache already had (or another process downloaded meanwhile). */
-  bytesFromCache: number;
-  /** The persistent cache used, if any. */
-  cacheDir: string | undefined;
+  /** The fields of the result without the config (and a bundle's `rootless`): what `--json` prints as its `done` event. */
+  summary: PullSummary;
 }
 
 export type BundleOptions = PullOptions & BundleSettings;
@@ -209,8 +197,8 @@ async function pullOpened<R extends object>(
   }
   try {
     const run = { opened, image, options, controller, warn, ...openStore(opened, staging, place, options, warn) };
-    const result = await pullStaged(run, staging, output, wanted);
-    return { ...result, path: dest ?? '-' };
+    const result = { ...(await pullStaged(run, staging, output, wanted)), path: dest ?? '-' };
+    return { ...result, summary: pullSummary(result) };
   } catch (err) {
     // A download that failed aborts the layer being applied: report the failure, not the abort.
     const reason: unknown = controller.signal.aborted ? controller.signal.reason : undefined;
@@ -256,7 +244,7 @@ async function pullStaged<R extends object>(
   staging: Staging,
   output: Output<R>,
   wanted: Platform,
-): Promise<Omit<PullResult, 'path'> & R> {
+): Promise<Omit<PullResult, 'path' | 'summary'> & R> {
   const { opened, store, persistent, options } = run;
   const signal = run.controller.signal;
   const { resolved, config, configBytes, layers } = await resolveVerified(run, wanted);

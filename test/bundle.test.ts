@@ -635,3 +635,18 @@ describe('the summary after --bundle says how to run it', () => {
     expect(JSON.parse(json.stdout.trimEnd().split('\n').at(-1)!)).toMatchObject({ type: 'done', rootless: false });
   });
 });
+
+describe('the library and the CLI share the name tty', () => {
+  it("pullBundle's tty is the CLI's --tty, and terminal (deprecated) still sets process.terminal", async () => {
+    const spec = async (settings: Parameters<typeof pullBundle>[2]): Promise<RuntimeSpec> => {
+      const dir = join(work, `tty-${++runSeq}`);
+      await pullBundle(refs['d']!, dir, settings);
+      return JSON.parse(await readFile(join(dir, 'config.json'), 'utf8')) as RuntimeSpec;
+    };
+    expect((await spec({ tty: true })).process.terminal).toBe(true);
+    expect((await spec({ terminal: true })).process.terminal).toBe(true);
+    expect((await spec({ tty: false, terminal: true })).process.terminal).toBe(false);
+    expect((await spec({})).process.terminal).toBe(false);
+    expect((await bundle('d', ['--tty'])).spec.process.terminal).toBe(true);
+  });
+});

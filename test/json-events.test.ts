@@ -8,6 +8,7 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { pull, pullBundle } from '../src/index.js';
 import { pushImage, tarLayer } from '../testdata/lib/image-builder.mjs';
 import { eventSchemaErrors, inspectSchemaErrors } from './helpers/events-schema.js';
 import { runCli, testRegistry, uniqueRepo } from './helpers/registry.js';
@@ -120,5 +121,24 @@ describe('--json events follow docs/events.schema.json', () => {
     const failed = await runCli(['inspect', '--json', `${host}/${uniqueRepo('missing')}:nope`]);
     expect(failed.code).toBe(1);
     expect(validEvents(failed.stdout)).toEqual([expect.objectContaining({ type: 'error', code: 'NOT_FOUND' })]);
+  });
+});
+
+describe('the library returns the summary --json prints as done', () => {
+  it.each([
+    ['pull', [] as string[]],
+    ['pullBundle', ['--bundle']],
+  ])('%s: result.summary equals the done event of the same pull by the CLI', async (fn, flag) => {
+    const dir = dest();
+    const result = fn === 'pull' ? await pull(ref, dir) : await pullBundle(ref, dir, { overrides: { cmd: ['/bin/sh'] } });
+    const cli = await runCli([...flag, ref, dir, '--json', '--no-cache', '--force', ...(flag.length ? ['--', '/bin/sh'] : [])]);
+    expect(cli.code).toBe(0);
+    const { type, time: _time, ...done } = validEvents(cli.stdout).at(-1)!;
+    expect(type).toBe('done');
+    expect(done).toEqual(JSON.parse(JSON.stringify(result.summary)));
+    expect(result.summary).toMatchObject({ reference: result.reference, manifestDigest: result.manifestDigest, path: result.path });
+    expect(result.summary).not.toHaveProperty('config');
+    expect(result.summary).not.toHaveProperty('spec');
+    if (fn === 'pullBundle') expect(done['rootless']).toBe(false);
   });
 });

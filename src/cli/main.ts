@@ -246,7 +246,7 @@ async function pullCommand(args: string[], io: CliIo): Promise<number> {
                   user: values.user,
                 },
                 hostname: values.hostname,
-                terminal: values.tty,
+                tty: values.tty,
                 rootless: values.rootless ? true : undefined,
                 volumeMode,
               })
@@ -254,7 +254,7 @@ async function pullCommand(args: string[], io: CliIo): Promise<number> {
   } finally {
     display?.stop();
   }
-  if (values.json) io.stdout.write(jsonEventLine({ type: 'done', ...summary(result) }));
+  if (values.json) io.stdout.write(jsonEventLine({ type: 'done', ...result.summary }));
   else if (!values.quiet) report.write(formatPullReport(result, dir, { bundle: values.bundle, env: io.env, uid: process.getuid?.() }));
   return EXIT_OK;
 }
@@ -278,11 +278,6 @@ function parseEntrypoint(text: string): string[] {
     throw new UsageError('--entrypoint: a JSON entrypoint must be an array of strings');
   }
   return parsed;
-}
-
-function summary(r: PullResult): Record<string, unknown> {
-  const { config: _config, spec: _spec, ...rest } = r as PullResult & { spec?: unknown };
-  return rest;
 }
 
 async function inspectCommand(args: string[], io: CliIo): Promise<number> {

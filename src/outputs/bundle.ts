@@ -30,7 +30,9 @@ export interface BundleSettings {
   overrides?: ConfigOverrides | undefined;
   /** Hostname inside the container (default "runc", as `runc spec`). */
   hostname?: string | undefined;
-  /** process.terminal (default false). */
+  /** process.terminal, as the CLI's --tty (default false). */
+  tty?: boolean | undefined;
+  /** @deprecated The old name of `tty`, read when `tty` is not given. */
   terminal?: boolean | undefined;
   /** Image volumes as tmpfs mounts (default) or not mounted. */
   volumeMode?: 'tmpfs' | 'none' | undefined;
@@ -82,7 +84,7 @@ export async function bundleOutput(
         passwd: await readAccountFile(rootfs, 'etc/passwd', onWarning),
         group: await readAccountFile(rootfs, 'etc/group', onWarning),
         rootless: ids,
-        terminal: settings.terminal,
+        tty: settings.tty ?? settings.terminal,
         hostname: settings.hostname,
         volumeMode: settings.volumeMode,
         annotations: { [REF_NAME_ANNOTATION]: image.reference.toString(), [PROVENANCE_DIGEST]: image.manifest.descriptor.digest },
