@@ -21,7 +21,7 @@ export interface InspectPrintOptions {
 /** Prints `result` as `options` ask: the report and notices, the JSON document, or the raw bytes. */
 export function printInspect(result: InspectResult, notices: string[], options: InspectPrintOptions, io: CliIo): void {
   if (options.raw) {
-    if (options.platformGiven && result.kind === 'index' && 'error' in result.pick) {
+    if (options.platformGiven && 'error' in result.pick) {
       io.stderr.write(`pull-unpack: ${escapeControl(result.pick.error)}\n`);
       return;
     }
@@ -64,6 +64,7 @@ export function formatInspect(r: InspectResult): string {
     lines.push(`  ${wanted}: no match`, `    ${r.pick.error}`);
   }
   if (r.image) lines.push(...imageLines(r.image));
+  else if (r.imageError) lines.push(`  image: its config cannot be read: ${r.imageError}`);
   lines.push(...formatTrust(r.trust));
   // Each line escaped on its own: a field from the registry cannot break one into two.
   return `${lines.map(escapeControl).join('\n')}\n`;

@@ -47,6 +47,8 @@ export interface InspectResult {
   configPlatform?: string | undefined;
   /** What `skopeo inspect` shows of the picked platform's image (absent when no platform matched). */
   image?: ImageDetails | undefined;
+  /** Why `image` is absent although a platform matched: its config could not be read. */
+  imageError?: string | undefined;
   /** The manifest bytes exactly as served (not part of the JSON output). */
   raw: Buffer;
   /** The picked platform's manifest bytes exactly as served: `raw` for a single manifest (not part of the JSON output). */
@@ -110,8 +112,25 @@ export async function inspectImage(
     const choice = picked.choice!;
     return { digest: choice.descriptor.digest, platform: formatPlatform(choice.platform), reason: choice.reason, notes: choice.notes };
   });
-  const config = picked && (await fetchConfig(source, picked.manifest, options)).config;
-  return { ...base, platforms, pick, ...pickedImage(picked, config) };
+  return { ...base, platforms, pick, ...(await entryImage(source, picked, options)) };
+}
+
+/**
+ * The picked index entry's image details. Its config is read only for them: one that cannot be
+ * read (damaged, refused) is reported beside the index's report instead of replacing it.
+ */
+async function entryImage(
+  source: ImageSource,
+  picked: ResolvedImage | undefined,
+  options: InspectImageOptions,
+): Promise<Pick<InspectResult, 'image' | 'platformRaw' | 'imageError'>> {
+  if (!picked) return {};
+  try {
+    return pickedImage(picked, (await fetchConfig(source, picked.manifest, options)).config);
+  } catch (err) {
+    if (!isPullUnpackError(err) || err.code === 'ABORTED') throw err;
+    return { platformRaw: picked.manifestBytes, imageError: err.message };
+  }
 }
 
 /** The picked platform's image details and manifest bytes; nothing when no platform matched. */
