@@ -22,6 +22,7 @@ export {
 } from './image/oci.js';
 export { RegistryClient, type RegistryClientOptions } from './registry/client.js';
 export type { InspectedPlatform } from './sources/inspect.js';
+export type { PullSummary } from './pull/summary.js';
 export type { TrustOptions, TrustVerdict, TrustEvent } from './trust/evaluate.js';
 export type { SignatureReport, VerifyOptions } from './trust/types.js';
 export type { SourceOptions } from './sources/open.js';

@@ -19,7 +19,7 @@ import type { RuntimeSpec } from './outputs/runtime-config.js';
 import { createStaging, destinationPlace, discardStaging, streamStaging, type Staging } from './outputs/staging.js';
 import { tarOutput } from './outputs/tar-output.js';
 import { openImage, wantedPlatform, type OpenedImage, type SourceOptions } from './sources/open.js';
-import { checkConfigPlatform, fetchConfig, resolveImage, type ResolvedImage } from './sources/resolve.js';
+import { checkConfigPlatform, fetchConfig, resolveImage, SINGLE_MANIFEST_REASON, type ResolvedImage } from './sources/resolve.js';
 import type { ImageSource } from './sources/source.js';
 import { BlobStore } from './store/blob-store.js';
 import { recordRef } from './store/cache-index.js';
@@ -29,6 +29,7 @@ import { lookasideCache } from './store/signature-cache.js';
 import { storageError, type StoragePlace } from './store/storage-error.js';
 import { enforceTrust, prepareTrust, type TrustEvent, type TrustOptions } from './trust/evaluate.js';
 import { unpackLayers, type LayerAppliedEvent, type LayerProgressEvent } from './pull/layers.js';
+import { pullSummary, type PullSummary } from './pull/summary.js';
 
 const DEFAULT_CONCURRENCY = 4;
 
@@ -62,7 +63,7 @@ export type PullEvent =
       mediaType: string;
       manifestDigest: string;
       platform: string | undefined;
-      reason: string | undefined;
+      reason: string;
     }
   | { type: 'config'; digest: string; layers: number; totalSize: number }
   | BlobEvent
@@ -74,24 +75,11 @@ export type PullEvent =
 /** A layer of the pulled image: its descriptor and its DiffID. */
 export type PulledLayer = LayerWithDiffId;
 
-export interface PullResult {
-  reference: string;
-  /** The digest the reference resolved to (an index or the manifest itself). */
-  digest: string;
-  indexDigest: string | undefined;
-  manifestDigest: string;
-  platform: string | undefined;
-  configDigest: string;
+/** What a pull wrote and read: its summary's fields (see PullSummary), the image config, and the summary itself. */
+export interface PullResult extends Omit<PullSummary, 'rootless'> {
   config: ImageConfig;
-  layers: PulledLayer[];
-  /** Absolute path of what was written (the rootfs, the bundle, the tar file or the layout); '-' for standard output. */
-  path: string;
-  /** Bytes downloaded by this pull. */
-  bytesFetched: number;
-  /** Layer bytes the cache already had (or another process downloaded meanwhile). */
-  bytesFromCache: number;
-  /** The persistent cache used, if any. */
-  cacheDir: string | undefined;
+  /** The fields of the result without the config (and a bundle's `rootless`): what `--json` prints as its `done` event. */
+  summary: PullSummary;
 }
 
 export type BundleOptions = PullOptions & BundleSettings;
@@ -99,6 +87,8 @@ export type BundleOptions = PullOptions & BundleSettings;
 export interface BundleResult extends PullResult {
   /** The generated runtime configuration, as written to DIR/config.json. */
   spec: RuntimeSpec;
+  /** Shaped for runc --rootless (run by the user who made it), not for root. */
+  rootless: boolean;
 }
 
 export interface TarOptions extends PullOptions {
@@ -207,8 +197,8 @@ async function pullOpened<R extends object>(
   }
   try {
     const run = { opened, image, options, controller, warn, ...openStore(opened, staging, place, options, warn) };
-    const result = await pullStaged(run, staging, output, wanted);
-    return { ...result, path: dest ?? '-' };
+    const result = { ...(await pullStaged(run, staging, output, wanted)), path: dest ?? '-' };
+    return { ...result, summary: pullSummary(result) };
   } catch (err) {
     // A download that failed aborts the layer being applied: report the failure, not the abort.
     const reason: unknown = controller.signal.aborted ? controller.signal.reason : undefined;
@@ -254,7 +244,7 @@ async function pullStaged<R extends object>(
   staging: Staging,
   output: Output<R>,
   wanted: Platform,
-): Promise<Omit<PullResult, 'path'> & R> {
+): Promise<Omit<PullResult, 'path' | 'summary'> & R> {
   const { opened, store, persistent, options } = run;
   const signal = run.controller.signal;
   const { resolved, config, configBytes, layers } = await resolveVerified(run, wanted);
@@ -290,7 +280,7 @@ async function pullStaged<R extends object>(
     digest: resolved.top.descriptor.digest,
     indexDigest: resolved.choice ? resolved.top.descriptor.digest : undefined,
     manifestDigest: resolved.manifestDescriptor.digest,
-    platform: resolved.choice ? formatPlatform(resolved.choice.platform) : configPlatform(config),
+    platform: resolved.choice ? formatPlatform(resolved.choice.platform) : config && configPlatform(config),
     configDigest: resolved.manifest.config.digest,
     config,
     layers,
@@ -312,14 +302,17 @@ async function resolveVerified(
   const { limits } = opened;
   const signal = run.controller.signal;
   const resolved = await resolveImage(source, opened.reference, wanted, { signal, limits });
-  emitResolved(opened.display, resolved, options);
+  // A single manifest's platform is its config's: read now (digest-verified, size-capped, stored
+  // only once the signatures are accepted) so that `resolved` names it before the signature check.
+  const early = resolved.choice ? undefined : await fetchConfig(source, resolved.manifest, { signal, limits });
+  emitResolved(opened.display, resolved, early?.config, options);
   const lookaside = { transport: options.transport, insecureHosts: options.insecureRegistries, offline: options.offline };
   const target = { source, image: run.image, digest: resolved.top.descriptor.digest, manifestBytes: resolved.top.bytes, signal };
   const cache = persistent ? lookasideCache(store) : undefined;
   await enforceTrust(options.trust, { ...target, onNotice: warn, lookaside: { ...lookaside, cache } }, opened.display, (e) =>
     options.onEvent?.(e),
   );
-  const { config, bytes: configBytes } = await fetchConfig(source, resolved.manifest, { signal, limits });
+  const { config, bytes: configBytes } = early ?? (await fetchConfig(source, resolved.manifest, { signal, limits }));
   for (const note of checkConfigPlatform(resolved, config, wanted, options.platform !== undefined, opened.display)) warn(note);
   await store.putBytes(resolved.manifest.config, configBytes, `the config of ${source.name}`);
   const layers = layersWithDiffIds(resolved.manifest, config, source.name, limits);
@@ -333,15 +326,15 @@ async function resolveVerified(
   return { resolved, config, configBytes, layers };
 }
 
-function emitResolved(display: string, resolved: ResolvedImage, options: PullOptions): void {
+function emitResolved(display: string, resolved: ResolvedImage, config: ImageConfig | undefined, options: PullOptions): void {
   options.onEvent?.({
     type: 'resolved',
     reference: display,
     digest: resolved.top.descriptor.digest,
     mediaType: resolved.top.descriptor.mediaType,
     manifestDigest: resolved.manifestDescriptor.digest,
-    platform: resolved.choice ? formatPlatform(resolved.choice.platform) : undefined,
-    reason: resolved.choice?.reason,
+    platform: resolved.choice ? formatPlatform(resolved.choice.platform) : config && configPlatform(config),
+    reason: resolved.choice?.reason ?? SINGLE_MANIFEST_REASON,
   });
   for (const note of resolved.choice?.notes ?? []) options.onEvent?.({ type: 'warning', message: note });
 }

@@ -584,3 +584,69 @@ describe('bundle path safety', () => {
     expect(existsSync(dir)).toBe(false);
   });
 });
+
+describe('the summary after --bundle says how to run it', () => {
+  /** The `run it:` line of a --bundle pull, split into words (the test paths need no quoting). */
+  async function runHint(tag: string, extra: string[]): Promise<{ dir: string; words: string[] }> {
+    const dir = join(work, `${tag}-hint-${++runSeq}`);
+    const cli = await runCli(['--bundle', refs[tag]!, dir, ...extra]);
+    expect(cli.code).toBe(0);
+    const lines = cli.stdout.trimEnd().split('\n');
+    expect(lines).toHaveLength(2);
+    expect(lines[0]).toContain(`-> ${dir} (`);
+    const hint = /^run it: (.*)$/.exec(lines[1]!);
+    expect(hint).not.toBeNull();
+    return { dir, words: hint![1]!.split(' ') };
+  }
+
+  /** Runs the hinted runc command as it is (root runs these tests), then deletes the container. */
+  async function runWords(words: string[]): Promise<RuncResult> {
+    const global = words.slice(1, words.indexOf('run'));
+    try {
+      return await spawnCapture('runc', words.slice(1));
+    } finally {
+      await spawnCapture('runc', [...global, 'delete', '-f', words.at(-1)!]);
+    }
+  }
+
+  it('a bundle made as root for root: "sudo runc run --bundle DIR NAME", which runs it', async () => {
+    const { dir, words } = await runHint('d', []);
+    const name = refs['d']!.split('/').at(-1)!.replace(/:.*$/, '');
+    expect(words).toEqual(['sudo', 'runc', 'run', '--bundle', dir, name]);
+    // sudo itself is not installed here, and root needs none: the words after it run the bundle.
+    const r = await runWords(words.slice(1));
+    expect(r.code).toBe(0);
+    expect(parseProbe(r.stdout).arg0).toBe('probe-d');
+  });
+
+  it('a rootless bundle: "runc run --bundle DIR NAME" without sudo or a --rootless flag, which runs it', async () => {
+    const { dir, words } = await runHint('d', ['--rootless']);
+    expect(words.slice(0, 4)).toEqual(['runc', 'run', '--bundle', dir]);
+    const r = await runWords(words);
+    expect(r.code).toBe(0);
+    expect(parseProbe(r.stdout).arg0).toBe('probe-d');
+  });
+
+  it('--quiet and --json print no run hint', async () => {
+    const quiet = await runCli(['--bundle', refs['d']!, join(work, `d-quiet-${++runSeq}`), '--quiet']);
+    expect(quiet.stdout).toBe('');
+    const json = await runCli(['--bundle', refs['d']!, join(work, `d-json-${++runSeq}`), '--json']);
+    expect(json.stdout).not.toContain('run it:');
+    expect(JSON.parse(json.stdout.trimEnd().split('\n').at(-1)!)).toMatchObject({ type: 'done', rootless: false });
+  });
+});
+
+describe('the library and the CLI share the name tty', () => {
+  it("pullBundle's tty is the CLI's --tty, and terminal (deprecated) still sets process.terminal", async () => {
+    const spec = async (settings: Parameters<typeof pullBundle>[2]): Promise<RuntimeSpec> => {
+      const dir = join(work, `tty-${++runSeq}`);
+      await pullBundle(refs['d']!, dir, settings);
+      return JSON.parse(await readFile(join(dir, 'config.json'), 'utf8')) as RuntimeSpec;
+    };
+    expect((await spec({ tty: true })).process.terminal).toBe(true);
+    expect((await spec({ terminal: true })).process.terminal).toBe(true);
+    expect((await spec({ tty: false, terminal: true })).process.terminal).toBe(false);
+    expect((await spec({})).process.terminal).toBe(false);
+    expect((await bundle('d', ['--tty'])).spec.process.terminal).toBe(true);
+  });
+});

@@ -985,7 +985,13 @@ describe('pulls through the cache', () => {
     expect(manifestDigest).toBe(amd.descriptor.digest);
 
     expect(events[0]).toMatchObject({ type: 'resolved', reference: ref, digest: indexDigest, manifestDigest, platform: 'linux/amd64' });
-    expect(events[1]).toEqual({ type: 'config', digest: amd.configDescriptor.digest, layers: 3, totalSize: totalSize(amd) });
+    expect(events[1]).toEqual({
+      type: 'config',
+      time: expect.any(String) as unknown,
+      digest: amd.configDescriptor.digest,
+      layers: 3,
+      totalSize: totalSize(amd),
+    });
     const middle = events.slice(2, -1);
     expect([...new Set(middle.map((e) => e.type))].sort()).toEqual(['blob-progress', 'blob-start', 'blob-verified', 'layer-applied']);
     const applied = middle.filter((e) => e.type === 'layer-applied');
@@ -1002,6 +1008,8 @@ describe('pulls through the cache', () => {
       expect(verified!).toBeLessThan(middle.indexOf(applied[i]!));
       expect(middle[verified!]).toEqual({
         type: 'blob-verified',
+        time: expect.any(String) as unknown,
+        index: i,
         digest: layer.digest,
         size: layer.size,
         fromCache: false,

@@ -11,6 +11,7 @@ import { escapeControl, escapeStack, toJson } from '../src/cli/escape.js';
 import { digestOf } from '../src/image/digest.js';
 import { MediaType } from '../src/image/oci.js';
 import { TINY_MANIFEST } from './helpers/hostile-servers.js';
+import { inspectSchemaErrors } from './helpers/events-schema.js';
 import { isolatedEnv, runCliStdin, tempDir } from './helpers/network-fixtures.js';
 import { startServer, type TestServer } from './helpers/registry.js';
 
@@ -131,6 +132,19 @@ describe('the CLI prints server strings escaped', () => {
       expect(r.stdout).not.toMatch(RAW_CONTROL);
       const doc = JSON.parse(r.stdout) as { platforms: Array<{ platform: string }> };
       expect(doc.platforms[1]!.platform).toBe('linux\u001b]0;owned\u0007/arm64\r\n  hint: forged\u009b2J/\u202ev8');
+    });
+
+    it("inspect of an entry whose config cannot be read still reports the index, and says why the image's details are missing", async () => {
+      const s = await serveIndex();
+      const r = await runCliStdin(['inspect', '--platform', 'linux/amd64', `${s.host}/org/app:v1`], isolatedEnv(work));
+      expect(r.code).toBe(0);
+      expect(r.stdout).toMatch(/^ {2}for linux\/amd64: linux\/amd64 sha256:/m);
+      expect(r.stdout).toMatch(/^ {2}image: its config cannot be read: config of .* has no rootfs\.diff_ids$/m);
+      const json = await runCliStdin(['inspect', '--json', '--platform', 'linux/amd64', `${s.host}/org/app:v1`], isolatedEnv(work));
+      const doc = JSON.parse(json.stdout) as { image?: unknown; imageError?: string };
+      expect(doc.image).toBeUndefined();
+      expect(doc.imageError).toMatch(/has no rootfs\.diff_ids/);
+      expect(inspectSchemaErrors(doc)).toEqual([]);
     });
   });
 });

@@ -6,6 +6,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { inspect, type InspectResult } from '../src/index.js';
+import { digestOf } from '../src/image/digest.js';
 import { MediaType } from '../src/image/oci.js';
 import { parsePlatform } from '../src/image/platform.js';
 import { parseReference } from '../src/image/reference.js';
@@ -251,7 +252,110 @@ describe('pull-unpack inspect (CLI)', () => {
     const r = await runCli(['inspect', target]);
     expect(r.code).toBe(0);
     for (const p of PLATFORMS) expect(r.stdout).toContain(p);
-    expect(r.stdout).toMatch(/for linux\/(amd64|arm64|arm\/v7): /);
+    expect(r.stdout).toMatch(/this host \(linux\/(amd64|arm64|arm\/v7)\): /);
     expect(r.stdout).not.toContain('no match');
+  });
+});
+
+describe('inspect shows the picked image as skopeo inspect does', () => {
+  const RUN_CONFIG = {
+    Entrypoint: ['/bin/sh', '-c'],
+    Cmd: ['echo hi'],
+    Env: ['PATH=/bin', 'GREETING=hello world'],
+    WorkingDir: '/srv',
+    User: 'bob:wheel',
+    ExposedPorts: { '80/tcp': {}, '53/udp': {} },
+    Labels: { 'org.example.team': 'one', flavour: 'two' },
+  };
+  let richRef: string;
+  let rich: PushedMultiPlatform;
+
+  beforeAll(async () => {
+    const repo = uniqueRepo('rich');
+    rich = await pushMultiPlatform(url, repo, 'v1', ['linux/amd64', 'linux/arm64'], { config: { config: RUN_CONFIG } });
+    richRef = `${host}/${repo}:v1`;
+  });
+
+  async function skopeo(...args: string[]): Promise<Record<string, unknown>> {
+    const { stdout } = await run('skopeo', [
+      'inspect',
+      '--tls-verify=false',
+      '--override-os',
+      'linux',
+      '--override-arch',
+      'arm64',
+      ...args,
+    ]);
+    return JSON.parse(stdout) as Record<string, unknown>;
+  }
+
+  it('--json reports created, Entrypoint, Cmd, Env, WorkingDir, User, ExposedPorts, labels and layers as skopeo inspect does', async () => {
+    const r = await runCli(['inspect', '--json', '--platform', 'linux/arm64', richRef]);
+    expect(r.code).toBe(0);
+    const image = (JSON.parse(r.stdout) as InspectResult).image!;
+    const shown = await skopeo(`docker://${richRef}`);
+    const config = (await skopeo('--config', `docker://${richRef}`)) as { config: typeof RUN_CONFIG };
+    const platformDigest = imageFor(rich, 'linux/arm64');
+    const manifest = (await skopeo('--raw', `docker://${richRef.replace(/:v1$/, '')}@${platformDigest}`)) as {
+      layers: Array<{ size: number }>;
+    };
+    expect(image.manifestDigest).toBe(platformDigest);
+    expect(new Date(image.created!).getTime()).toBe(new Date(shown['Created'] as string).getTime());
+    expect(image.labels).toEqual(shown['Labels']);
+    expect(image.env).toEqual(shown['Env']);
+    expect(image.layers).toBe((shown['Layers'] as string[]).length);
+    expect(image.layersSize).toBe(manifest.layers.reduce((n, l) => n + l.size, 0));
+    expect(image.entrypoint).toEqual(config.config.Entrypoint);
+    expect(image.cmd).toEqual(config.config.Cmd);
+    expect(image.workingDir).toBe(config.config.WorkingDir);
+    expect(image.user).toBe(config.config.User);
+    expect([...image.exposedPorts].sort()).toEqual(Object.keys(config.config.ExposedPorts).sort());
+  });
+
+  it('the text report names this host when no --platform is given and lists the image settings', async () => {
+    const r = await runCli(['inspect', richRef]);
+    expect(r.code).toBe(0);
+    const hostLine = r.stdout.match(/ {2}this host \(([^)]+)\): (\S+) (sha256:\w+)/);
+    expect(hostLine).not.toBeNull();
+    expect(r.stdout).not.toMatch(/^ {2}for /m);
+    expect(r.stdout).toMatch(/^ {4}entrypoint: +\["\/bin\/sh","-c"\]$/m);
+    expect(r.stdout).toMatch(/^ {4}cmd: +\["echo hi"\]$/m);
+    expect(r.stdout).toMatch(/^ {4}env: +PATH=\/bin\n {18}GREETING=hello world$/m);
+    expect(r.stdout).toMatch(/^ {4}workingDir: +\/srv$/m);
+    expect(r.stdout).toMatch(/^ {4}user: +bob:wheel$/m);
+    expect(r.stdout).toMatch(/^ {4}exposedPorts: +80\/tcp, 53\/udp$/m);
+    expect(r.stdout).toMatch(/^ {4}labels: +org\.example\.team=one\n {18}flavour=two$/m);
+    expect(r.stdout).toMatch(/^ {4}layers: +1 \(\d+ B compressed, \d+ bytes\)$/m);
+    expect(r.stdout).toMatch(/^ {4}created: +2024-01-01T00:00:00/m);
+    const withPlatform = await runCli(['inspect', '--platform', 'linux/arm64', richRef]);
+    expect(withPlatform.stdout).toContain(`  for linux/arm64: linux/arm64 ${imageFor(rich, 'linux/arm64')}`);
+    expect(withPlatform.stdout).not.toContain('this host');
+  });
+
+  it("labels the platform table's size column as the manifest's size", async () => {
+    const r = await runCli(['inspect', richRef]);
+    expect(r.stdout).toMatch(/^ {5}PLATFORM +MANIFEST DIGEST +MANIFEST SIZE$/m);
+    const row = r.stdout.split('\n').find((l) => l.includes(imageFor(rich, 'linux/arm64')) && l.includes(' B'));
+    const size = rich.images.find((i) => i.platform === 'linux/arm64')!.descriptor.size;
+    expect(row).toMatch(new RegExp(` ${size} B$`));
+  });
+
+  it("--raw --platform prints the chosen platform's manifest bytes exactly as served", async () => {
+    const digest = imageFor(rich, 'linux/arm64');
+    const r = await runCli(['inspect', '--raw', '--platform', 'linux/arm64', richRef]);
+    expect(r.code).toBe(0);
+    const { stdout } = await run(
+      'skopeo',
+      ['inspect', '--raw', '--tls-verify=false', `docker://${richRef.replace(/:v1$/, '')}@${digest}`],
+      {
+        encoding: 'buffer',
+      },
+    );
+    expect(r.stdoutBytes.equals(stdout)).toBe(true);
+    expect(digestOf(r.stdoutBytes)).toBe(digest);
+    const none = await runCli(['inspect', '--raw', '--platform', 'linux/s390x', richRef]);
+    expect(none.code).toBe(1);
+    expect(none.stdout).toBe('');
+    expect(none.stderr).toMatch(/no linux\/s390x image/);
   });
 });

@@ -27,7 +27,7 @@ const RESOLVED: PullEvent = {
   mediaType: 'm',
   manifestDigest: A,
   platform: undefined,
-  reason: undefined,
+  reason: 'the reference names a single-platform manifest',
 };
 
 /** A fake TTY stream that records what is written. */
@@ -54,7 +54,7 @@ function started(): PullProgress {
         mediaType: 'x',
         manifestDigest: A,
         platform: 'linux/amd64',
-        reason: undefined,
+        reason: 'the reference names a single-platform manifest',
       },
     ],
     [0, { type: 'config', digest: B, layers: 2, totalSize: 100 * MB }],
@@ -157,7 +157,18 @@ describe('PullProgress and the rendered lines', () => {
 
   it('folds finished layers into one line when the layers do not fit on the screen', () => {
     const p = new PullProgress('x');
-    p.handle({ type: 'resolved', reference: 'x', digest: A, mediaType: 'm', manifestDigest: A, platform: undefined, reason: undefined }, 0);
+    p.handle(
+      {
+        type: 'resolved',
+        reference: 'x',
+        digest: A,
+        mediaType: 'm',
+        manifestDigest: A,
+        platform: undefined,
+        reason: 'the reference names a single-platform manifest',
+      },
+      0,
+    );
     p.handle({ type: 'config', digest: A, layers: 30, totalSize: 30 }, 0);
     for (let i = 0; i < 30; i++) {
       const digest = `sha256:${String(i).padStart(64, '0')}`;
@@ -294,7 +305,13 @@ describe('layer-progress events (--json)', () => {
     const applied = events.filter((e) => e.type === 'layer-applied');
     const progress = events.filter((e) => e.type === 'layer-progress');
     expect(progress.length).toBeGreaterThan(0);
-    expect(progress[0]).toEqual({ type: 'layer-progress', index: 0, digest: applied[0]!.digest, entries: 32 });
+    expect(progress[0]).toEqual({
+      type: 'layer-progress',
+      time: expect.any(String) as unknown,
+      index: 0,
+      digest: applied[0]!.digest,
+      entries: 32,
+    });
     for (const e of progress) {
       expect(e.index).toBe(0);
       expect(e.entries % 32).toBe(0);

@@ -269,6 +269,24 @@ describe.skipIf(!IS_ROOT)(`rootless bundles run by an unprivileged user (skipped
       expect((await asUser(['ls', '-A', work])).stdout.split('\n').filter((n) => n.startsWith('.bob.'))).toEqual([]);
     });
 
+    it('the summary says how to run the bundle (runc --root, with no XDG_RUNTIME_DIR), and that command runs it as the user', async () => {
+      const dir = join(work, 'hinted');
+      const r = await asUser([process.execPath, BIN, '--cache-dir', join(work, 'cache'), '--bundle', refs['nobody']!, dir]);
+      expect(r).toMatchObject({ code: 0, stderr: '' });
+      const hint = /^run it: (.*)$/m.exec(r.stdout);
+      const name = refs['nobody']!.split('/').at(-1)!.replace(/:.*$/, '');
+      expect(hint?.[1]).toBe(`runc --root /tmp/runc-${userUid} run --bundle ${dir} ${name}`);
+      const words = hint![1]!.split(' ');
+      try {
+        const c = await asUser(words);
+        expect(c.code).toBe(0);
+        expect(c.stdout).toMatch(/^uid=65534\(nobody\) gid=65534\(nogroup\)/);
+      } finally {
+        await asUser(['runc', '--root', `/tmp/runc-${userUid}`, 'delete', '-f', name]);
+        await rm(`/tmp/runc-${userUid}`, { recursive: true, force: true });
+      }
+    });
+
     it('runs an image whose User is nobody (65534, inside a 65536-id range)', async () => {
       const dir = join(work, 'nobody');
       expect(await pullAs('nobody', dir)).toMatchObject({ code: 0, stderr: '' });

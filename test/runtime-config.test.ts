@@ -158,6 +158,11 @@ describe('runc spec parity', () => {
     const spec = convert(image({ Cmd: ['sh'] }), { terminal: true, readonlyRoot: true });
     expect(JSON.stringify(spec, null, '\t')).toBe(JSON.stringify(RUNC_SPEC, null, '\t'));
   });
+  it("tty (the CLI's --tty) gives the same spec as terminal, its deprecated old name", () => {
+    const spec = convert(image({ Cmd: ['sh'] }), { tty: true, readonlyRoot: true });
+    expect(JSON.stringify(spec, null, '\t')).toBe(JSON.stringify(RUNC_SPEC, null, '\t'));
+    expect(convert(image({ Cmd: ['sh'] }), { tty: false, terminal: true }).process.terminal).toBe(false);
+  });
   it('rootless with host ids 0 is byte-for-byte `runc spec --rootless`', () => {
     const spec = convert(image({ Cmd: ['sh'] }), { terminal: true, readonlyRoot: true, rootless: { uid: 0, gid: 0 } });
     expect(JSON.stringify(spec, null, '\t')).toBe(JSON.stringify(RUNC_SPEC_ROOTLESS, null, '\t'));

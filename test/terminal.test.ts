@@ -140,7 +140,8 @@ describe('progress on a terminal', () => {
     const mid = await watch(t, 120, (lines) => lines.some((l) => /^ {2}total .*ETA/.test(l)), 'the total line with an ETA');
     const at = mid.indexOf(PROMPT);
     const display = mid.slice(at + 1);
-    expect(display[0]).toMatch(new RegExp(`^${normal.host}/${repo}:v1 [0-9a-f]{12}$`));
+    // A single manifest's platform comes from its config (pushImage's default: linux/amd64).
+    expect(display[0]).toMatch(new RegExp(`^${normal.host}/${repo}:v1 linux/amd64 [0-9a-f]{12}$`));
     const short = layerDigests.map((d) => d.slice(7, 19));
     expect(display.slice(1, 3)).toEqual([
       expect.stringMatching(

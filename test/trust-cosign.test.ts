@@ -21,6 +21,7 @@ import { spawnCli, finished } from './helpers/crash-fixtures.js';
 import { failure } from './helpers/errors.js';
 import { tempRoot } from './helpers/gpg.js';
 import { startReferrersProxy } from './helpers/referrers-proxy.js';
+import { eventSchemaErrors } from './helpers/events-schema.js';
 import { runCli, testRegistry, type CliRun } from './helpers/registry.js';
 import { keyPair, keySignature, makeBundle, pushBundleReferrer, simpleSigningPayload } from './helpers/sigstore-fixtures.js';
 
@@ -320,14 +321,19 @@ describe('what a verification shows', () => {
         .trim()
         .split('\n')
         .map((l) => JSON.parse(l) as Record<string, unknown>);
-    const ok = events(await runCli(['--json', '--verify-key', f.a.path, f.images.signed, out()]));
+    const okRun = await runCli(['--json', '--verify-key', f.a.path, f.images.signed, out()]);
+    expect(eventSchemaErrors(okRun.stdout).errors).toEqual([]);
+    const ok = events(okRun);
     expect(ok.find((e) => e['type'] === 'signature-verified')).toEqual({
       type: 'signature-verified',
+      time: expect.stringMatching(/Z$/) as unknown,
       scope: `--verify-key ${f.a.path}`,
       requirement: 'a cosign signature by that key',
       signatures: [{ kind: 'cosign', signer: expect.stringMatching(/^SHA256:[0-9a-f]{64}$/) as unknown, verified: true }],
     });
-    const bad = events(await runCli(['--json', ...keyless(), f.images.keylessOther, out()]));
+    const badRun = await runCli(['--json', ...keyless(), f.images.keylessOther, out()]);
+    expect(eventSchemaErrors(badRun.stdout).errors).toEqual([]);
+    const bad = events(badRun);
     expect(bad.find((e) => e['type'] === 'signature-rejected')).toMatchObject({
       reason: expect.stringMatching(/the certificate is for someone@example\.com/) as unknown,
       signatures: [{ kind: 'cosign', signer: `someone@example.com from ${OIDC_ISSUER}`, verified: false }],

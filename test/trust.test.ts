@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pull } from '../src/index.js';
 import { failure } from './helpers/errors.js';
+import { eventSchemaErrors } from './helpers/events-schema.js';
 import { serveLookaside, tempRoot } from './helpers/gpg.js';
 import { trickle } from './helpers/hostile-servers.js';
 import { makePki } from './helpers/network-fixtures.js';
@@ -402,6 +403,7 @@ describe('default policy files and --insecure-policy', () => {
 describe('what a verification shows', () => {
   it('--json reports signature-verified with the signer, and signature-rejected with the reason', async () => {
     const ok = await pullWith(signedByA(), f.images.signed, ['--json']);
+    expect(eventSchemaErrors(ok.stdout).errors).toEqual([]);
     const events = ok.stdout
       .trim()
       .split('\n')
@@ -413,6 +415,7 @@ describe('what a verification shows', () => {
     });
     expect(events.findIndex((e) => e['type'] === 'signature-verified')).toBeLessThan(events.findIndex((e) => e['type'] === 'config'));
     const bad = await pullWith(signedByA(), f.images.otherKey, ['--json']);
+    expect(eventSchemaErrors(bad.stdout).errors).toEqual([]);
     const rejected = bad.stdout
       .trim()
       .split('\n')

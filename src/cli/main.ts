@@ -3,16 +3,17 @@
  * `main` is what bin/pull-unpack.js calls and what tests run in-process.
  */
 import { isPullUnpackError, PullUnpackError, redactSecrets } from '../errors.js';
-import { inspect, pull, pullBundle, pullOci, pullTar, type InspectResult, type PullEvent, type PullResult } from '../index.js';
+import { inspect, pull, pullBundle, pullOci, pullTar, type PullEvent, type PullResult } from '../index.js';
 import { CACHE_OPTIONS, cacheCommand, defaultCacheDir } from './cache.js';
 import { completionCommand } from './completion.js';
 import { sourceOptionsFrom } from './options.js';
-import { formatBytes, progressDisplayFor } from './progress.js';
-import { MediaType } from '../image/oci.js';
-import { escapeControl, escapeStack, toJson } from './escape.js';
+import { progressDisplayFor } from './progress.js';
+import { formatPullReport } from './pull-output.js';
+import { escapeControl, escapeStack } from './escape.js';
+import { errorEvent, jsonEventLine, wantsJson } from './json-events.js';
 import { EXIT_OUTPUT_CLOSED, guardOutput } from './output-guard.js';
 import { trustOptionsFrom } from './trust-options.js';
-import { formatTrust } from './trust-output.js';
+import { printInspect } from './inspect-output.js';
 import { parseCommandLine, usageError } from './args.js';
 import { helpCommand, usageOf, USAGE, VERSION } from './help.js';
 import { checkImageArgument, withCommandGuess, withHint } from './mistakes.js';
@@ -37,6 +38,8 @@ export async function main(argv: string[], cliIo: CliIo): Promise<number> {
   } catch (err) {
     const failure = output.failure();
     if (failure === 'closed') return EXIT_OUTPUT_CLOSED;
+    // With --json, the failure is an event on stdout too (unless stdout itself failed).
+    if (!failure && wantsJson(argv)) io.stdout.write(jsonEventLine(errorEvent(err)));
     return reportError(failure ?? err, io);
   }
 }
@@ -88,8 +91,9 @@ async function pullCommand(args: string[], io: CliIo): Promise<number> {
   }
   // With the tar on stdout, the final line goes to stderr.
   const report = request.toStdout ? io.stderr : io.stdout;
-  if (values.json) io.stdout.write(`${toJson({ type: 'done', ...summary(result) })}\n`);
-  else if (!values.quiet) report.write(`${escapeControl(formatPullResult(result, request.dir))}\n`);
+  if (values.json) io.stdout.write(jsonEventLine({ type: 'done', ...result.summary }));
+  else if (!values.quiet)
+    report.write(formatPullReport(result, request.dir, { bundle: values.bundle, env: io.env, uid: process.getuid?.() }));
   return EXIT_OK;
 }
 
@@ -98,7 +102,7 @@ type ProgressDisplay = ReturnType<typeof progressDisplayFor>;
 /** Where a pull's events go: NDJSON on stdout with --json, else warnings on stderr and the display. */
 function eventPrinter({ values }: PullRequest, io: CliIo, display: ProgressDisplay): (event: PullEvent) => void {
   return (event) => {
-    if (values.json) io.stdout.write(`${toJson(event)}\n`);
+    if (values.json) io.stdout.write(jsonEventLine(event));
     else if (event.type === 'warning' && !values.quiet) {
       display?.clear();
       io.stderr.write(`warning: ${escapeControl(event.message)}\n`);
@@ -142,23 +146,10 @@ async function runPull(
       user: values.user,
     },
     hostname: values.hostname,
-    terminal: values.tty,
+    tty: values.tty,
     rootless: values.rootless ? true : undefined,
     volumeMode: request.volumeMode,
   });
-}
-
-function summary(r: PullResult): Record<string, unknown> {
-  const { config: _config, spec: _spec, ...rest } = r as PullResult & { spec?: unknown };
-  return rest;
-}
-
-/** The one line a successful pull prints. */
-export function formatPullResult(r: PullResult, dir: string): string {
-  const total = r.layers.reduce((n, l) => n + l.size, 0);
-  const platform = r.platform ? ` ${r.platform}` : '';
-  const layers = `${r.layers.length} layer${r.layers.length === 1 ? '' : 's'}`;
-  return `${r.reference}${platform} ${r.manifestDigest} -> ${dir} (${layers}, ${formatBytes(total)})`;
 }
 
 async function inspectCommand(args: string[], io: CliIo): Promise<number> {
@@ -181,61 +172,8 @@ async function inspectCommand(args: string[], io: CliIo): Promise<number> {
     trust: trustOptionsFrom(values, io.env, (m) => notices.push(m)),
   });
   // Exit 1 when the platform has no image, so scripts can ask "does IMAGE have linux/arm/v6?".
-  const code = 'error' in result.pick ? EXIT_FAILURE : EXIT_OK;
-  if (values.raw) {
-    io.stdout.write(result.raw);
-    return code;
-  }
-  if (values.json) {
-    const { raw: _raw, ...doc } = result;
-    io.stdout.write(`${toJson({ ...doc, notices }, 2)}\n`);
-    return code;
-  }
-  for (const n of notices) io.stderr.write(`note: ${escapeControl(n)}\n`);
-  io.stdout.write(formatInspect(result));
-  return code;
-}
-
-const KIND_NAMES: Record<string, string> = {
-  [MediaType.OciIndex]: 'OCI image index',
-  [MediaType.DockerManifestList]: 'Docker manifest list',
-  [MediaType.OciManifest]: 'OCI image manifest',
-  [MediaType.DockerManifest]: 'Docker image manifest (schema 2)',
-};
-
-/** The human-readable inspect report. */
-export function formatInspect(r: InspectResult): string {
-  const lines = [
-    r.reference,
-    `  type:      ${KIND_NAMES[r.mediaType] ?? r.mediaType} (${r.kind === 'index' ? 'multi-platform' : 'single manifest'})`,
-    `  mediaType: ${r.mediaType}`,
-    `  digest:    ${r.digest}`,
-    `  size:      ${r.size} bytes`,
-  ];
-  if (r.kind === 'index') {
-    lines.push(`  platforms (${r.platforms.length}):`);
-    const width = Math.max(...r.platforms.map((p) => (p.platform ?? '-').length), 8);
-    for (const p of r.platforms) {
-      const marks = [p.attestation ? 'attestation' : '', p.via.length ? `nested in ${p.via.at(-1)!.slice(0, 19)}` : '']
-        .filter(Boolean)
-        .join(', ');
-      const picked = 'digest' in r.pick && r.pick.digest === p.digest && !p.attestation ? '*' : ' ';
-      lines.push(
-        `   ${picked} ${(p.platform ?? '-').padEnd(width)}  ${p.digest}  ${String(p.size).padStart(6)} B${marks ? `  (${marks})` : ''}`,
-      );
-    }
-  } else if (r.configPlatform) {
-    lines.push(`  platform:  ${r.configPlatform} (from the image config)`);
-  }
-  if ('digest' in r.pick) {
-    lines.push(`  for ${r.wanted}: ${r.pick.platform} ${r.pick.digest}`, `    why: ${r.pick.reason}`);
-    for (const n of r.pick.notes) lines.push(`    note: ${n}`);
-  } else {
-    lines.push(`  for ${r.wanted}: no match`, `    ${r.pick.error}`);
-  }
-  lines.push(...formatTrust(r.trust));
-  // Each line escaped on its own: a field from the registry cannot break one into two.
-  return `${lines.map(escapeControl).join('\n')}\n`;
+  printInspect(result, notices, { raw: values.raw, json: values.json, platformGiven: values.platform !== undefined }, io);
+  return 'error' in result.pick ? EXIT_FAILURE : EXIT_OK;
 }
 
 function reportError(err: unknown, io: CliIo): number {

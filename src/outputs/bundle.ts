@@ -30,7 +30,9 @@ export interface BundleSettings {
   overrides?: ConfigOverrides | undefined;
   /** Hostname inside the container (default "runc", as `runc spec`). */
   hostname?: string | undefined;
-  /** process.terminal (default false). */
+  /** process.terminal, as the CLI's --tty (default false). */
+  tty?: boolean | undefined;
+  /** @deprecated The old name of `tty`, read when `tty` is not given. */
   terminal?: boolean | undefined;
   /** Image volumes as tmpfs mounts (default) or not mounted. */
   volumeMode?: 'tmpfs' | 'none' | undefined;
@@ -60,7 +62,7 @@ export async function bundleOutput(
   dir: string,
   settings: BundleSettings,
   context: { onWarning: (message: string) => void; env?: NodeJS.ProcessEnv | undefined; signal?: AbortSignal | undefined },
-): Promise<Output<{ spec: RuntimeSpec }> & { rootless: boolean }> {
+): Promise<Output<{ spec: RuntimeSpec; rootless: boolean }> & { rootless: boolean }> {
   const { onWarning } = context;
   const rootless = settings.rootless ?? !isRoot();
   const ids = rootless ? await rootlessIds(settings.subordinateIds, context.env) : undefined;
@@ -82,14 +84,14 @@ export async function bundleOutput(
         passwd: await readAccountFile(rootfs, 'etc/passwd', onWarning),
         group: await readAccountFile(rootfs, 'etc/group', onWarning),
         rootless: ids,
-        terminal: settings.terminal,
+        tty: settings.tty ?? settings.terminal,
         hostname: settings.hostname,
         volumeMode: settings.volumeMode,
         annotations: { [REF_NAME_ANNOTATION]: image.reference.toString(), [PROVENANCE_DIGEST]: image.manifest.descriptor.digest },
       });
       for (const mountPoint of volumeMountPoints(spec)) await createMountPoint(rootfs, mountPoint);
       await writeFile(join(staging.out, 'config.json'), `${JSON.stringify(spec, null, '\t')}\n`, { mode: 0o644 });
-      return { spec };
+      return { spec, rootless };
     },
     commit: owners && namespace ? (staging) => commitWithOwners(staging, owners, namespace, context.signal) : commitStaging,
   };

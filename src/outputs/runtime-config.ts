@@ -53,7 +53,9 @@ export interface RuntimeConfigOptions {
    * and, with `subordinate` ranges, container ids 1..N to them (as podman does).
    */
   rootless?: RootlessIds | undefined;
-  /** process.terminal; default false. When true, `TERM=xterm` is added unless the image sets TERM. */
+  /** process.terminal (the CLI's --tty); default false. When true, `TERM=xterm` is added unless the image sets TERM. */
+  tty?: boolean | undefined;
+  /** @deprecated The old name of `tty`, read when `tty` is not given. */
   terminal?: boolean | undefined;
   /** Default "runc", as `runc spec`. */
   hostname?: string | undefined;
@@ -157,13 +159,14 @@ export function toRuntimeConfig(image: ImageConfig, options: RuntimeConfigOption
   // images like alpine list root in many groups, so rootless drops them.
   if (user.additionalGids.length > 0 && options.rootless === undefined) processUser.additionalGids = user.additionalGids;
 
+  const tty = options.tty ?? options.terminal ?? false;
   const spec: RuntimeSpec = {
     ociVersion: OCI_VERSION,
     process: {
-      terminal: options.terminal ?? false,
+      terminal: tty,
       user: processUser,
       args,
-      env: processEnv(config, options.terminal ?? false, user.home),
+      env: processEnv(config, tty, user.home),
       cwd: workingDir(config.WorkingDir),
       capabilities: {
         bounding: [...CAPABILITIES],

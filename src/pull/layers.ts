@@ -127,6 +127,7 @@ function startDownloads(pipeline: LayerPipeline, layers: LayerWithDiffId[]): Lay
   };
   const requests = layers.map((l, i) => ({
     descriptor: descriptorOf(l),
+    index: i,
     what: `layer ${i + 1}/${layers.length} of ${source.name} (${l.digest})`,
     follower: new BlobFollower(),
   }));

@@ -18,6 +18,7 @@ import { probeScheme } from './probe.js';
 import { isLoopbackRegistry, OriginPolicy } from './origins.js';
 import { checkRange, errorFromResponse, headerValue, readCapped, unauthorized } from './responses.js';
 import { isRetryableStatus, Retry, retryAfterMs, retrying, type RetryPolicy } from './retry.js';
+import { MAX_TAG_LIST_BYTES, parseTagList, type TagPage } from './tag-list.js';
 import { requestToken } from './token-request.js';
 import { certsDirFor, loadHttp, type Http, type TransportOptions } from './transport.js';
 
@@ -158,6 +159,15 @@ export class RegistryClient {
     const digest = digestOf(bytes, expected?.algorithm ?? 'sha256');
     if (expected && digest !== reference) throw digestMismatch(`the manifest served for ${what}`, reference, digest);
     return { bytes, contentType, digest };
+  }
+
+  /** The first page of `repository`'s tags (at most `n`, at most MAX_TAG_LIST_BYTES), and whether the registry has more. */
+  async listTags(repository: string, n: number, signal?: AbortSignal): Promise<TagPage> {
+    const what = `the tags of ${this.registry}/${repository}`;
+    return this.send(`/v2/${repository}/tags/list?n=${n}`, { repository, what, signal }, async (res) => ({
+      tags: parseTagList(await readCapped(res.body, MAX_TAG_LIST_BYTES, res.headers['content-length'], what, 'TOO_LARGE'), what),
+      more: headerValue(res.headers['link']) !== '',
+    }));
   }
 
   /**

@@ -11,6 +11,7 @@ import { openLocalSource } from './layout.js';
 import { isLocalReference, type ImageReference } from '../image/local-reference.js';
 import { manifestReference, type Reference } from '../image/reference.js';
 import { DEFAULT_ATTEMPTS, RegistryClient, type RegistryClientOptions } from '../registry/client.js';
+import { TAGS_ASKED, withExistingTags } from '../registry/tag-list.js';
 import { fallbackSource, registrySource, withBlobOffsets, type ImageSource } from './source.js';
 import { resolveLimits, type Limits } from '../limits.js';
 import type { TransportOptions } from '../registry/transport.js';
@@ -88,7 +89,8 @@ export async function openImage(image: ImageReference, options: SourceOptions): 
   }
   const resolved = { ...options, limits };
   const mirrors = (options.mirrors?.[image.registry] ?? []).map((url) => mirrorSource(url, image, resolved));
-  const upstream = registrySource(registryClient(image.registry, resolved, options.credentials), image.repository);
+  const client = registryClient(image.registry, resolved, options.credentials);
+  const upstream = withTagsOnNotFound(registrySource(client, image.repository), client, image.repository);
   return {
     source: fallbackSource([...mirrors, upstream], options.onNotice ?? (() => undefined)),
     reference: manifestReference(image),
@@ -96,6 +98,18 @@ export async function openImage(image: ImageReference, options: SourceOptions): 
     local: false,
     limits,
     close: async () => undefined,
+  };
+}
+
+/** `source`, whose 404 for a tag (not a digest) names the tags that exist when the registry lists them (the upstream's, not a mirror's). */
+function withTagsOnNotFound(source: ImageSource, client: RegistryClient, repository: string): ImageSource {
+  return {
+    ...source,
+    getManifest: (reference, signal) =>
+      source.getManifest(reference, signal).catch(async (err: unknown) => {
+        if (reference.includes(':')) throw err;
+        throw await withExistingTags(err, (s) => client.listTags(repository, TAGS_ASKED, s), signal);
+      }),
   };
 }
 

@@ -131,6 +131,9 @@ async function flattenIndex(reader: DocumentReader, index: ImageIndex, via: stri
   return entries;
 }
 
+/** Why a reference that names a manifest (not an index) gets that manifest. */
+export const SINGLE_MANIFEST_REASON = 'the reference names a single-platform manifest';
+
 /** Resolves `reference` to the single-platform manifest to unpack. */
 export async function resolveImage(
   source: ImageSource,

@@ -10,13 +10,15 @@ import { abortError, isPullUnpackError, PullUnpackError } from '../errors.js';
 import type { Descriptor } from '../image/oci.js';
 import type { ImageSource } from '../sources/source.js';
 
-export type BlobEvent =
+/** `index`: the layer's position in the manifest (0-based), when the blob is a layer; a layer listed twice is fetched once, under its first index. */
+export type BlobEvent = { index?: number } & (
   | { type: 'blob-start'; digest: string; size: number; what: string }
   | { type: 'blob-progress'; digest: string; bytes: number; size: number }
   /** Another process holds the blob's lock; `message` says who and until when it is waited for. */
   | { type: 'blob-wait'; digest: string; what: string; message: string }
   /** `fetched`: bytes downloaded by this process (less than `size` after a resume). */
-  | { type: 'blob-verified'; digest: string; size: number; fromCache: boolean; fetched: number };
+  | { type: 'blob-verified'; digest: string; size: number; fromCache: boolean; fetched: number }
+);
 
 export interface FetchOptions {
   concurrency: number;
@@ -28,6 +30,8 @@ export interface BlobRequest {
   descriptor: Descriptor;
   /** Names the blob in messages and events, e.g. 'layer 2/5'. */
   what: string;
+  /** The layer's position in the manifest, reported as `index` on the blob's events. */
+  index?: number | undefined;
   /** Told about the download's progress and outcome, to read the blob while it arrives. */
   follower?: BlobFollower | undefined;
 }
@@ -42,8 +46,10 @@ export function fetchBlobs(source: ImageSource, store: BlobStore, blobs: BlobReq
   // A digest listed twice (an image may repeat a layer) is downloaded once: a second download
   // would only wait for the first one's lock. Its follower reads the blob once it is verified.
   const started = new Map<string, Promise<string>>();
-  return blobs.map(({ descriptor, what, follower }) => {
-    const task = started.get(descriptor.digest) ?? limit(() => fetchOne(source, store, descriptor, what, options, follower));
+  return blobs.map(({ descriptor, what, index, follower }) => {
+    const onEvent = options.onEvent && index !== undefined ? (e: BlobEvent) => options.onEvent!({ ...e, index }) : options.onEvent;
+    const task =
+      started.get(descriptor.digest) ?? limit(() => fetchOne(source, store, descriptor, what, { ...options, onEvent }, follower));
     started.set(descriptor.digest, task);
     task.then(
       (path) => follower?.settle({ path }),

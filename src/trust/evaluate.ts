@@ -214,8 +214,8 @@ export function rejectionError(display: string, verdicts: TrustVerdict[]): PullU
       hint:
         failed.hint ??
         (failed.scope.startsWith('policy')
-          ? 'pull-unpack inspect with the same --policy lists the signatures found; nothing was downloaded but manifests'
-          : 'check the key or identity given; nothing was downloaded but manifests'),
+          ? 'pull-unpack inspect with the same --policy lists the signatures found; no layer was downloaded'
+          : 'check the key or identity given; no layer was downloaded'),
     },
   );
 }
