@@ -41,6 +41,9 @@ processes, in several variants interleaved over the rounds; prints the medians.
 --delete-between-runs
               delete each tree right after its run instead of keeping it in a trash directory
               until the end (lib/retire.mjs says why the trash); on tmpfs this is the default
+--keep        leave DIR and its trash in place at the end: for several invocations on the same
+              filesystem in a row, since the deletion at the end slows the next invocation's
+              creation on ext4 as it slows the next run's; delete DIR yourself after the last
 `;
 const TMPFS_MAGIC = 0x01021994;
 const log = (text) => process.stderr.write(`file-creation: ${text}\n`);
@@ -58,6 +61,7 @@ function options() {
       rounds: { type: 'string', default: '5' },
       variants: { type: 'string', default: DEFAULT_VARIANTS },
       'delete-between-runs': { type: 'boolean', default: false },
+      keep: { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
     },
   });
@@ -71,6 +75,7 @@ function options() {
     rounds: Number(values.rounds),
     variants,
     deleteBetween: values['delete-between-runs'],
+    keep: values.keep,
   };
 }
 
@@ -165,8 +170,9 @@ async function main() {
     }
     report(opts, tmpfs ? 'tmpfs' : 'not tmpfs', results, probes);
   } finally {
-    log(`removing ${opts.dir}`);
-    rmSync(opts.dir, { recursive: true, force: true });
+    if (opts.keep) log(`kept ${opts.dir}`);
+    else log(`removing ${opts.dir}`);
+    if (!opts.keep) rmSync(opts.dir, { recursive: true, force: true });
   }
 }
 
