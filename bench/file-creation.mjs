@@ -10,23 +10,22 @@
  * untimed). Prints one table (medians over the rounds) to stdout, progress to stderr.
  */
 import { execFileSync, execFile } from 'node:child_process';
-import { mkdirSync, rmSync, statfsSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, statfsSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { promisify } from 'node:util';
-import { parseArgs } from 'node:util';
+import { parseArgs, promisify } from 'node:util';
 import { createTree, SHAPES } from './lib/create-tree.mjs';
 import { probeCreateCost, Trash } from './lib/retire.mjs';
 
 const DEFAULT_VARIANTS = 'sync,async-1,async-4,async-16,cb-4,workers-2,workers-4,tar';
 const HELP = `usage: node bench/file-creation.mjs [--dir DIR] [--shape distro|small-files] [--rounds N]
-                                    [--variants a,b,...] [--delete-between-runs]
+                                    [--variants a,b,...] [--delete-between-runs] [--keep]
 
 Creates a synthetic layer's directories (one at a time) and then its files, in fresh child
 processes, in several variants interleaved over the rounds; prints the medians.
 
---dir DIR     where the trees are created (default: a new directory in the temp dir, beside
-              bench/run.mjs's default work directory, so the same filesystem); removed at the end
+--dir DIR     the filesystem to measure: the trees go to a new directory inside DIR, removed
+              at the end (default DIR: the temp dir, where bench/run.mjs's work directory goes)
 --shape       distro (3,400 directories, 10,000 files of 0-64 KiB; default) or small-files
               (1,000 directories, 100,000 files of 0-16 KiB)
 --rounds N    rounds (default 5); each round runs every variant once, in a rotated order
@@ -41,9 +40,9 @@ processes, in several variants interleaved over the rounds; prints the medians.
 --delete-between-runs
               delete each tree right after its run instead of keeping it in a trash directory
               until the end (lib/retire.mjs says why the trash); on tmpfs this is the default
---keep        leave DIR and its trash in place at the end: for several invocations on the same
+--keep        leave the new directory and its trash in place at the end: for several invocations on the same
               filesystem in a row, since the deletion at the end slows the next invocation's
-              creation on ext4 as it slows the next run's; delete DIR yourself after the last
+              creation on ext4 as it slows the next run's; delete it yourself after the last
 `;
 const TMPFS_MAGIC = 0x01021994;
 const log = (text) => process.stderr.write(`file-creation: ${text}\n`);
@@ -70,13 +69,19 @@ function options() {
   for (const v of variants) if (!/^(sync|tar|(async|cb|workers)-\d+)$/.test(v)) throw new Error(`unknown variant ${v}`);
   return {
     help: values.help,
-    dir: resolve(values.dir ?? join(tmpdir(), `pull-unpack-file-creation-${process.pid}`)),
+    parent: resolve(values.dir ?? tmpdir()),
     shape: values.shape,
-    rounds: Number(values.rounds),
+    rounds: positive(values.rounds, '--rounds'),
     variants,
     deleteBetween: values['delete-between-runs'],
     keep: values.keep,
   };
+}
+
+function positive(text, name) {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`${name} must be a positive integer`);
+  return n;
 }
 
 /** One run in a fresh child process; UV_THREADPOOL_SIZE=N for async-N (libuv's default, 4, otherwise). */
@@ -143,7 +148,9 @@ async function main() {
     process.stdout.write(HELP);
     return;
   }
-  mkdirSync(opts.dir, { recursive: true });
+  mkdirSync(opts.parent, { recursive: true });
+  // Only this new directory is ever removed, never DIR itself.
+  opts.dir = mkdtempSync(join(opts.parent, `pull-unpack-file-creation-${process.pid}-`));
   const tmpfs = statfsSync(opts.dir).type === TMPFS_MAGIC;
   // tmpfs has no inode tables to walk past (retire.mjs): deleting at once does not slow the next run.
   const keep = !opts.deleteBetween && !tmpfs;
