@@ -59,7 +59,7 @@ async function expectStorageFailure(
   const stderr = run.stderr();
   expect({ exit, stdout: run.stdout() }).toEqual({ exit: { code: 1, signal: null }, stdout: '' });
   const lines = stderr.split('\n');
-  expect(lines).toHaveLength(3);
+  expect(lines, stderr).toHaveLength(3);
   expect(lines[0]).toMatch(message);
   expect(lines[1]).toMatch(hint);
   expect(stderr).not.toMatch(/unexpected error|connection lost|resuming|\n\s+at /);
