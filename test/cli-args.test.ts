@@ -172,6 +172,16 @@ describe('likely mistakes, refused with a hint before anything is fetched', () =
     );
   });
 
+  it('a bare IMAGE that is also a file here (a busybox binary) is still tried; its failure names the file', async () => {
+    const cwd = await caseDir();
+    await writeFile(join(cwd, 'busybox'), '\x7fELF not a tar\n');
+    await mkdir(join(cwd, 'empty-cache'));
+    const r = await runBin(['--offline', '--cache-dir', 'empty-cache', 'busybox', 'out'], cwd);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('docker.io/library/busybox:latest was never pulled into the cache');
+    expect(r.stderr).toContain('busybox is also a file here');
+  });
+
   it('a tar of an OCI layout given as IMAGE: suggests oci-archive:PATH (pull and inspect)', async () => {
     const cwd = await caseDir();
     await mkdir(join(cwd, 'layout'));

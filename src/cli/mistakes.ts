@@ -35,12 +35,18 @@ export function withHint(err: unknown, hint: string | undefined): unknown {
  * `oci-archive:`, `docker-archive:` or `oci:` prefix, or IMAGE and DIR swapped (IMAGE a path to
  * an existing directory, DIR a missing path that reads as an image reference). An IMAGE that is
  * both a directory here and a valid reference (`rootfs`) is tried: the hint returned is for the
- * pull's error, should it fail. A local reference, or an IMAGE on no path, is left to the pull.
+ * pull's error, should it fail; so is a bare name without an extension that is a file here (a
+ * `busybox` binary) but no image archive. A local reference, or an IMAGE on no path, is left to the pull.
  */
 export async function checkImageArgument(image: string, dir: string | undefined): Promise<string | undefined> {
   if (parseLocalPrefix(image)) return undefined;
   const info = await stat(image).catch(() => undefined);
-  if (info?.isFile()) throw await fileAsImage(image);
+  if (info?.isFile()) {
+    const refusal = await fileAsImage(image);
+    // A bare name with no extension (a `busybox` binary here) is as likely an image: tried, as a directory's is.
+    if (refusal.archive || !looksLikeImage(image) || /[./]/.test(image)) throw refusal.error;
+    return `${image} is also a file here: a local image is read as oci:DIR, oci-archive:FILE or docker-archive:FILE`;
+  }
   if (!info?.isDirectory()) return undefined;
   if (await exists(join(image, 'oci-layout'))) {
     throw usageError('pull', `${image} is an OCI image layout, not an image reference`, `read it as one: oci:${image}`);
@@ -73,7 +79,7 @@ async function exists(path: string): Promise<boolean> {
 }
 
 /** What the file `path` holds, read as a tar with our own reader: an OCI layout, `docker save` output, or neither. */
-async function fileAsImage(path: string): Promise<PullUnpackError> {
+async function fileAsImage(path: string): Promise<{ error: PullUnpackError; archive: boolean }> {
   let names: string[];
   try {
     const tar = await TarIndex.open(path);
@@ -84,14 +90,15 @@ async function fileAsImage(path: string): Promise<PullUnpackError> {
   }
   const message = `${path} is a file, not an image reference`;
   if (names.includes('oci-layout') || names.includes('index.json')) {
-    return usageError('pull', message, `it holds an OCI image layout: read it as oci-archive:${path}`);
+    return { error: usageError('pull', message, `it holds an OCI image layout: read it as oci-archive:${path}`), archive: true };
   }
   if (names.includes('manifest.json')) {
-    return usageError('pull', message, `it is a docker save archive: read it as docker-archive:${path}`);
+    return { error: usageError('pull', message, `it is a docker save archive: read it as docker-archive:${path}`), archive: true };
   }
-  return usageError(
+  const error = usageError(
     'pull',
     `${message} (nor a tar of an OCI layout or of docker save)`,
     'a local image is read as oci:DIR, oci-archive:FILE or docker-archive:FILE (uncompressed tar)',
   );
+  return { error, archive: false };
 }
