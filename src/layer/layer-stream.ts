@@ -72,6 +72,9 @@ export function openLayerTar(
   const done = new Promise<void>((resolve, reject) => {
     settle = (err) => (err ? reject(err) : resolve());
   });
+  // The stream can fail (its download did) while the caller is still applying entries and not yet
+  // awaiting `done`: that is no unhandled rejection; the caller awaits `done` and sees the error.
+  done.catch(() => undefined);
   const count = new Transform({
     highWaterMark: 1 << 20,
     transform(chunk: Buffer, _encoding, callback) {
